@@ -1,0 +1,2 @@
+"""sharpness: sharp vs flat minima analysis for PyTorch."""
+__version__ = "0.1.0"

@@ -1,0 +1,89 @@
+"""Options shared by several commands, and the small helpers that turn them into library arguments."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+import click
+import torch
+
+from ..errors import InputError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first CUDA device if there is one, else CPU; ``cuda[:i]`` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device expects auto, cpu or cuda[:i], got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type != "cpu":
+        raise InputError(f"--device expects auto, cpu or cuda[:i], got {name!r}")
+    return device
+
+
+def parse_json_option(text: str | None, option: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{option} expects a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{option} expects a JSON object, got {type(value).__name__}")
+    return value
+
+
+def progress_enabled(verbosity: int) -> bool:
+    """Progress bars only for a person watching: stderr is a terminal and not ``-q``."""
+    return verbosity >= 0 and sys.stderr.isatty()
+
+
+def common_options(fn: Callable) -> Callable:
+    """--device, --dtype, --seed, -v/-q on a command."""
+    fn = click.option("-q", "--quiet", "quiet", count=True, help="Less output on stderr.")(fn)
+    fn = click.option("-v", "--verbose", "verbose", count=True, help="More output on stderr.")(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")(fn)
+    fn = click.option(
+        "--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
+        help="Floating type of the computation (float64 to check numbers).",
+    )(fn)
+    fn = click.option(
+        "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i.",
+    )(fn)
+    return fn
+
+
+def setup_logging(verbose: int, quiet: int) -> int:
+    level = verbose - quiet
+    logging.basicConfig(
+        level=logging.WARNING - 10 * level, format="sharpness: %(message)s", stream=sys.stderr, force=True
+    )
+    return level
+
+
+def write_json(obj: Any, path: str) -> None:
+    """Write JSON to ``path`` atomically, or to stdout for ``-``."""
+    text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,139 @@
+"""Hessian-vector products of an :class:`~sharpness.objective.Objective`, and the dense Hessian beside them.
+
+    H = ∇²f(θ) ∈ R^{P×P},    H @ v = ∂/∂ε ∇f(θ + εv) |_{ε=0}
+
+computed chunk by chunk as forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``, Pearlmutter 1994),
+summed over chunks and divided by the total sample weight once, so the product is exact for any chunk size.
+Models whose ops lack forward-mode AD fall back to reverse-over-reverse (double backward) automatically,
+with a one-line warning. An optional weight-decay term gives (H + λI) @ v.
+
+:class:`HessianOperator` exposes the small operator surface every estimator in :mod:`sharpness.linalg`
+takes: ``shape``, ``dtype``, ``device`` and ``H @ v`` for ``(P,)`` or ``(P, K)``.
+:func:`dense_hessian` builds the full matrix for small models; tests use it as the reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from .objective import Objective
+
+MODES = ("auto", "forward-over-reverse", "reverse-over-reverse")
+
+
+class HessianOperator:
+    """The Hessian of ``objective`` at its point θ as a linear operator.
+
+    Args:
+        objective: the loss over the analysis set, with the parameters that vary.
+        weight_decay: λ ≥ 0; the operator is H + λI (the Hessian of f + λ/2‖θ‖²).
+        mode: ``"auto"`` (forward-over-reverse, falling back to double backward if an op lacks forward
+            AD), or either method by name.
+
+    Attributes:
+        num_matvecs: Hessian-vector products computed so far (a column of a block counts as one).
+
+    Example:
+        >>> H = HessianOperator(objective)
+        >>> Hv = H @ v                    # v: (P,) or (P, K)
+    """
+
+    def __init__(self, objective: Objective, *, weight_decay: float = 0.0, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay}")
+        self.objective = objective
+        self.weight_decay = float(weight_decay)
+        self.mode = mode
+        self.num_matvecs = 0
+        self._point = objective.unflatten(objective.theta)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.objective.numel, self.objective.numel)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.objective.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.objective.device
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        P = self.objective.numel
+        if v.ndim == 1 and v.shape[0] == P:
+            return self._hvp(v)
+        if v.ndim == 2 and v.shape[0] == P:
+            return torch.stack([self._hvp(col) for col in v.unbind(dim=1)], dim=1)
+        raise ValueError(f"expected a vector of shape ({P},) or a block ({P}, K), got {tuple(v.shape)}")
+
+    def _hvp(self, v: Tensor) -> Tensor:
+        v = v.to(self.device, self.dtype)
+        if self.mode == "auto":
+            try:
+                out = self._forward_over_reverse(v)
+                self.mode = "forward-over-reverse"
+            except (NotImplementedError, RuntimeError) as err:
+                warnings.warn(
+                    f"forward-mode AD unavailable for this model ({str(err).splitlines()[0][:120]}); "
+                    "using double backward for Hessian-vector products",
+                    stacklevel=3,
+                )
+                self.mode = "reverse-over-reverse"
+                out = self._reverse_over_reverse(v)
+        elif self.mode == "forward-over-reverse":
+            out = self._forward_over_reverse(v)
+        else:
+            out = self._reverse_over_reverse(v)
+        self.num_matvecs += 1
+        out = out / self.objective.total_weight
+        if self.weight_decay:
+            out = out + self.weight_decay * v
+        return out
+
+    def _forward_over_reverse(self, v: Tensor) -> Tensor:
+        obj = self.objective
+        tangent = obj.unflatten(v)
+        grad_fn = torch.func.grad(obj.chunk_loss_sum)
+        total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
+        for x, y, w in obj.chunks():
+            _, hv = torch.func.jvp(lambda p: grad_fn(p, x, y, w), (self._point,), (tangent,))
+            total += obj.flatten(hv)
+        return total
+
+    def _reverse_over_reverse(self, v: Tensor) -> Tensor:
+        obj = self.objective
+        total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
+        for x, y, w in obj.chunks():
+            with torch.enable_grad():
+                theta = obj.theta.detach().clone().requires_grad_(True)
+                loss = obj.chunk_loss_sum(obj.unflatten(theta), x, y, w)
+                (g,) = torch.autograd.grad(loss, theta, create_graph=True)
+                (hv,) = torch.autograd.grad(g, theta, grad_outputs=v)
+            total += hv.detach()
+        return total
+
+    def __repr__(self) -> str:
+        return f"HessianOperator(P={self.objective.numel}, dtype={self.dtype}, device={self.device}, mode={self.mode})"
+
+
+def dense_hessian(objective: Objective, *, weight_decay: float = 0.0) -> Tensor:
+    """The full ``(P, P)`` Hessian by ``torch.func.hessian`` — for small models and as the tests' reference.
+
+    Costs O(P) Hessian-vector products worth of memory and time; refuse it for large P yourself.
+    """
+    obj = objective
+
+    def f(theta: Tensor) -> Tensor:
+        params = obj.unflatten(theta)
+        return sum(obj.chunk_loss_sum(params, *c) for c in obj.chunks()) / obj.total_weight
+
+    H = torch.func.hessian(f)(obj.theta)
+    if weight_decay:
+        H = H + weight_decay * torch.eye(obj.numel, dtype=H.dtype, device=H.device)
+    return H

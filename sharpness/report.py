@@ -1,0 +1,326 @@
+"""``analyze``: the one orchestration function, from a model and its data to a :class:`Report`.
+
+It fixes the analysis set (split, seeded subset, SHA-256), builds the :class:`~sharpness.objective.Objective`
+and :class:`~sharpness.hessian.HessianOperator` once, runs the requested estimators on them, times each, and
+returns a frozen report whose :meth:`Report.to_dict` is the versioned JSON contract (``sharpness.report/1``):
+every number with its uncertainty and cost, the exact configuration, the analysis-set hash, device, dtype and
+library versions. Nothing here draws or prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import scipy
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .errors import InputError
+from .gate import evaluate_gates, load_baseline, parse_increase
+from .hessian import HessianOperator
+from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
+from .objective import Objective
+
+SCHEMA = "sharpness.report/1"
+TRACE_METHODS = ("hutch++", "hutchinson")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Every option of an analysis; the CLI's options map one-to-one onto these fields."""
+
+    split: str = "train"
+    samples: int | None = None
+    chunk_size: int | None = None
+    params: str | None = None
+    loss: str = "auto"
+    bn_mode: str = "eval"
+    weight_decay: float = 0.0
+    top_k: int = 1
+    bottom_k: int = 1
+    tol: float = 1e-4
+    max_steps: int | None = None
+    trace: bool = True
+    trace_probes: int = 99
+    trace_method: str = "hutch++"
+    density: bool = False
+    density_steps: int = 80
+    density_runs: int = 10
+    per_layer: bool = False
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    max_eigenvalue: float | None = None
+    max_trace: float | None = None
+    baseline: str | None = None
+    max_increase: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test"):
+            raise InputError(f"split must be train or test, got {self.split!r}")
+        if self.samples is not None and self.samples < 1:
+            raise InputError(f"samples must be a positive integer, got {self.samples}")
+        if self.top_k < 0 or self.bottom_k < 0:
+            raise InputError(f"top_k and bottom_k must be ≥ 0, got {self.top_k} and {self.bottom_k}")
+        if self.trace_method not in TRACE_METHODS:
+            raise InputError(f"trace_method must be one of {', '.join(TRACE_METHODS)}, got {self.trace_method!r}")
+        if self.trace and self.trace_probes < 3:
+            raise InputError(f"trace_probes must be ≥ 3 (a standard error needs several probes), got {self.trace_probes}")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not self.tol > 0:
+            raise InputError(f"tol must be positive, got {self.tol}")
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of :func:`analyze`; :meth:`to_dict` gives the JSON contract."""
+
+    loss: float
+    accuracy: float | None
+    analysis_set: dict
+    hessian: dict
+    per_layer: list | None
+    cost: dict
+    config: dict
+    environment: dict
+    gate: dict
+    measures: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gate["passed"])
+
+    def to_dict(self) -> dict:
+        out = {
+            "schema": SCHEMA,
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "analysis_set": self.analysis_set,
+            "hessian": self.hessian,
+            "per_layer": self.per_layer,
+            **self.measures,
+            "cost": self.cost,
+            "config": self.config,
+            "environment": self.environment,
+            "gate": self.gate,
+        }
+        return jsonable(out)
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, numpy and torch values → plain JSON types (eigenvectors are dropped: they are not data)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "vectors"}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, Tensor):
+        return jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def tensor_sha256(*tensors: Tensor) -> str:
+    """SHA-256 over the shapes, dtypes and bytes of ``tensors`` (CPU, contiguous): the analysis-set identity."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def select_analysis_set(
+    inputs: Tensor, targets: Tensor, *, samples: int | None, seed: int
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """All samples, or a seeded subset of ``samples`` of them (indices sorted, so order is canonical)."""
+    n = inputs.shape[0]
+    if samples is None or samples >= n:
+        return inputs, targets, None
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[:samples].sort().values
+    return inputs[idx], targets[idx], idx
+
+
+def environment(device: torch.device, dtype: torch.dtype) -> dict:
+    return {
+        "sharpness": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _parameter_groups(names: list[str]) -> dict[str, list[str]]:
+    """Parameters grouped by their owning module (``layer1.0.conv.weight`` → ``layer1.0.conv``)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
+    return groups
+
+
+class _Clock:
+    """Accumulates seconds and matvecs per named measurement."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    def time(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+
+def _trace(op: Any, cfg: AnalysisConfig, seed: int) -> Any:
+    if cfg.trace_method == "hutch++":
+        return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
+    return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed)
+
+
+def analyze(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    data_spec: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Report:
+    """Curvature and flatness of ``model`` at its current weights, over an analysis set drawn from
+    ``(inputs, targets)`` (the split named in ``data_spec``; a seeded subset with ``samples=``).
+
+    ``options`` are the fields of :class:`AnalysisConfig` (``top_k``, ``bottom_k``, ``trace``, ``density``,
+    ``per_layer``, ``chunk_size``, ``params``, ``device``, ``dtype``, ``seed``, gate thresholds, ...).
+    The model is not modified: all computation runs on a private copy through ``torch.func``.
+
+    Returns a :class:`Report`; ``report.to_dict()`` is the ``sharpness.report/1`` JSON.
+    """
+    cfg = AnalysisConfig(**options)
+    say = progress or (lambda _msg: None)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    device = torch.device(cfg.device)
+    clock = _Clock()
+
+    x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed)
+    analysis_set = {
+        "dataset": (data_spec or {}).get("name"),
+        "split": cfg.split,
+        "n_samples": int(x.shape[0]),
+        "n_available": int(inputs.shape[0]),
+        "subset_seed": cfg.seed if idx is not None else None,
+        "sha256": tensor_sha256(x, y),
+    }
+    say("building the objective")
+    objective = Objective(
+        model, x, y, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
+        dtype=dtype, device=device,
+    )
+    evaluation = clock.time("loss", objective.evaluate)
+    if not math.isfinite(evaluation.loss):
+        raise InputError(f"expected a finite loss at the checkpoint, got {evaluation.loss}")
+    H = HessianOperator(objective, weight_decay=cfg.weight_decay)
+    hessian: dict[str, Any] = {"num_params": objective.numel, "mode": None}
+
+    if cfg.top_k or cfg.bottom_k:
+        say(f"Lanczos: top {cfg.top_k}, bottom {cfg.bottom_k} eigenvalues")
+        before = H.num_matvecs
+        top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
+            H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
+        ))
+        hessian["top"] = _eigen_dict(top) if cfg.top_k else None
+        hessian["bottom"] = _eigen_dict(bottom) if cfg.bottom_k else None
+        hessian["eigen_num_matvecs"] = H.num_matvecs - before
+    if cfg.trace:
+        say(f"trace ({cfg.trace_method}, {cfg.trace_probes} matvecs)")
+        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1))
+        hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method}
+    if cfg.density:
+        say(f"spectral density ({cfg.density_runs} runs × {cfg.density_steps} steps)")
+        dens = clock.time("density", lambda: spectral_density(
+            H, num_steps=min(cfg.density_steps, objective.numel), num_runs=cfg.density_runs, seed=cfg.seed + 2,
+        ))
+        hessian["density"] = jsonable(dens)
+    hessian["mode"] = H.mode
+
+    per_layer = None
+    if cfg.per_layer:
+        per_layer = []
+        for group, names in _parameter_groups(objective.names).items():
+            say(f"per-layer: {group}")
+            sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay)
+            entry: dict[str, Any] = {"name": group, "params": names, "num_params": sub.shape[0]}
+            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed))
+            entry["lambda_max"] = float(top1.values[0])
+            entry["lambda_max_residual"] = float(top1.residuals[0])
+            if cfg.trace:
+                entry["trace"] = jsonable(clock.time("per_layer", lambda: _trace(sub, cfg, cfg.seed + 1)))
+            entry["num_matvecs"] = sub.num_matvecs
+            per_layer.append(entry)
+
+    total_matvecs = H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
+    cost = {
+        "seconds": time.perf_counter() - clock.start,
+        "num_matvecs": total_matvecs,
+        "seconds_by_measure": clock.seconds,
+    }
+    config = {**dataclasses.asdict(cfg), "objective": objective.config}
+    report = Report(
+        loss=evaluation.loss,
+        accuracy=evaluation.accuracy,
+        analysis_set=analysis_set,
+        hessian=hessian,
+        per_layer=per_layer,
+        cost=cost,
+        config=config,
+        environment=environment(device, dtype),
+        gate={"passed": True, "checks": []},
+    )
+    return with_gates(report, cfg)
+
+
+def with_gates(report: Report, cfg: AnalysisConfig) -> Report:
+    """``report`` with its ``gate`` filled from the thresholds in ``cfg``."""
+    baseline = load_baseline(cfg.baseline) if cfg.baseline else None
+    checks = evaluate_gates(
+        report.to_dict(),
+        max_eigenvalue=cfg.max_eigenvalue,
+        max_trace=cfg.max_trace,
+        baseline=baseline,
+        max_increase=parse_increase(cfg.max_increase),
+    )
+    gate = {"passed": all(c.passed for c in checks), "checks": jsonable(checks)}
+    return dataclasses.replace(report, gate=gate)
+
+
+def _eigen_dict(result: Any) -> dict:
+    return {
+        "values": jsonable(result.values),
+        "residuals": jsonable(result.residuals),
+        "converged": jsonable(result.converged),
+        "num_matvecs": int(result.num_matvecs),
+        "num_steps": int(result.num_steps),
+    }

@@ -1,0 +1,100 @@
+"""Hessian-vector products against independent truth, in float64."""
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import assert_unchanged, make_classification, snapshot
+from sharpness.hessian import HessianOperator, dense_hessian
+from sharpness.objective import Objective
+
+
+class Scalar(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.lin = nn.Linear(d, 1, bias=False)
+
+    def forward(self, x):
+        return self.lin(x).squeeze(-1)
+
+
+def test_closed_form_linear_regression():
+    # Mean squared error of a linear model: H = 2/N · XᵀX exactly, whatever the weights.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(31, 6, generator=g, dtype=torch.float64)
+    y = torch.randn(31, generator=g, dtype=torch.float64)
+    obj = Objective(Scalar(6).double(), x, y, chunk_size=4)
+    expected = 2 / 31 * x.T @ x
+    torch.testing.assert_close(dense_hessian(obj), expected, rtol=1e-12, atol=1e-14)
+    H = HessianOperator(obj)
+    V = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(H @ V, expected @ V, rtol=1e-12, atol=1e-14)
+    assert H.num_matvecs == 3
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+@pytest.mark.parametrize("mode", ["forward-over-reverse", "reverse-over-reverse"])
+def test_hvp_equals_dense_hessian(request, model_name, mode):
+    model = request.getfixturevalue(model_name)
+    x, y = make_classification(d=8 if model_name == "cnn" else 5)
+    obj = Objective(model, x, y, chunk_size=7)
+    H = dense_hessian(obj)
+    op = HessianOperator(obj, mode=mode)
+    v = torch.randn(obj.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(op @ v, H @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_dense_hessian_matches_finite_differences_of_gradient(cnn):
+    # Independent of torch.func.hessian: central differences of autograd gradients, O(h²) ≈ 1e-10 error.
+    x, y = make_classification(d=8)
+    obj = Objective(cnn, x, y)
+    v = torch.randn(obj.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    h = 1e-5
+    fd = (obj.value_and_grad(obj.theta + h * v)[1] - obj.value_and_grad(obj.theta - h * v)[1]) / (2 * h)
+    torch.testing.assert_close(HessianOperator(obj) @ v, fd, rtol=1e-7, atol=1e-9)
+
+
+def test_symmetry(mlp):
+    x, y = make_classification()
+    op = HessianOperator(Objective(mlp, x, y))
+    g = torch.Generator().manual_seed(4)
+    u, v = (torch.randn(op.shape[0], dtype=torch.float64, generator=g) for _ in range(2))
+    assert float(u @ (op @ v)) == pytest.approx(float(v @ (op @ u)), rel=1e-12)
+
+
+def test_chunk_size_does_not_change_hvp(cnn):
+    x, y = make_classification(d=8)
+    v = torch.randn(sum(p.numel() for p in cnn.parameters()), dtype=torch.float64)
+    outs = [HessianOperator(Objective(cnn, x, y, chunk_size=c)) @ v for c in (1, 7, 23)]
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-11, atol=1e-13)
+
+
+def test_weight_decay_adds_identity(mlp):
+    x, y = make_classification()
+    obj = Objective(mlp, x, y)
+    v = torch.randn(obj.numel, dtype=torch.float64)
+    torch.testing.assert_close(HessianOperator(obj, weight_decay=0.3) @ v, HessianOperator(obj) @ v + 0.3 * v)
+
+
+def test_subset_of_parameters_is_a_diagonal_block(mlp):
+    x, y = make_classification()
+    full = dense_hessian(Objective(mlp, x, y))
+    sub = dense_hessian(Objective(mlp, x, y, params="fc2.*"))
+    k = sub.shape[0]
+    torch.testing.assert_close(sub, full[-k:, -k:], rtol=1e-12, atol=1e-14)
+
+
+def test_model_untouched(cnn):
+    x, y = make_classification(d=8)
+    before = snapshot(cnn)
+    op = HessianOperator(Objective(cnn, x, y))
+    op @ torch.ones(op.shape[0], dtype=torch.float64)
+    assert_unchanged(cnn, before)
+
+
+def test_float32_operator_on_float64_model(mlp):
+    x, y = make_classification()
+    op = HessianOperator(Objective(mlp, x, y, dtype=torch.float32))
+    assert op.dtype == torch.float32
+    assert (op @ torch.ones(op.shape[0])).dtype == torch.float32

@@ -1,0 +1,118 @@
+"""The objective: exact weighted mean over the analysis set, any chunk size, never touching the model."""
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import TinyCNN, assert_unchanged, make_classification, snapshot
+from sharpness.errors import InputError
+from sharpness.objective import Objective
+
+
+def manual_loss(model, x, y):
+    """An independent reference: the plain module in eval mode, nn.CrossEntropyLoss's mean."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = nn.functional.cross_entropy(model(x), y)
+    model.train(was)
+    return float(out)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 23])
+def test_value_matches_plain_mean_for_any_chunk(mlp, chunk):
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=chunk)
+    # 23 = 3·7 + 2: a short last chunk must not tilt the mean (float64 rounding only).
+    assert float(obj.value()) == pytest.approx(manual_loss(mlp, x, y), rel=1e-13)
+
+
+def test_gradient_identical_across_chunk_sizes(cnn):
+    x, y = make_classification(d=8)
+    grads = [Objective(cnn, x, y, chunk_size=c).value_and_grad()[1] for c in (1, 7, 23)]
+    for g in grads[1:]:
+        torch.testing.assert_close(g, grads[0], rtol=1e-12, atol=1e-14)
+
+
+def test_gradient_matches_autograd_on_the_module(mlp):
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=5)
+    _, grad = obj.value_and_grad()
+    loss = nn.functional.cross_entropy(mlp(x), y)
+    ref = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(mlp.parameters()))])
+    torch.testing.assert_close(grad, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_weights_give_weighted_mean(mlp):
+    x, y = make_classification()
+    w = torch.rand(23, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    obj = Objective(mlp, x, y, weights=w, chunk_size=4)
+    per = nn.functional.cross_entropy(mlp(x), y, reduction="none").detach()
+    assert float(obj.value()) == pytest.approx(float((per * w).sum() / w.sum()), rel=1e-13)
+
+
+def test_eval_mode_uses_running_statistics_and_model_untouched(cnn):
+    x, y = make_classification(d=8)
+    cnn.train()  # the user's model is in train mode; analysis must use eval and leave it in train
+    before = snapshot(cnn)
+    obj = Objective(cnn, x, y)
+    obj.value_and_grad()
+    assert float(obj.value()) == pytest.approx(manual_loss(cnn, x, y), rel=1e-13)
+    assert_unchanged(cnn, before)
+
+
+def test_bn_train_mode_uses_chunk_statistics(cnn):
+    x, y = make_classification(d=8)
+    before = snapshot(cnn)
+    obj = Objective(cnn, x, y, bn_mode="train")
+    cnn_copy = TinyCNN().double()
+    cnn_copy.load_state_dict(cnn.state_dict())
+    cnn_copy.train()
+    expected = float(nn.functional.cross_entropy(cnn_copy(x), y).detach())
+    assert float(obj.value()) == pytest.approx(expected, rel=1e-12)
+    assert_unchanged(cnn, before)
+
+
+def test_param_glob_selects_subset(mlp):
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, params="fc2.*")
+    assert obj.names == ["fc2.weight", "fc2.bias"]
+    assert obj.numel == 6 * 3 + 3
+    with pytest.raises(InputError, match="matched no parameter"):
+        Objective(mlp, x, y, params="nothing.*")
+
+
+def test_accuracy(mlp):
+    x, y = make_classification()
+    acc = float((mlp(x).argmax(1) == y).double().mean())
+    assert Objective(mlp, x, y, chunk_size=6).evaluate().accuracy == pytest.approx(acc)
+
+
+def test_regression_has_no_accuracy():
+    x = torch.randn(10, 3, dtype=torch.float64)
+    model = nn.Linear(3, 2).double()
+    ev = Objective(model, x, torch.randn(10, 2, dtype=torch.float64)).evaluate()
+    assert ev.accuracy is None
+
+
+def test_nondeterministic_model_refused():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x) + torch.randn(x.shape[0], 2)
+
+    with pytest.raises(InputError, match="not deterministic"):
+        Objective(Noisy(), torch.randn(8, 4), torch.randint(0, 2, (8,)))
+
+
+def test_bad_inputs():
+    model = nn.Linear(4, 2)
+    with pytest.raises(InputError, match="as many targets"):
+        Objective(model, torch.randn(8, 4), torch.randint(0, 2, (7,)))
+    with pytest.raises(InputError, match="integer class labels"):
+        Objective(model, torch.randn(8, 4), torch.randn(8), loss="cross-entropy")
+    with pytest.raises(InputError, match="evaluated on the analysis set"):
+        Objective(model, torch.randn(8, 5), torch.randint(0, 2, (8,)))
