@@ -33,13 +33,14 @@ def test_closed_form_linear_regression():
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
-@pytest.mark.parametrize("mode", ["forward-over-reverse", "reverse-over-reverse"])
+@pytest.mark.parametrize("mode", ["retained-graph", "forward-over-reverse", "reverse-over-reverse"])
 def test_hvp_equals_dense_hessian(request, model_name, mode):
     model = request.getfixturevalue(model_name)
     x, y = make_classification(d=8 if model_name == "cnn" else 5)
-    obj = Objective(model, x, y, chunk_size=7)
+    obj = Objective(model, x, y, chunk_size=None if mode == "retained-graph" else 7)
     H = dense_hessian(obj)
     op = HessianOperator(obj, mode=mode)
+    assert op.mode == mode
     v = torch.randn(obj.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op @ v, H @ v, rtol=1e-10, atol=1e-12)
 
@@ -68,6 +69,32 @@ def test_chunk_size_does_not_change_hvp(cnn):
     outs = [HessianOperator(Objective(cnn, x, y, chunk_size=c)) @ v for c in (1, 7, 23)]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=1e-11, atol=1e-13)
+
+
+def test_auto_mode_picks_retained_graph_for_one_chunk(mlp):
+    x, y = make_classification()
+    assert HessianOperator(Objective(mlp, x, y)).mode == "retained-graph"
+    op = HessianOperator(Objective(mlp, x, y, chunk_size=5))
+    op @ torch.ones(op.shape[0], dtype=torch.float64)
+    assert op.mode == "forward-over-reverse"
+
+
+def test_retained_graph_with_gradient_independent_of_a_parameter():
+    # `shift` enters only as 0·shift: its gradient is a constant with no graph, its Hessian row is zero,
+    # and the retained-graph path must still answer (not raise on the graph-less entry).
+    class Offset(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 1, bias=False)
+            self.shift = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return self.lin(x).squeeze(-1) + 0 * self.shift
+
+    x = torch.randn(9, 3, dtype=torch.float64)
+    obj = Objective(Offset().double(), x, torch.randn(9, dtype=torch.float64))
+    v = torch.randn(obj.numel, dtype=torch.float64)
+    torch.testing.assert_close(HessianOperator(obj) @ v, dense_hessian(obj) @ v)
 
 
 def test_weight_decay_adds_identity(mlp):
