@@ -1,0 +1,410 @@
+"""Extreme eigenvalues of a symmetric operator by Lanczos with full reorthogonalization.
+
+"Top" means the largest *algebraic* eigenvalues (λ₁ ≥ λ₂ ≥ …, sorted descending) and "bottom" the smallest
+algebraic ones (sorted ascending) — never the largest magnitude: for a Hessian at a saddle, λ_max and λ_min
+are different facts and both are reported by name. One Lanczos run serves both ends of the spectrum.
+
+Stopping rule (checked every ``check_every`` steps on the Ritz pairs of the current tridiagonal T):
+
+* the absolute residual of Ritz pair (θ_i, y_i) is r_i = ‖A y_i − θ_i y_i‖ = |β_m S[m, i]| (exact under
+  full reorthogonalization); some eigenvalue λ of A satisfies |λ − θ_i| ≤ r_i (rigorous);
+* the eigenvalue error estimate is e_i = min(r_i, r_i² / gap_i) with gap_i = min_{j≠i} (|θ_i − θ_j| − r_j),
+  the distance to the nearest other Ritz value shrunk by that value's own uncertainty (the Kato–Temple /
+  Saad "gap" bound; Ritz values converge quadratically in the residual, so this typically halves the steps).
+  The gap is estimated from Ritz values, so e_i is an estimate, not a guarantee; ``criterion="residual"``
+  uses e_i = r_i instead, which is rigorous (up to a missed eigenvalue, see below);
+* pair i is converged when e_i ≤ tol·|θ_i| and r_i ≤ √tol·|θ_i| (the gap estimate is never trusted
+  beyond that), or when r_i is at rounding level, r_i ≤ 10·eps(dtype)·‖A‖_est (nothing better is
+  attainable; this is what lets an eigenvalue ≈ 0 converge);
+* the run stops when every requested Ritz value is converged, or at ``max_steps`` (default min(P, 300)) with
+  a :class:`ConvergenceWarning`. A run that reaches dimension P has spanned the space: its Ritz values are
+  the exact eigenvalues up to rounding and all count as converged.
+
+Breakdown (β ≈ 0: the Krylov space is invariant) makes the Ritz values found so far exact, but they are
+extreme only within that subspace (e.g. a warm start that is exactly a non-top eigenvector). The run then
+restarts from a random vector orthogonal to the basis, and keeps restarting while a new block still adds a
+value to the requested set — which also recovers exact multiplicities of matrices with few distinct
+eigenvalues. The same verification runs when the stopping rule is met while β_m ≤ eps^(2/3)·‖A‖_est
+(nearly invariant, e.g. a rotated matrix with repeated eigenvalues, invariant only up to rounding): there
+every Ritz value looks converged whether or not it is extreme. Limitation: a single-vector Krylov method
+sees one copy of an exactly repeated eigenvalue until its space becomes (nearly) invariant, so a
+multiplicity inside a large, otherwise generic spectrum can be missed; nearby but distinct (clustered)
+eigenvalues are resolved, given enough steps.
+
+Warm starts: ``v0`` close to the wanted eigenvector saves most of the matvecs (tracking λ_max during
+training from the previous top eigenvector). But a ``v0`` that is, to within about ``tol``, an eigenvector of
+a *non-extreme* eigenvalue can stop there: no Krylov method can see, from inside its subspace, an eigenvalue
+it has not yet amplified (exact eigenvectors are caught by the breakdown restart above). When the order of
+the top eigenvalues may have changed since ``v0`` was computed, compare with a random start now and then.
+
+Memory: the basis is P × (steps) in A's dtype, allocated as it grows.
+
+References: C. Lanczos (1950); B. N. Parlett, *The Symmetric Eigenvalue Problem* (1998), ch. 11–13;
+Y. Saad, *Numerical Methods for Large Eigenvalue Problems* (2011), §6.6; Ghorbani, Krishnan & Xiao (2019).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._operator import Seed, make_generator, operator_size
+from .lanczos import LanczosProcess, start_vector
+
+__all__ = [
+    "EigenResult",
+    "ConvergenceWarning",
+    "extreme_eigenvalues",
+    "top_eigenvalues",
+    "bottom_eigenvalues",
+    "DEFAULT_MAX_STEPS",
+]
+
+#: Default cap on Lanczos steps (and so on stored basis vectors), before the cap at P.
+DEFAULT_MAX_STEPS = 300
+CRITERIA = ("gap", "residual")
+#: A block whose β_m ≤ eps^(2/3)·‖A‖_est at convergence is treated as (nearly) invariant and verified by a
+#: restart. Between rounding (eps) and the smallest β a Hessian's bulk next to its outliers shows in float32.
+NEAR_INVARIANT_POWER = 2.0 / 3.0
+#: Rounding level of a Ritz pair's residual and eigenvalue: ROUNDING_FACTOR · eps(dtype) · ‖A‖_est.
+ROUNDING_FACTOR = 10.0
+_TINY = np.finfo(np.float64).tiny
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An estimator returned a number that did not meet its requested tolerance."""
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenvalue estimates for one end of the spectrum, with their uncertainty and cost.
+
+    Attributes:
+        values: float64, shape (k,). Top: descending; bottom: ascending.
+        residuals: relative residual norms ‖A y_i − θ_i y_i‖ / |θ_i|, shape (k,). Rigorous: some eigenvalue
+            of A lies within ``residuals[i] * |values[i]|`` of ``values[i]``.
+        converged: bool, shape (k,): whether value i met the stopping rule (see module docstring).
+        num_matvecs: products with A used by the whole run (shared by both ends; do not add them up).
+        vectors: Ritz vectors, shape (P, k), unit norm, in A's dtype and device (sign fixed so the largest
+            entry is positive), or ``None`` when not requested.
+        num_steps: Lanczos steps taken (the dimension of the Krylov space, summed over restarts).
+        error_bounds: estimated relative eigenvalue error (min(r, r²/gap) + 10·eps·‖A‖)/|θ|, shape (k,)
+            (r instead of min(r, r²/gap) under ``criterion="residual"``). Typically far below ``residuals``.
+    """
+
+    values: np.ndarray
+    residuals: np.ndarray
+    converged: np.ndarray
+    num_matvecs: int
+    vectors: Tensor | None
+    num_steps: int
+    error_bounds: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain-Python view for JSON reports (vectors left out)."""
+        return {
+            "values": self.values.tolist(),
+            "residuals": self.residuals.tolist(),
+            "error_bounds": self.error_bounds.tolist(),
+            "converged": [bool(c) for c in self.converged],
+            "num_matvecs": self.num_matvecs,
+            "num_steps": self.num_steps,
+        }
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Ritz data of one Krylov block [start, start + n) of the basis."""
+
+    start: int
+    theta: np.ndarray  # (n,) ascending
+    S: np.ndarray  # (n, n)
+    res: np.ndarray  # (n,) absolute residual norms
+
+
+def _check_count(name: str, k: Any, P: int, lo: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not lo <= k <= P:
+        raise ValueError(f"{name} must be in [{lo}, {P}], got {k!r}")
+    return int(k)
+
+
+def _errors(theta: np.ndarray, res: np.ndarray, idx: np.ndarray, criterion: str) -> np.ndarray:
+    """Absolute eigenvalue-error estimates for Ritz values ``idx`` (see the module docstring)."""
+    if criterion == "residual" or theta.size < 2:
+        return res[idx].copy()
+    out = np.empty(idx.size)
+    for n, i in enumerate(idx):
+        d = np.abs(theta - theta[i]) - res
+        d[i] = np.inf
+        gap = float(d.min())
+        r = float(res[i])
+        out[n] = min(r, r * r / gap) if gap > 0 else r
+    return out
+
+
+def _converged(theta, res, err, tol: float, floor: float) -> np.ndarray:
+    scale = np.abs(theta)
+    ok = (err <= tol * scale) & (res <= math.sqrt(tol) * scale)
+    return ok | (res <= floor)
+
+
+def _extreme_indices(theta: np.ndarray, top_k: int, bottom_k: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(theta, kind="stable")
+    return order[::-1][:top_k], order[:bottom_k]
+
+
+def _adds_extremes(new: np.ndarray, prev: np.ndarray, top_k: int, bottom_k: int, tol: float, floor: float) -> bool:
+    """Whether a just-closed Krylov block put a value into the requested top/bottom set of the earlier ones
+    (then another block might hold yet another copy, so the run restarts)."""
+    if top_k:
+        if prev.size < top_k:
+            return True
+        kth = np.sort(prev)[-top_k]
+        if new.max() > kth + tol * abs(kth) + floor:
+            return True
+    if bottom_k:
+        if prev.size < bottom_k:
+            return True
+        kth = np.sort(prev)[bottom_k - 1]
+        if new.min() < kth - tol * abs(kth) - floor:
+            return True
+    return False
+
+
+def _run(
+    A: Any,
+    top_k: int,
+    bottom_k: int,
+    tol: float,
+    max_steps: int | None,
+    seed: Seed,
+    v0: Tensor | None,
+    return_vectors: bool,
+    check_every: int,
+    criterion: str,
+    stacklevel: int,
+) -> tuple[EigenResult, EigenResult]:
+    P = operator_size(A)
+    top_k = _check_count("top_k", top_k, P, 0)
+    bottom_k = _check_count("bottom_k", bottom_k, P, 0)
+    if top_k + bottom_k == 0:
+        raise ValueError(f"top_k + bottom_k must be >= 1, got top_k={top_k}, bottom_k={bottom_k}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    kmax = max(top_k, bottom_k)
+    if max_steps is None:
+        max_steps = min(P, max(DEFAULT_MAX_STEPS, kmax))
+    elif isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < kmax:
+        raise ValueError(f"max_steps must be an int >= {kmax} (the number of requested eigenvalues), got {max_steps!r}")
+    max_steps = min(max_steps, P)  # the Krylov space cannot outgrow R^P
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+
+    generator = make_generator(seed, A.device)  # also needed with v0: restarts after breakdown draw from it
+    proc = LanczosProcess(A, start_vector(P, v0, generator, A.dtype, A.device), max_steps=max_steps)
+
+    closed: list[_Block] = []
+    cur_start = 0
+
+    def is_open() -> bool:
+        return proc.length() > cur_start and not (closed and closed[-1].start == cur_start)
+
+    def current() -> list[_Block]:
+        if not is_open():
+            return []
+        theta, S, res = proc.block_ritz(0, cur_start, proc.length())
+        return [_Block(cur_start, theta, S, res)]
+
+    def assess(blocks: list[_Block]):
+        theta = np.concatenate([b.theta for b in blocks])
+        res = np.concatenate([b.res for b in blocks])
+        top, bottom = _extreme_indices(theta, top_k, bottom_k)
+        # The open block's own extremes must converge too: after a restart, a requested set made only of
+        # exact values from closed blocks says nothing about what the new block may still find.
+        open_ext = np.zeros(0, dtype=int)
+        if is_open():
+            n_open = blocks[-1].theta.size
+            t_o, b_o = _extreme_indices(blocks[-1].theta, min(top_k, n_open), min(bottom_k, n_open))
+            open_ext = np.concatenate([t_o, b_o]) + (theta.size - n_open)
+        idx = np.unique(np.concatenate([top, bottom, open_ext]).astype(int))
+        err = np.zeros(theta.size)
+        conv = np.zeros(theta.size, dtype=bool)
+        # + 10·eps·‖A‖: no estimate is better than the rounding in T's eigen-solve and in A @ v itself,
+        # and a residual at that level counts as converged (what lets an eigenvalue ≈ 0 converge).
+        floor = ROUNDING_FACTOR * proc.eps * proc.anorm()
+        err[idx] = _errors(theta, res, idx, criterion) + floor
+        conv[idx] = _converged(theta[idx], res[idx], err[idx], tol, floor)
+        if proc.length() >= P:
+            conv[:] = True  # the basis spans R^P: T is similar to A, all Ritz values are exact up to rounding
+        return theta, res, err, conv, top, bottom, open_ext
+
+    near_invariant = proc.eps**NEAR_INVARIANT_POWER
+    while True:
+        broke = proc.step()
+        m = proc.length()
+        if not broke:
+            if not proc.active():  # max_steps
+                break
+            if (m - cur_start) % check_every or m < kmax:
+                continue
+            theta, res, err, conv, top, bottom, open_ext = assess(closed + current())
+            if not (theta.size >= kmax and conv[top].all() and conv[bottom].all() and conv[open_ext].all()):
+                continue
+            # Converged. If β_m is tiny the block is (nearly) invariant and *every* Ritz value in it looks
+            # converged, including a non-extreme one reached from a special start vector, or a lone copy
+            # of a repeated eigenvalue. Treat that like a breakdown: close the block and verify below.
+            if proc.betas()[-1] > near_invariant * proc.anorm():
+                break
+        # Breakdown (or near-invariance at convergence): the block's Ritz values are exact, but only
+        # extreme within the block. Restart from a random vector orthogonal to the basis while a new
+        # block still adds a value to the requested set (the first block always does).
+        (blk,) = current()
+        prev = np.concatenate([b.theta for b in closed]) if closed else np.zeros(0)
+        closed.append(blk)
+        if m < P and _adds_extremes(blk.theta, prev, top_k, bottom_k, tol, proc.rounding_level()):
+            if proc.restart(0, generator):
+                cur_start = m
+                continue
+        break
+
+    blocks = closed + current()
+    theta, res, err, conv, top, bottom, open_ext = assess(blocks)
+    if len(blocks) > 1 and open_ext.size and not conv[open_ext].all():
+        conv[top] = conv[bottom] = False  # an unfinished restart block may still hold a more extreme value
+
+    block_of = np.concatenate([np.full(b.theta.size, n) for n, b in enumerate(blocks)])
+    local = np.concatenate([np.arange(b.theta.size) for b in blocks])
+    basis = proc.basis() if return_vectors else None
+
+    def make(idx: np.ndarray) -> EigenResult:
+        vals = theta[idx]
+        denom = np.maximum(np.abs(vals), _TINY)
+        vectors = None
+        if basis is not None:
+            cols = []
+            for i in idx:
+                b = blocks[block_of[i]]
+                s = torch.as_tensor(b.S[:, local[i]], dtype=basis.dtype, device=basis.device)
+                y = basis[:, b.start : b.start + b.theta.size] @ s
+                y = y / torch.linalg.vector_norm(y)
+                # a deterministic sign: the entry of largest magnitude is positive (no host sync needed)
+                y = y * torch.sign(y[torch.argmax(y.abs())])
+                cols.append(y)
+            vectors = torch.stack(cols, dim=1) if cols else basis.new_zeros((P, 0))
+        return EigenResult(
+            values=vals.astype(np.float64),
+            residuals=res[idx] / denom,
+            converged=conv[idx].copy(),
+            num_matvecs=proc.num_matvecs,
+            vectors=vectors,
+            num_steps=proc.length(),
+            error_bounds=err[idx] / denom,
+        )
+
+    top_res, bottom_res = make(top), make(bottom)
+    bad = [(name, r) for name, r in (("top", top_res), ("bottom", bottom_res)) if not r.converged.all()]
+    if bad:
+        detail = "; ".join(
+            f"{name}: {int((~r.converged).sum())} of {r.values.size} unconverged, "
+            f"worst error estimate {float(np.max(r.error_bounds[~r.converged])):.1e}"
+            for name, r in bad
+        )
+        warnings.warn(
+            f"Lanczos stopped after {proc.length()} steps ({proc.num_matvecs} matvecs) above tol={tol:g} "
+            f"({detail}); raise max_steps or tol",
+            ConvergenceWarning,
+            stacklevel=stacklevel,
+        )
+    return top_res, bottom_res
+
+
+def extreme_eigenvalues(
+    A: Any,
+    *,
+    top_k: int = 1,
+    bottom_k: int = 0,
+    tol: float = 1e-4,
+    max_steps: int | None = None,
+    seed: Seed = None,
+    v0: Tensor | None = None,
+    return_vectors: bool = False,
+    check_every: int = 1,
+    criterion: str = "gap",
+) -> tuple[EigenResult, EigenResult]:
+    """The ``top_k`` largest and ``bottom_k`` smallest (algebraic) eigenvalues from one Lanczos run.
+
+    Args:
+        A: symmetric operator: ``A.shape == (P, P)``, ``A.dtype``, ``A.device``, ``A @ v`` for v of shape (P,).
+        top_k: how many of the largest eigenvalues, in [0, P] (returned descending).
+        bottom_k: how many of the smallest eigenvalues, in [0, P] (returned ascending). ``top_k + bottom_k ≥ 1``.
+        tol: target relative eigenvalue error, in (0, 1). See the module docstring for the exact rule.
+        max_steps: cap on Lanczos steps = matvecs; default min(P, 300); values above P are capped at P.
+        seed: int, ``torch.Generator`` or ``None`` for the random start vector (and for restarts).
+        v0: start vector (P,), e.g. the previous top eigenvector when tracking λ_max during training.
+        return_vectors: also return the Ritz vectors (P, k).
+        check_every: compute Ritz pairs every this many steps (1 = stop at the earliest possible matvec;
+            larger saves small CPU eigen-solves at the cost of up to ``check_every − 1`` extra matvecs).
+        criterion: ``"gap"`` (default; error estimate min(r, r²/gap)) or ``"residual"`` (error ≤ r).
+
+    Returns:
+        ``(top, bottom)``: two :class:`EigenResult` (an empty one for a side with k = 0). Both report the
+        same run's ``num_matvecs``. Warns :class:`ConvergenceWarning` if any requested value is unconverged.
+
+    Example:
+        >>> A = torch.diag(torch.tensor([-3.0, 0.5, 1.0, 2.0], dtype=torch.float64))
+        >>> top, bottom = extreme_eigenvalues(A, top_k=1, bottom_k=1, seed=0)
+        >>> round(float(top.values[0]), 6), round(float(bottom.values[0]), 6)
+        (2.0, -3.0)
+    """
+    return _run(A, top_k, bottom_k, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3)
+
+
+def top_eigenvalues(
+    A: Any,
+    k: int = 1,
+    *,
+    tol: float = 1e-4,
+    max_steps: int | None = None,
+    seed: Seed = None,
+    v0: Tensor | None = None,
+    return_vectors: bool = False,
+    check_every: int = 1,
+    criterion: str = "gap",
+) -> EigenResult:
+    """The k largest (algebraic) eigenvalues, descending; λ_max is ``values[0]``.
+
+    See :func:`extreme_eigenvalues` for the arguments and the stopping rule; ``k`` must be in [1, P].
+    """
+    P = operator_size(A)
+    _check_count("k", k, P, 1)
+    return _run(A, k, 0, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3)[0]
+
+
+def bottom_eigenvalues(
+    A: Any,
+    k: int = 1,
+    *,
+    tol: float = 1e-4,
+    max_steps: int | None = None,
+    seed: Seed = None,
+    v0: Tensor | None = None,
+    return_vectors: bool = False,
+    check_every: int = 1,
+    criterion: str = "gap",
+) -> EigenResult:
+    """The k smallest (algebraic) eigenvalues, ascending; λ_min is ``values[0]``.
+
+    See :func:`extreme_eigenvalues` for the arguments and the stopping rule; ``k`` must be in [1, P].
+    Small-magnitude eigenvalues inside a Hessian's bulk converge slowly; expect more matvecs than for λ_max.
+    """
+    P = operator_size(A)
+    _check_count("k", k, P, 1)
+    return _run(A, 0, k, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3)[1]

@@ -1,0 +1,277 @@
+"""Extreme eigenvalues by Lanczos: against torch.linalg.eigh on matrices with known spectra, in float64."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from sharpness.linalg import (
+    ConvergenceWarning,
+    EigenResult,
+    bottom_eigenvalues,
+    extreme_eigenvalues,
+    top_eigenvalues,
+)
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These matrices are tiny: intra-op threads only add synchronization, which thrashes on a loaded
+    2-core machine (10x slower). Restored after each test, so other modules keep their setting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def with_spectrum(eigenvalues, seed: int) -> torch.Tensor:
+    """U diag(λ) Uᵀ with a Haar-random orthogonal U."""
+    ev = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(ev.numel(), ev.numel(), generator=g, dtype=DT))
+    return (U * ev) @ U.T
+
+
+def indefinite_with_outliers(P: int = 200, seed: int = 0) -> torch.Tensor:
+    """A Wigner bulk on about [−1, 1] plus outliers at both ends (the larger magnitude is negative)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(P, P, generator=g, dtype=DT)
+    W = (X + X.T) / (2 * np.sqrt(2 * P))
+    U, _ = torch.linalg.qr(torch.randn(P, 6, generator=g, dtype=DT))
+    spikes = torch.tensor([8.0, 5.0, 3.0, -12.0, -6.0, -4.0], dtype=DT)
+    return W + (U * spikes) @ U.T
+
+
+class CountingOperator:
+    """Wraps a matrix; records the shape of every right-hand side it is applied to."""
+
+    def __init__(self, M: torch.Tensor):
+        self.M, self.shape, self.dtype, self.device = M, M.shape, M.dtype, M.device
+        self.calls: list[tuple[int, ...]] = []
+
+    def __matmul__(self, v):
+        self.calls.append(tuple(v.shape))
+        return self.M @ v
+
+    @property
+    def num_matvecs(self) -> int:
+        return sum(1 if len(s) == 1 else s[1] for s in self.calls)
+
+
+def rel_err(values, exact):
+    return np.abs(values - exact) / np.abs(exact)
+
+
+@pytest.mark.parametrize("criterion", ["gap", "residual"])
+def test_top_and_bottom_match_eigvalsh_on_indefinite_matrix(criterion):
+    A = indefinite_with_outliers()
+    exact = torch.linalg.eigvalsh(A).numpy()
+    tol = 1e-4
+    top, bottom = extreme_eigenvalues(A, top_k=4, bottom_k=4, tol=tol, seed=1, criterion=criterion)
+    assert isinstance(top, EigenResult) and top.values.dtype == np.float64
+    # The stopping rule targets relative eigenvalue error ≤ tol: the test holds it to exactly that.
+    assert (rel_err(top.values, exact[::-1][:4]) <= tol).all()
+    assert (rel_err(bottom.values, exact[:4]) <= tol).all()
+    assert top.converged.all() and bottom.converged.all()
+    assert (top.error_bounds <= tol).all() and (bottom.error_bounds <= tol).all()
+    # Rigorous: each Ritz value is within its residual of an eigenvalue (here: of the right one).
+    assert (rel_err(top.values, exact[::-1][:4]) <= top.residuals * (1 + 1e-6) + 1e-12).all()
+    # The gap estimate is an estimate; on this well-separated spectrum it must still bound the error.
+    assert (rel_err(top.values, exact[::-1][:4]) <= top.error_bounds).all()
+    if criterion == "residual":
+        assert (top.residuals <= tol).all() and (bottom.residuals <= tol).all()
+    assert top.num_matvecs == bottom.num_matvecs == top.num_steps  # one run serves both ends
+    assert np.all(np.diff(top.values) <= 0) and np.all(np.diff(bottom.values) >= 0)
+
+
+def test_top_means_largest_algebraic_not_largest_magnitude():
+    # The most negative eigenvalue (−100) has by far the largest magnitude; "top" must ignore it.
+    ev = np.r_[-100.0, np.linspace(-1.0, 1.0, 58), 10.0]
+    A = with_spectrum(ev, 3)
+    top = top_eigenvalues(A, 1, seed=0)
+    bottom = bottom_eigenvalues(A, 1, seed=0)
+    # tol 1e-4 relative; the spectrum is exactly known.
+    assert abs(top.values[0] - 10.0) <= 1e-4 * 10.0
+    assert abs(bottom.values[0] + 100.0) <= 1e-4 * 100.0
+    t2, b2 = extreme_eigenvalues(A, top_k=1, bottom_k=1, seed=0)
+    assert abs(t2.values[0] - 10.0) <= 1e-3 and abs(b2.values[0] + 100.0) <= 1e-2
+
+
+def test_clustered_eigenvalues_are_resolved():
+    ev = np.r_[10.0, 9.99, 9.98, np.linspace(-1.0, 1.0, 194), -5.0, -5.01, -5.02]
+    A = with_spectrum(ev, 4)
+    top, bottom = extreme_eigenvalues(A, top_k=3, bottom_k=3, seed=2)
+    # Relative separations of 1e-3: each member of a cluster must come out at tol = 1e-4.
+    assert (rel_err(top.values, [10.0, 9.99, 9.98]) <= 1e-4).all()
+    assert (rel_err(bottom.values, [-5.02, -5.01, -5.0]) <= 1e-4).all()
+    assert top.converged.all() and bottom.converged.all()
+
+
+def test_exactly_repeated_eigenvalues_recovered_through_restarts():
+    # A permuted diagonal matrix: products are exact, so the Krylov space of any start vector breaks down
+    # after 6 steps (6 distinct values) and multiplicities can only come from restarts.
+    d = np.repeat([4.0, 2.0, 1.0, 0.0, -1.0, -3.0], 10)
+    perm = np.random.default_rng(0).permutation(d.size)
+    A = CountingOperator(torch.diag(torch.as_tensor(d[perm])))
+    top, bottom = extreme_eigenvalues(A, top_k=3, bottom_k=2, seed=5)
+    np.testing.assert_allclose(top.values, [4.0, 4.0, 4.0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(bottom.values, [-3.0, -3.0], rtol=0, atol=1e-12)
+    assert top.converged.all() and bottom.converged.all()
+    assert top.num_matvecs == A.num_matvecs and top.num_steps > 6
+
+
+def test_repeated_eigenvalues_of_a_rotated_matrix():
+    # U diag Uᵀ is invariant only up to rounding (β ~ 1e-13 ‖A‖): the near-invariance check must restart.
+    A = with_spectrum(np.repeat([4.0, 2.0, 1.0, 0.0, -1.0, -3.0], 10), 6)
+    top, bottom = extreme_eigenvalues(A, top_k=3, bottom_k=2, seed=1)
+    np.testing.assert_allclose(top.values, [4.0, 4.0, 4.0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bottom.values, [-3.0, -3.0], rtol=0, atol=1e-9)
+
+
+def test_low_rank_operator_zeros_are_found():
+    A = with_spectrum(np.r_[5.0, 3.0, 2.0, np.zeros(97)], 7)
+    top = top_eigenvalues(A, 5, seed=0)
+    # The zeros converge by the rounding-level floor (relative error to 0 is meaningless).
+    np.testing.assert_allclose(top.values, [5.0, 3.0, 2.0, 0.0, 0.0], rtol=0, atol=1e-10)
+    assert top.converged.all()
+    bottom = bottom_eigenvalues(A, 2, seed=0)
+    np.testing.assert_allclose(bottom.values, [0.0, 0.0], rtol=0, atol=1e-10)
+
+
+def test_num_matvecs_is_honest_and_uses_vector_products():
+    A = CountingOperator(indefinite_with_outliers(seed=1))
+    top, bottom = extreme_eigenvalues(A, top_k=2, bottom_k=1, seed=0)
+    assert top.num_matvecs == bottom.num_matvecs == A.num_matvecs == len(A.calls)
+    # Single-vector Lanczos: every product is A @ v with v of shape (P,), never a block.
+    assert set(A.calls) == {(200,)}
+
+
+def test_warm_start_near_top_eigenvector_needs_far_fewer_matvecs():
+    # A small gap at the top (1.05 vs a bulk up to 1) makes a random start slow.
+    A = with_spectrum(np.r_[np.linspace(-1.0, 1.0, 299), 1.05], 8)
+    w, V = torch.linalg.eigh(A)
+    cold = top_eigenvalues(A, 1, seed=0)
+    noise = torch.randn(300, generator=torch.Generator().manual_seed(1), dtype=DT)
+    warm = top_eigenvalues(A, 1, v0=V[:, -1] + 1e-6 * noise, seed=0)
+    assert abs(warm.values[0] - 1.05) <= 1e-4 * 1.05 and abs(cold.values[0] - 1.05) <= 1e-4 * 1.05
+    assert cold.num_matvecs >= 15
+    assert warm.num_matvecs * 4 <= cold.num_matvecs
+
+
+def test_warm_start_exactly_on_a_lower_eigenvector_still_finds_the_top():
+    A = with_spectrum(np.r_[np.linspace(-1.0, 1.0, 99), 3.0], 9)
+    w, V = torch.linalg.eigh(A)
+    # Breakdown after one step (v0 spans an invariant subspace); the restart must find λ_max = 3.
+    top = top_eigenvalues(A, 1, v0=V[:, 50], seed=0)
+    assert abs(top.values[0] - 3.0) <= 1e-4 * 3.0 and top.converged.all()
+
+
+def test_ritz_vectors():
+    A = indefinite_with_outliers(seed=2)
+    top, bottom = extreme_eigenvalues(A, top_k=3, bottom_k=2, seed=0, return_vectors=True, criterion="residual")
+    for res in (top, bottom):
+        Y = res.vectors
+        assert Y.shape == (200, res.values.size) and Y.dtype == DT
+        # unit vectors, mutually orthogonal (distinct, converged Ritz values; rounding-level)
+        assert (Y.T @ Y - torch.eye(Y.shape[1], dtype=DT)).abs().max().item() < 1e-8
+        # The reported relative residual is the true ‖A y − θ y‖ / |θ|, up to rounding.
+        r = torch.linalg.vector_norm(A @ Y - Y * torch.as_tensor(res.values), dim=0).numpy()
+        np.testing.assert_allclose(r / np.abs(res.values), res.residuals, rtol=1e-4, atol=1e-12)
+        # deterministic sign: largest-magnitude entry positive
+        idx = Y.abs().argmax(dim=0)
+        assert (Y[idx, torch.arange(Y.shape[1])] > 0).all()
+    assert extreme_eigenvalues(A, top_k=1, seed=0)[0].vectors is None
+
+
+def test_unconverged_run_warns_and_says_so():
+    A = with_spectrum(np.r_[np.linspace(-1.0, 1.0, 299), 1.05], 8)
+    with pytest.warns(ConvergenceWarning, match="raise max_steps or tol"):
+        res = top_eigenvalues(A, 2, max_steps=5, seed=0)
+    assert not res.converged.any() and res.num_matvecs == 5
+    assert (res.error_bounds > 1e-4).all()
+    # The gap estimate only ever tightens the residual bound (min(r, r²/gap)), never loosens it.
+    assert (res.error_bounds <= res.residuals * (1 + 1e-12) + 1e-12).all()
+
+
+def test_converged_run_does_not_warn():
+    A = indefinite_with_outliers(seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        top_eigenvalues(A, 2, seed=0)
+
+
+def test_full_dimension_is_exact():
+    A = CountingOperator(with_spectrum(np.linspace(-2.0, 3.0, 30), 10))
+    top, bottom = extreme_eigenvalues(A, top_k=30, bottom_k=30, tol=1e-12, seed=0)
+    exact = np.linspace(-2.0, 3.0, 30)
+    # Lanczos to dimension P is an orthogonal similarity: eigenvalues to rounding.
+    np.testing.assert_allclose(bottom.values, exact, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(top.values, exact[::-1], rtol=0, atol=1e-12)
+    assert top.converged.all() and top.num_matvecs == 30 == A.num_matvecs
+
+
+def test_check_every_trades_checks_for_matvecs():
+    A = indefinite_with_outliers(seed=4)
+    every1 = top_eigenvalues(A, 2, seed=0, check_every=1)
+    every5 = top_eigenvalues(A, 2, seed=0, check_every=5)
+    assert every5.num_matvecs % 5 == 0
+    assert every1.num_matvecs <= every5.num_matvecs < every1.num_matvecs + 5
+    assert every5.converged.all()
+
+
+def test_seed_reproducible_and_global_rng_untouched():
+    A = indefinite_with_outliers(seed=5)
+    state = torch.random.get_rng_state()
+    a = top_eigenvalues(A, 2, seed=7)
+    b = top_eigenvalues(A, 2, seed=torch.Generator().manual_seed(7))
+    top_eigenvalues(A, 1)
+    assert torch.equal(state, torch.random.get_rng_state())
+    np.testing.assert_array_equal(a.values, b.values)
+    assert a.num_matvecs == b.num_matvecs
+
+
+def test_float32_operator():
+    A = indefinite_with_outliers(seed=6)
+    exact = torch.linalg.eigvalsh(A).numpy()
+    top, bottom = extreme_eigenvalues(A.float(), top_k=1, bottom_k=1, seed=0, return_vectors=True)
+    # float32 matvecs: relative error ≈ tol plus ~1e-6 rounding.
+    assert rel_err(top.values, exact[-1:]) <= 2e-4 and rel_err(bottom.values, exact[:1]) <= 2e-4
+    assert top.vectors.dtype == torch.float32
+
+
+def test_to_dict_is_plain():
+    res = top_eigenvalues(indefinite_with_outliers(seed=7), 2, seed=0)
+    d = res.to_dict()
+    assert set(d) >= {"values", "residuals", "converged", "num_matvecs", "num_steps", "error_bounds"}
+    assert all(isinstance(v, float) for v in d["values"]) and isinstance(d["converged"][0], bool)
+
+
+def test_validation():
+    A = torch.eye(5, dtype=DT)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 5\], got 6"):
+        top_eigenvalues(A, 6)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 5\], got 0"):
+        bottom_eigenvalues(A, 0)
+    with pytest.raises(ValueError, match=r"top_k must be in \[0, 5\], got 7"):
+        extreme_eigenvalues(A, top_k=7)
+    with pytest.raises(ValueError, match=r"bottom_k must be in \[0, 5\], got -1"):
+        extreme_eigenvalues(A, bottom_k=-1)
+    with pytest.raises(ValueError, match="top_k \\+ bottom_k must be >= 1"):
+        extreme_eigenvalues(A, top_k=0, bottom_k=0)
+    with pytest.raises(ValueError, match=r"square operator of shape \(P, P\), got shape \(5, 4\)"):
+        top_eigenvalues(torch.ones(5, 4, dtype=DT))
+    with pytest.raises(ValueError, match=r"max_steps must be an int >= 3"):
+        top_eigenvalues(A, 3, max_steps=2)
+    with pytest.raises(ValueError, match=r"tol must be in \(0, 1\), got 0"):
+        top_eigenvalues(A, tol=0)
+    with pytest.raises(ValueError, match="criterion must be one of gap, residual, got 'magnitude'"):
+        top_eigenvalues(A, criterion="magnitude")
+    with pytest.raises(ValueError, match="check_every must be an int >= 1, got 0"):
+        top_eigenvalues(A, check_every=0)
+    with pytest.raises(ValueError, match=r"v0 must have shape \(5,\), got \(4,\)"):
+        top_eigenvalues(A, v0=torch.ones(4, dtype=DT))
+    # max_steps above P is capped, not an error
+    assert top_eigenvalues(A, 1, max_steps=1000, seed=0).values[0] == pytest.approx(1.0)
