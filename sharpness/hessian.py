@@ -77,14 +77,18 @@ class HessianOperator:
 
     def __matmul__(self, v: Tensor) -> Tensor:
         P = self.objective.numel
-        if v.ndim == 1 and v.shape[0] == P:
-            return self._hvp(v)
-        if v.ndim == 2 and v.shape[0] == P:
-            return torch.stack([self._hvp(col) for col in v.unbind(dim=1)], dim=1)
-        raise ValueError(f"expected a vector of shape ({P},) or a block ({P}, K), got {tuple(v.shape)}")
-
-    def _hvp(self, v: Tensor) -> Tensor:
+        if v.ndim not in (1, 2) or v.shape[0] != P:
+            raise ValueError(f"expected a vector of shape ({P},) or a block ({P}, K), got {tuple(v.shape)}")
         v = v.to(self.device, self.dtype)
+        sums = self._hvp_sum(v) if v.ndim == 1 else torch.stack([self._hvp_sum(c) for c in v.unbind(dim=1)], dim=1)
+        # Σ over the local samples → objective.reduce (across ranks; one call for a whole block) → mean.
+        out = self.objective.reduce(sums) / self.objective.total_weight
+        if self.weight_decay:
+            out = out + self.weight_decay * v
+        return out
+
+    def _hvp_sum(self, v: Tensor) -> Tensor:
+        """Σ_i w_i ∇²ℓ_i(θ) v over the local samples (not yet reduced or divided)."""
         if self.mode == "auto":
             try:
                 out = self._forward_over_reverse(v)
@@ -104,9 +108,6 @@ class HessianOperator:
         else:
             out = self._reverse_over_reverse(v)
         self.num_matvecs += 1
-        out = out / self.objective.total_weight
-        if self.weight_decay:
-            out = out + self.weight_decay * v
         return out
 
     def _forward_over_reverse(self, v: Tensor) -> Tensor:
@@ -162,11 +163,12 @@ def dense_hessian(objective: Objective, *, weight_decay: float = 0.0) -> Tensor:
     """
     obj = objective
 
-    def f(theta: Tensor) -> Tensor:
+    def local_sum(theta: Tensor) -> Tensor:
         params = obj.unflatten(theta)
-        return sum(obj.chunk_loss_sum(params, *c) for c in obj.chunks()) / obj.total_weight
+        return sum(obj.chunk_loss_sum(params, *c) for c in obj.chunks())
 
-    H = torch.func.hessian(f)(obj.theta)
+    # The Hessian of the local sum, reduced across ranks outside the transform (a collective cannot be traced).
+    H = obj.reduce(torch.func.hessian(local_sum)(obj.theta)) / obj.total_weight
     if weight_decay:
         H = H + weight_decay * torch.eye(obj.numel, dtype=H.dtype, device=H.device)
     return H

@@ -26,6 +26,7 @@ from .errors import InputError
 from .gate import evaluate_gates, load_baseline, parse_increase
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
+from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .objective import Objective
 
 SCHEMA = "sharpness.report/1"
@@ -57,10 +58,22 @@ class AnalysisConfig:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
+    epsilon: tuple[float, ...] = ()
+    subspace_dim: int | None = None
+    epsilon_start: str = "zero"
+    epsilon_restarts: int = 0
+    epsilon_max_iter: int = 10
+    adaptive_rho: tuple[float, ...] = ()
+    rho: tuple[float, ...] = ()
+    sharpness_p: str = "2"
+    sharpness_steps: int = 20
+    sharpness_batch_size: int | None = None
+    average_draws: int = 100
     max_eigenvalue: float | None = None
     max_trace: float | None = None
+    max_epsilon_sharpness: float | None = None
     baseline: str | None = None
-    max_increase: float | None = None
+    max_increase: float | str | None = None
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
@@ -77,6 +90,13 @@ class AnalysisConfig:
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
+        object.__setattr__(self, "epsilon", tuple(float(e) for e in self.epsilon))
+        object.__setattr__(self, "adaptive_rho", tuple(float(r) for r in self.adaptive_rho))
+        object.__setattr__(self, "rho", tuple(float(r) for r in self.rho))
+        if any(e < 0 for e in self.epsilon) or any(r <= 0 for r in self.adaptive_rho + self.rho):
+            raise InputError(f"epsilon must be ≥ 0 and rho > 0, got {self.epsilon} and {self.adaptive_rho + self.rho}")
+        if self.sharpness_p not in ("2", "inf"):
+            raise InputError(f"sharpness_p must be 2 or inf, got {self.sharpness_p!r}")
 
 
 @dataclass(frozen=True)
@@ -281,6 +301,8 @@ def analyze(
             entry["num_matvecs"] = sub.num_matvecs
             per_layer.append(entry)
 
+    measures = clock.time("flatness", lambda: _flatness(objective, cfg, say))
+
     total_matvecs = H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
     cost = {
         "seconds": time.perf_counter() - clock.start,
@@ -298,8 +320,37 @@ def analyze(
         config=config,
         environment=environment(device, dtype),
         gate={"passed": True, "checks": []},
+        measures=measures,
     )
     return with_gates(report, cfg)
+
+
+def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], None]) -> dict:
+    """Keskar ε-sharpness and worst-/average-case (adaptive) sharpness on the same objective."""
+    out: dict[str, list] = {}
+    if cfg.epsilon:
+        spaces = [None] + ([cfg.subspace_dim] if cfg.subspace_dim else [])
+        out["epsilon_sharpness"] = []
+        for eps in cfg.epsilon:
+            for dim in spaces:
+                say(f"ε-sharpness ε={eps:g} {'full space' if dim is None else f'subspace p={dim}'}")
+                out["epsilon_sharpness"].append(epsilon_sharpness(
+                    objective, eps, subspace_dim=dim, start=cfg.epsilon_start, restarts=cfg.epsilon_restarts,
+                    max_iter=cfg.epsilon_max_iter, seed=cfg.seed,
+                ))
+    rhos = [(r, True) for r in cfg.adaptive_rho] + [(r, False) for r in cfg.rho]
+    if rhos:
+        out["adaptive_sharpness"], out["average_sharpness"] = [], []
+        for rho, adaptive in rhos:
+            say(f"{'adaptive' if adaptive else 'plain'} sharpness ρ={rho:g}")
+            out["adaptive_sharpness"].append(worst_case_sharpness(
+                objective, rho, p=cfg.sharpness_p, adaptive=adaptive, steps=cfg.sharpness_steps,
+                batch_size=cfg.sharpness_batch_size, seed=cfg.seed,
+            ))
+            out["average_sharpness"].append(average_sharpness(
+                objective, rho, adaptive=adaptive, num_draws=cfg.average_draws, seed=cfg.seed,
+            ))
+    return out
 
 
 def with_gates(report: Report, cfg: AnalysisConfig) -> Report:
@@ -309,6 +360,7 @@ def with_gates(report: Report, cfg: AnalysisConfig) -> Report:
         report.to_dict(),
         max_eigenvalue=cfg.max_eigenvalue,
         max_trace=cfg.max_trace,
+        max_epsilon_sharpness=cfg.max_epsilon_sharpness,
         baseline=baseline,
         max_increase=parse_increase(cfg.max_increase),
     )

@@ -116,3 +116,5 @@ def test_bad_inputs():
         Objective(model, torch.randn(8, 4), torch.randn(8), loss="cross-entropy")
     with pytest.raises(InputError, match="evaluated on the analysis set"):
         Objective(model, torch.randn(8, 5), torch.randint(0, 2, (8,)))
+    with pytest.raises(InputError, match=r"labels in \[0, 2\).*got labels in \[0, 3\]"):
+        Objective(model, torch.randn(8, 4), torch.tensor([0, 1, 3, 0, 1, 0, 1, 0]))

@@ -77,4 +77,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Commands register themselves on `cli` when their module is imported.
-from . import info  # noqa: E402,F401
+from . import analyze, info  # noqa: E402,F401

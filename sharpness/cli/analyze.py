@@ -1,0 +1,153 @@
+"""``sharpness analyze CKPT``: curvature and flatness at a checkpoint, as a table or JSON, optionally a gate."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import GateFailed
+from ..loading import load_model_and_data
+from ..report import Report, analyze as run_analysis
+from . import cli
+from .options import common_options, parse_json_option, resolve_device, setup_logging, write_json
+
+EXIT_CODES = """\b
+Exit codes: 0 success · 2 bad usage or input · 3 a gate failed (the report is still written)."""
+
+
+def _fmt(x: float | None, spec: str = ".6g") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def render_table(report: dict, source: str) -> str:
+    """The human summary of a report dict."""
+    a, h = report["analysis_set"], report["hessian"]
+    env = report["environment"]
+    lines = [
+        f"{source}: {a['dataset'] or 'data'} {a['split']} split, {a['n_samples']} samples, "
+        f"{h['num_params']} parameters, {env['dtype']} on {env['device']}",
+        f"  loss        {_fmt(report['loss'])}" + (
+            f"   accuracy {100 * report['accuracy']:.2f} %" if report["accuracy"] is not None else ""),
+    ]
+    for key, label in (("top", "λ top"), ("bottom", "λ bottom")):
+        block = h.get(key)
+        if block:
+            values = ", ".join(_fmt(v) for v in block["values"])
+            flag = "" if all(block["converged"]) else "  NOT CONVERGED"
+            lines.append(f"  {label:<11} {values}   (max rel. residual {max(block['residuals']):.1e}){flag}")
+    if h.get("trace"):
+        t = h["trace"]
+        lines.append(f"  trace       {_fmt(t['value'])} ± {_fmt(t['stderr'], '.2g')}   ({t['method']}, {t['num_matvecs']} matvecs)")
+    if h.get("density"):
+        lines.append(f"  density     {len(h['density']['grid'])} grid points (see --json)")
+    for entry in report.get("epsilon_sharpness") or []:
+        space = entry["space"] if entry["space"] == "full" else f"{entry['space']} p={entry['dim']}"
+        lines.append(f"  ε-sharpness ε={entry['epsilon']:g} {space}   {_fmt(entry['value'])}")
+    for key, label in (("adaptive_sharpness", "worst-case"), ("average_sharpness", "average")):
+        for entry in report.get(key) or []:
+            kind = "adaptive" if entry.get("adaptive") else "plain"
+            p = f" p={entry['p']}" if "p" in entry else ""
+            err = f" ± {_fmt(entry['stderr'], '.2g')}" if entry.get("stderr") is not None else ""
+            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   {_fmt(entry['value'])}{err}")
+    for entry in report.get("per_layer") or []:
+        trace = f"   trace {_fmt(entry['trace']['value'])}" if entry.get("trace") else ""
+        lines.append(f"  layer {entry['name']:<20} λ_max {_fmt(entry['lambda_max'])}{trace}")
+    cost = report["cost"]
+    lines.append(f"  cost        {cost['seconds']:.2f} s, {cost['num_matvecs']} Hessian-vector products")
+    gate = report["gate"]
+    if gate["checks"]:
+        lines.append(f"  gate        {'passed' if gate['passed'] else 'FAILED'}")
+        for c in gate["checks"]:
+            lines.append(f"    {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}")
+    return "\n".join(lines)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--model", "model_ref", metavar="NAME|FILE.py:FN|pkg.mod:FN",
+              help="Architecture for a foreign state_dict (a toolkit checkpoint records its own).")
+@click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model, as a JSON object.")
+@click.option("--data", metavar="NAME|FILE.npz", help="Dataset (default: the one the checkpoint records).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Which split forms the analysis set.")
+@click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples.")
+@click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
+@click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
+@click.option("--loss", type=click.Choice(["auto", "cross-entropy", "mse"]), default="auto", show_default=True)
+@click.option("--bn-mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
+              help="BatchNorm with running statistics (eval) or per-chunk batch statistics (train).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Analyze H + λI (the Hessian of the loss plus λ/2‖θ‖²).")
+@click.option("--top-k", type=click.IntRange(min=0), default=1, show_default=True, help="Largest algebraic eigenvalues.")
+@click.option("--bottom-k", type=click.IntRange(min=0), default=1, show_default=True, help="Smallest algebraic eigenvalues.")
+@click.option("--tol", type=float, default=1e-4, show_default=True, help="Lanczos relative residual tolerance.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Lanczos step cap (default: automatic).")
+@click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the Hessian trace.")
+@click.option("--trace-probes", type=click.IntRange(min=3), default=99, show_default=True,
+              help="Hessian-vector products spent on the trace.")
+@click.option("--trace-method", type=click.Choice(["hutch++", "hutchinson"]), default="hutch++", show_default=True)
+@click.option("--density", is_flag=True, help="Spectral density by stochastic Lanczos quadrature.")
+@click.option("--density-steps", type=click.IntRange(min=2), default=80, show_default=True)
+@click.option("--density-runs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--per-layer", is_flag=True, help="λ_max and trace per parameter group.")
+@click.option("--epsilon", type=click.FloatRange(min=0), multiple=True,
+              help="Keskar ε-sharpness at this ε (repeatable; the paper uses 1e-3 and 5e-4).")
+@click.option("--subspace-dim", type=click.IntRange(min=1),
+              help="Also report ε-sharpness in a seeded random subspace of this dimension (the paper: 100).")
+@click.option("--epsilon-start", type=click.Choice(["zero", "random"]), default="zero", show_default=True,
+              help="Where L-BFGS-B starts inside the box (the paper does not say).")
+@click.option("--epsilon-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Extra random starts; every start's value is reported.")
+@click.option("--epsilon-max-iter", type=click.IntRange(min=1), default=10, show_default=True,
+              help="L-BFGS-B iterations (the paper: 10).")
+@click.option("--adaptive-rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Adaptive worst- and average-case sharpness at this ρ (repeatable; Andriushchenko et al. 2023).")
+@click.option("--rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Plain (non-adaptive) worst- and average-case sharpness at this ρ (repeatable).")
+@click.option("--sharpness-p", type=click.Choice(["2", "inf"]), default="2", show_default=True,
+              help="Norm of the worst-case perturbation ball.")
+@click.option("--sharpness-steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Projected gradient ascent steps.")
+@click.option("--sharpness-batch-size", type=click.IntRange(min=1),
+              help="m of m-sharpness: the mean over batches of this size (default: the whole set).")
+@click.option("--average-draws", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Random perturbations for average-case sharpness.")
+@click.option("--max-eigenvalue", type=float, help="Gate: fail (exit 3) if λ_max exceeds this.")
+@click.option("--max-trace", type=float, help="Gate: fail (exit 3) if the trace exceeds this.")
+@click.option("--max-epsilon-sharpness", type=float, help="Gate: fail (exit 3) if the first ε-sharpness exceeds this.")
+@click.option("--baseline", type=click.Path(dir_okay=False), help="Gate: a report JSON on the same analysis set.")
+@click.option("--max-increase", metavar="PCT", help="Gate with --baseline: allowed increase, e.g. 25%.")
+@click.option("--json", "json_path", metavar="PATH|-", help="Write the report as JSON ('-' prints only JSON on stdout).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
+@common_options
+def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path, trust_checkpoint,
+            device, dtype, seed, verbose, quiet, **options) -> None:
+    """Curvature of the loss at CHECKPOINT: top/bottom Hessian eigenvalues (Lanczos), trace (Hutch++),
+    spectral density, per-layer breakdown, and flatness measures; a table on stdout, or JSON.
+
+    A checkpoint written by `sharpness train` needs no other flag. A foreign state_dict needs
+    --model FILE.py:FACTORY and --data FILE.npz.
+    """
+    level = setup_logging(verbose, quiet)
+    loaded = load_model_and_data(
+        checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
+        data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint,
+    )
+    x, y = loaded.dataset.split(options["split"])
+    say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if level > 0 or (level == 0 and sys.stderr.isatty()) else None
+    report: Report = run_analysis(
+        loaded.model, x, y, data_spec=loaded.dataset.spec, progress=say,
+        device=str(resolve_device(device)), dtype=dtype, seed=seed, **options,
+    )
+    result = report.to_dict()
+    result["checkpoint"] = {"path": checkpoint, "kind": loaded.checkpoint.kind}
+    if json_path:
+        write_json(result, json_path)
+    if json_path != "-":
+        click.echo(render_table(result, checkpoint))
+    if not report.passed:
+        failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
+        raise GateFailed(", ".join(failed))

@@ -1,0 +1,47 @@
+"""``sharpness info CKPT``: what a checkpoint holds."""
+
+from __future__ import annotations
+
+import click
+
+from ..checkpoint import describe, load_checkpoint
+from . import cli
+from .options import write_json
+
+
+def _lines(node, indent: int = 0):
+    pad = "  " * indent
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, (dict, list)) and value:
+                yield f"{pad}{key}:"
+                yield from _lines(value, indent + 1)
+            else:
+                yield f"{pad}{key}: {value}"
+    elif isinstance(node, list):
+        for item in node[:20]:
+            if isinstance(item, (dict, list)):
+                yield f"{pad}-"
+                yield from _lines(item, indent + 1)
+            else:
+                yield f"{pad}- {item}"
+        if len(node) > 20:
+            yield f"{pad}… {len(node) - 20} more"
+    else:
+        yield f"{pad}{node}"
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", metavar="PATH|-", help="Write the description as JSON ('-' for stdout).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
+def info(checkpoint: str, json_path: str | None, trust_checkpoint: bool) -> None:
+    """Print what CHECKPOINT holds: model, parameters, data, training config, metrics, versions."""
+    description = describe(load_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
+    if json_path:
+        write_json(description, json_path)
+        if json_path == "-":
+            return
+    for line in _lines(description):
+        click.echo(line)

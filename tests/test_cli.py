@@ -1,0 +1,337 @@
+"""The command line as a user meets it: info, analyze, the JSON contract, the gate, and bad input.
+
+Every bad-input case must exit 2 with exactly one line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cli_helpers import assert_input_error, run_cli
+from conftest import assert_unchanged, snapshot
+from sharpness.checkpoint import save_checkpoint
+from sharpness.data import load_dataset
+from sharpness.models import build_from_spec, model_spec
+
+FACTORY = '''
+import torch
+from torch import nn
+
+def make(width=8, classes=3):
+    return nn.Sequential(nn.Linear(4, width), nn.Tanh(), nn.Linear(width, classes))
+
+def broken():
+    raise RuntimeError("factory exploded")
+
+def not_a_module():
+    return 42
+'''
+
+
+@pytest.fixture(scope="module")
+def toolkit_ckpt(tmp_path_factory):
+    """A small toolkit checkpoint: an MLP on a blobs dataset, trained a little so the Hessian is non-trivial."""
+    d = tmp_path_factory.mktemp("ckpt")
+    ds = load_dataset("blobs", n=120, n_test=40, dim=4, classes=3, seed=1)
+    spec = model_spec("mlp", ds.spec["input_shape"], ds.spec["num_classes"], hidden=[8])
+    model = build_from_spec(spec, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(ds.x_train), ds.y_train).backward()
+        opt.step()
+    path = d / "run.pt"
+    save_checkpoint(path, model=spec, state_dict=model.state_dict(), data=ds.spec, seed=0)
+    return path
+
+
+@pytest.fixture
+def foreign(tmp_path):
+    """A bare state_dict, a factory file and an npz dataset, as someone else's code would leave them."""
+    (tmp_path / "factory.py").write_text(FACTORY)
+    ns: dict = {}
+    exec(FACTORY, ns)
+    torch.manual_seed(0)
+    model = ns["make"]()
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    g = np.random.default_rng(0)
+    x = g.normal(size=(50, 4)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0))
+    return tmp_path, model
+
+
+# --- info ------------------------------------------------------------------------------------------------
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and "sharpness" in out
+
+
+def test_info_toolkit_checkpoint(capsys, toolkit_ckpt):
+    code, out, _ = run_cli(capsys, "info", toolkit_ckpt, "--json", "-")
+    assert code == 0
+    info = json.loads(out)
+    assert info["kind"] == "sharpness"
+    assert info["model"]["name"] == "mlp"
+    assert info["num_parameters"] == 4 * 8 + 8 + 8 * 3 + 3
+    code, out, _ = run_cli(capsys, "info", toolkit_ckpt)
+    assert code == 0 and "blobs" in out
+
+
+def test_info_foreign_state_dict(capsys, foreign):
+    d, _ = foreign
+    code, out, _ = run_cli(capsys, "info", d / "weights.pt", "--json", "-")
+    assert code == 0
+    assert json.loads(out)["kind"] == "state_dict"
+
+
+# --- analyze ---------------------------------------------------------------------------------------------
+
+
+def test_analyze_toolkit_checkpoint_json_contract(capsys, toolkit_ckpt, tmp_path):
+    out_json = tmp_path / "report.json"
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--dtype", "float64", "--top-k", "3",
+                             "--bottom-k", "2", "--density", "--density-steps", "20", "--density-runs", "2",
+                             "--per-layer", "--json", out_json)
+    assert code == 0, err
+    assert "λ top" in out  # the human table is still printed
+    r = json.loads(out_json.read_text())
+    assert r["schema"] == "sharpness.report/1"
+    for key in ("loss", "accuracy", "analysis_set", "hessian", "per_layer", "cost", "config", "environment", "gate"):
+        assert key in r, key
+    assert set(r["analysis_set"]) >= {"split", "n_samples", "sha256"}
+    assert r["analysis_set"]["n_samples"] == 120
+    for end in ("top", "bottom"):
+        assert set(r["hessian"][end]) >= {"values", "residuals", "converged", "num_matvecs"}
+    top, bottom = r["hessian"]["top"]["values"], r["hessian"]["bottom"]["values"]
+    assert top == sorted(top, reverse=True) and len(top) == 3
+    assert bottom == sorted(bottom) and len(bottom) == 2
+    assert set(r["hessian"]["trace"]) >= {"value", "stderr", "num_probes"}
+    assert set(r["hessian"]["density"]) >= {"grid", "density"}
+    assert set(r["cost"]) >= {"seconds", "num_matvecs"}
+    assert set(r["environment"]) >= {"torch", "device", "dtype", "sharpness"}
+    assert r["config"]["top_k"] == 3 and r["gate"] == {"passed": True, "checks": []}
+    # Per-layer traces of a block-diagonal split add up to the whole trace (up to the estimators' error).
+    assert len(r["per_layer"]) == 2
+
+
+def test_analyze_numbers_match_dense_hessian(capsys, toolkit_ckpt):
+    from sharpness.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from sharpness.hessian import dense_hessian
+    from sharpness.objective import Objective
+
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--dtype", "float64", "--top-k", "2",
+                             "--bottom-k", "1", "--trace-probes", "201", "--json", "-")
+    assert code == 0, err
+    r = json.loads(out)  # --json - prints only JSON on stdout
+    ckpt = load_checkpoint(toolkit_ckpt)
+    ds = load_dataset("blobs", n=120, n_test=40, dim=4, classes=3, seed=1)
+    model = build_model_from_checkpoint(ckpt, data_spec=ds.spec)
+    H = dense_hessian(Objective(model, ds.x_train, ds.y_train, dtype=torch.float64))
+    exact = torch.linalg.eigvalsh(H).numpy()
+    # Lanczos at tol 1e-4 relative. Hutch++ with 201 matvecs sketches 67 = P directions: the sketch spans
+    # the whole space, so its trace is exact up to float64 rounding.
+    np.testing.assert_allclose(r["hessian"]["top"]["values"], exact[::-1][:2], rtol=1e-4)
+    assert r["hessian"]["bottom"]["values"][0] == pytest.approx(exact[0], abs=1e-4 * abs(exact[-1]))
+    assert r["hessian"]["trace"]["value"] == pytest.approx(exact.sum(), rel=1e-9)
+
+
+def test_analyze_foreign_state_dict_factory_npz(capsys, foreign):
+    d, model = foreign
+    before = snapshot(model)
+    code, out, err = run_cli(capsys, "analyze", d / "weights.pt", "--model", f"{d / 'factory.py'}:make",
+                             "--data", d / "data.npz", "--json", "-", "--samples", "31", "--chunk-size", "7",
+                             "--trace-probes", "12")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["analysis_set"]["n_samples"] == 31
+    assert r["checkpoint"]["kind"] == "state_dict"
+    assert_unchanged(model, before)
+
+
+def test_gate_failure_exits_3_and_still_writes(capsys, toolkit_ckpt, tmp_path):
+    path = tmp_path / "gate.json"
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-eigenvalue", "1e-9", "--json", path)
+    assert code == 3
+    r = json.loads(path.read_text())
+    assert r["gate"]["passed"] is False
+    assert r["gate"]["checks"][0]["name"] == "max_eigenvalue"
+    assert "gate failed" in err and "Traceback" not in err
+    code, *_ = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-eigenvalue", "1e9")
+    assert code == 0
+
+
+def test_baseline_gate(capsys, toolkit_ckpt, tmp_path):
+    base = tmp_path / "base.json"
+    assert run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--json", base)[0] == 0
+    code, out, _ = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--baseline", base, "--max-increase", "25%",
+                           "--json", "-")
+    assert code == 0
+    checks = json.loads(out)["gate"]["checks"]
+    assert [c["name"] for c in checks] == ["lambda_max_increase"] and checks[0]["passed"]
+    # A baseline whose λ_max was a fraction of ours fails the 25 % rule.
+    r = json.loads(base.read_text())
+    r["hessian"]["top"]["values"][0] /= 2
+    base.write_text(json.dumps(r))
+    code, *_ = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--baseline", base, "--max-increase", "25%")
+    assert code == 3
+    # Another analysis set cannot be a baseline.
+    assert_input_error(
+        run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--samples", "50", "--baseline", base,
+                "--max-increase", "25%"),
+        "another analysis set",
+    )
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+
+def test_missing_empty_truncated_foreign_files(capsys, tmp_path, toolkit_ckpt):
+    assert_input_error(run_cli(capsys, "info", tmp_path / "nope.pt"), "not found")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert_input_error(run_cli(capsys, "info", tmp_path / "empty.pt"), "expected")
+    blob = toolkit_ckpt.read_bytes()
+    (tmp_path / "half.pt").write_bytes(blob[: len(blob) // 2])
+    assert_input_error(run_cli(capsys, "analyze", tmp_path / "half.pt"), "expected")
+    (tmp_path / "notes.pt").write_text("hello, I am a text file\n")
+    assert_input_error(run_cli(capsys, "info", tmp_path / "notes.pt"), "expected")
+
+
+class _Payload:
+    """Unpickling this would create a file: the checkpoint must never be unpickled unsafely."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_that_runs_code_is_refused(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(2), "x": _Payload(marker)}, path)
+    result = run_cli(capsys, "analyze", path, "--model", "linear", "--data", "blobs")
+    assert_input_error(result, "--trust-checkpoint")
+    assert not marker.exists()
+    assert_input_error(run_cli(capsys, "info", path), "--trust-checkpoint")
+    assert not marker.exists()
+
+
+def test_whole_module_pickle_names_class_and_flag(capsys, tmp_path):
+    path = tmp_path / "module.pt"
+    torch.save(nn.Sequential(nn.Linear(2, 2)), path)
+    assert_input_error(run_cli(capsys, "info", path), "Sequential", "--trust-checkpoint")
+    code, out, _ = run_cli(capsys, "info", path, "--trust-checkpoint", "--json", "-")
+    assert code == 0 and json.loads(out)["kind"] == "module"
+
+
+def test_state_dict_not_matching_model(capsys, foreign):
+    d, _ = foreign
+    assert_input_error(
+        run_cli(capsys, "analyze", d / "weights.pt", "--model", f"{d / 'factory.py'}:make",
+                "--model-kwargs", '{"width": 5}', "--data", d / "data.npz"),
+        "match",
+    )
+    assert_input_error(run_cli(capsys, "analyze", d / "weights.pt", "--data", d / "data.npz"), "--model")
+
+
+def test_nan_weights(capsys, foreign):
+    d, model = foreign
+    sd = model.state_dict()
+    sd["0.weight"][0, 0] = float("nan")
+    torch.save(sd, d / "nan.pt")
+    assert_input_error(
+        run_cli(capsys, "analyze", d / "nan.pt", "--model", f"{d / 'factory.py'}:make", "--data", d / "data.npz"),
+        "nan",
+    )
+
+
+def test_unknown_names_and_bad_factories(capsys, foreign):
+    d, _ = foreign
+    w, data = d / "weights.pt", d / "data.npz"
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", "no-such-net", "--data", data), "no-such-net")
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", f"{d / 'factory.py'}:make", "--data", "no-such-data"),
+                       "no-such-data")
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", f"{d / 'factory.py'}:missing", "--data", data), "missing")
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", f"{d / 'nofile.py'}:make", "--data", data), "nofile.py")
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", f"{d / 'factory.py'}:broken", "--data", data),
+                       "factory exploded")
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", f"{d / 'factory.py'}:not_a_module", "--data", data),
+                       "module")
+    assert_input_error(run_cli(capsys, "analyze", w, "--model", f"{d / 'factory.py'}:make", "--model-kwargs", "{oops",
+                               "--data", data), "--model-kwargs")
+
+
+def test_bad_npz_files(capsys, foreign):
+    d, _ = foreign
+    args = ("analyze", d / "weights.pt", "--model", f"{d / 'factory.py'}:make", "--data")
+    np.savez(d / "noy.npz", x=np.zeros((5, 4), np.float32))
+    assert_input_error(run_cli(capsys, *args, d / "noy.npz"), "y")
+    np.savez(d / "short.npz", x=np.zeros((5, 4), np.float32), y=np.zeros(4, np.int64))
+    assert_input_error(run_cli(capsys, *args, d / "short.npz"), "5", "4")
+    np.savez(d / "neg.npz", x=np.zeros((5, 4), np.float32), y=np.array([0, 1, -1, 0, 1]))
+    assert_input_error(run_cli(capsys, *args, d / "neg.npz"), "label")
+    # Labels beyond the model's outputs: the model has 3 classes, the data says 5.
+    np.savez(d / "wide.npz", x=np.zeros((5, 4), np.float32), y=np.array([0, 1, 4, 0, 1]))
+    assert_input_error(run_cli(capsys, *args, d / "wide.npz"), "expected")
+
+
+def _write_idx(path, array, zero_bytes=(0, 0), truncate=0):
+    header = struct.pack(">BBBB", *zero_bytes, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    body = array.astype(np.uint8).tobytes()
+    data = header + body[: len(body) - truncate]
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write(data)
+
+
+def test_bad_idx_files(capsys, tmp_path, foreign):
+    d, _ = foreign
+    images = np.zeros((6, 2, 2), np.uint8)
+    labels = np.arange(6, dtype=np.uint8) % 3
+    args = ("analyze", d / "weights.pt", "--model", f"{d / 'factory.py'}:make", "--data", "idx", "--data-dir", tmp_path)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images, zero_bytes=(0x12, 0x34))  # not an IDX magic
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    assert_input_error(run_cli(capsys, *args), "magic")
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images, truncate=3)
+    assert_input_error(run_cli(capsys, *args), "expected")
+
+
+def test_usage_errors_are_one_line(capsys, toolkit_ckpt):
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--top-k", "many"), "top-k")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--no-such-option"), "no-such-option")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--device", "cuda:7"), "cuda")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--data", "digits"), "could not be evaluated")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--max-increase", "25%", "--baseline",
+                               toolkit_ckpt), "baseline")
+
+
+def test_flatness_measures_in_report_and_gate(capsys, toolkit_ckpt):
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-3",
+                             "--epsilon", "5e-4", "--subspace-dim", "10", "--adaptive-rho", "0.05",
+                             "--average-draws", "10", "--max-epsilon-sharpness", "1e9", "--json", "-")
+    assert code == 0, err
+    r = json.loads(out)
+    eps = r["epsilon_sharpness"]
+    assert [(e["epsilon"], e["space"], e["dim"]) for e in eps] == [
+        (1e-3, "full", 67), (1e-3, "random", 10), (5e-4, "full", 67), (5e-4, "random", 10)]
+    for e in eps:
+        assert set(e) >= {"epsilon", "space", "dim", "start", "value", "values_per_start", "iterations", "status"}
+        assert e["value"] >= 0
+    # A larger box can only contain a larger maximum (same start, same subspace).
+    assert eps[0]["value"] >= eps[2]["value"]
+    (worst,) = r["adaptive_sharpness"]
+    (average,) = r["average_sharpness"]
+    assert worst["rho"] == 0.05 and worst["adaptive"] is True and worst["p"] == "2"
+    assert set(average) >= {"rho", "adaptive", "value", "stderr"}
+    assert r["gate"]["checks"][0]["name"] == "max_epsilon_sharpness" and r["gate"]["passed"]
