@@ -1,2 +1,38 @@
-"""sharpness: sharp vs flat minima analysis for PyTorch."""
+"""sharpness: sharp vs flat minima analysis for PyTorch.
+
+The public API, in the order data flows through it (see DESIGN.md §2):
+
+    data, models, checkpoints  →  training  →  Objective (mean loss over a fixed analysis set)
+        →  HessianOperator (H @ v)  →  linalg estimators  →  analyze() → Report  →  plots
+"""
+
 __version__ = "0.1.0"
+
+# Inputs: datasets (offline only), architectures, self-describing checkpoints.
+from .checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint, save_checkpoint
+from .data import Dataset, dataset_names, load_dataset
+from .errors import GateFailed, InputError
+from .models import build_model, model_names
+
+# The function of the parameters everything measures, and its curvature.
+from .hessian import HessianOperator, dense_hessian
+from .objective import Objective
+
+# Estimators on any symmetric operator with `@` (a dense tensor works too).
+from .linalg import (
+    EigenResult,
+    SpectralDensity,
+    TraceEstimate,
+    bottom_eigenvalues,
+    extreme_eigenvalues,
+    hutchinson_trace,
+    hutchpp_trace,
+    spectral_density,
+    top_eigenvalues,
+)
+
+# Flatness beyond the Hessian.
+from .measures import average_sharpness, epsilon_sharpness, rescale_relu_layers, worst_case_sharpness
+
+# One call from a model and its data to a versioned report.
+from .report import AnalysisConfig, Report, analyze
