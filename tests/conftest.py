@@ -70,3 +70,13 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
     for k in before["state"]:
         assert torch.equal(before["state"][k], after["state"][k]), k
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(before["grads"], after["grads"]))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny models, where torch's intra-op threads cost more than they give (5–10× slower on a
+    busy 2-core machine); one thread makes the suite's run time predictable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
