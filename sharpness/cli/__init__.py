@@ -78,3 +78,4 @@ def main(argv: list[str] | None = None) -> None:
 
 # Commands register themselves on `cli` when their module is imported.
 from . import analyze, info  # noqa: E402,F401
+from . import train  # noqa: E402,F401

@@ -1,0 +1,154 @@
+"""`sharpness train` / `sharpness sweep` end to end through the real entry point (exit codes, streams, files)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from sharpness.checkpoint import load_checkpoint, save_checkpoint
+from sharpness.cli import main
+from sharpness.models import build_model, model_spec
+
+from test_train import one_thread  # noqa: F401  (module fixture: tiny models, one intra-op thread)
+
+BLOBS = ["--data", "blobs", "--data-kwargs", '{"n": 120, "n_test": 40, "dim": 3}', "--model", "mlp",
+         "--model-kwargs", '{"hidden": [8]}', "--device", "cpu"]
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def one_line_error(code, err, pattern):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_train_mnist1d_end_to_end(tmp_path, capsys):
+    out = tmp_path / "sb.pt"
+    code, stdout, err = run(["train", "--data", "mnist1d", "--model", "mlp", "--batch-size", 32, "--epochs", 1,
+                             "--subset", 320, "--model-kwargs", '{"hidden": [32]}', "--seed", 0, "--device", "cpu",
+                             "--out", out, "--json", tmp_path / "sb.json"], capsys)
+    assert code == 0, err
+    assert re.match(r"1 epochs, 10 steps at batch 32 \(peak lr 0.1, stopped by epochs\) \| train loss [\d.]+ acc "
+                    r"[\d.]+% \| test loss .* → .*sb.pt$", stdout.strip())
+    assert err == ""  # stderr is not a terminal here: no progress bar
+    ckpt = load_checkpoint(out)
+    assert ckpt.data["name"] == "mnist1d" and ckpt.data["n_train"] == 320 and ckpt.train_config["batch_size"] == 32
+    report = json.loads((tmp_path / "sb.json").read_text())
+    assert report["metrics"]["steps"] == 10 and len(report["history"]) == 2
+
+
+def test_train_json_to_stdout_and_options_reach_the_config(tmp_path, capsys):
+    code, stdout, err = run(["train", *BLOBS, "--batch-size", "25%", "--optimizer", "sgd", "--momentum", 0.9,
+                             "--nesterov", "--weight-decay", 1e-4, "--lr-scaling", "linear", "--base-batch-size", 10,
+                             "--warmup-epochs", 1, "--schedule", "step", "--milestones", "2", "--gamma", 0.5,
+                             "--epochs", 3, "--eval-every", 2, "--data-seed", 7, "--save-every", 3,
+                             "--out", tmp_path / "r.pt", "--json", "-"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    c = result["config"]
+    assert (c["batch_size"], c["nesterov"], c["milestones"], c["data_seed"], c["lr_scaling"]) == ("25%", True, [2.0], 7, "linear")
+    assert result["metrics"]["batch_size"] == 30 and result["metrics"]["peak_lr"] == pytest.approx(0.3)
+    assert (tmp_path / "r.epoch3.pt").exists()
+
+
+@pytest.mark.parametrize("batch, pattern", [
+    ("500", r"batch_size ≤ the 120 training samples, got 500"),
+    ("0", r"batch_size ≥ 1, a percentage like '10%' or 'full', got 0"),
+    ("-4", r"batch_size as an integer ≥ 1, a percentage like '10%' or 'full', got '-4'"),
+    ("lots", r"batch_size as an integer ≥ 1, a percentage like '10%' or 'full', got 'lots'"),
+    ("120%", r"batch_size percentage in \(0%, 100%\], got '120%'"),
+])
+def test_bad_batch_sizes(tmp_path, capsys, batch, pattern):
+    code, _, err = run(["train", *BLOBS, "--batch-size", batch, "--epochs", 1, "--out", tmp_path / "x.pt"], capsys)
+    one_line_error(code, err, pattern)
+
+
+def test_unknown_optimizer_and_missing_duration(tmp_path, capsys):
+    code, _, err = run(["train", *BLOBS, "--optimizer", "rmsprop", "--epochs", 1, "--out", tmp_path / "x.pt"], capsys)
+    one_line_error(code, err, r"'rmsprop' is not one of 'sgd', 'adam', 'adamw'")
+    code, _, err = run(["train", *BLOBS, "--out", tmp_path / "x.pt"], capsys)
+    one_line_error(code, err, r"exactly one of epochs, steps or until_train_loss")
+
+
+def test_nan_learning_rate_exits_2_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "x.pt"
+    code, stdout, err = run(["train", *BLOBS, "--lr", 1e12, "--epochs", 2, "--out", out], capsys)
+    one_line_error(code, err, r"loss became (nan|inf) at step \d+ \(epoch 1\); kept the last good weights "
+                              r"\(epoch 0, step 0\) in .*x.pt")
+    assert stdout == ""
+    kept = load_checkpoint(out)
+    assert kept.metrics["stopped_by"] == "diverged"
+    assert all(torch.isfinite(t).all() for t in kept.state_dict.values())
+
+
+def test_init_from_a_different_architecture(tmp_path, capsys):
+    other = tmp_path / "other.pt"
+    net = build_model("mlp", input_shape=[3], num_classes=3, hidden=[5], seed=0)
+    save_checkpoint(other, model=model_spec("mlp", [3], 3, hidden=[5]), state_dict=net.state_dict())
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--init-from", other, "--out", tmp_path / "x.pt"], capsys)
+    one_line_error(code, err, r"expected checkpoint .*other.pt.* to match model 'mlp', got .*shape mismatch")
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    (tmp_path / "plain-file").write_text("")
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--out", tmp_path / "plain-file" / "run.pt"], capsys)
+    one_line_error(code, err, r"expected a writable output directory for .*run.pt")
+
+
+def test_resume_flag_continues_an_interrupted_run(tmp_path, capsys):
+    from sharpness.train import TrainConfig, TrainingInterrupted, resume_path, train
+
+    class Stop:
+        def on_step_end(self, state):
+            if state.step == 4:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "r.pt"
+    args = ["--batch-size", 16, "--epochs", 2, "--lr", 0.1]
+    config = TrainConfig(data="blobs", data_kwargs={"n": 120, "n_test": 40, "dim": 3}, model="mlp",
+                         model_kwargs={"hidden": [8]}, batch_size=16, epochs=2, lr=0.1, device="cpu")
+    with pytest.raises(TrainingInterrupted):
+        train(config, out=out, callbacks=[Stop()])
+    assert (tmp_path / "r.pt.resume").exists()
+    code, stdout, err = run(["train", *BLOBS, *args, "--resume", "--out", out], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "r.pt.resume").exists() and load_checkpoint(out).extra["resumed"] is True
+    fresh = tmp_path / "fresh.pt"
+    assert run(["train", *BLOBS, *args, "--out", fresh], capsys)[0] == 0
+    a, b = load_checkpoint(out).state_dict, load_checkpoint(fresh).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resume_path(out) == f"{out}.resume"
+
+
+def test_sweep_cli_table_json_and_manifest_refusal(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", *BLOBS, "--batch-sizes", "10,50%", "--seeds", "0,1", "--epochs", 1, "--out", out]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert lines[0].split()[:5] == ["run", "batch_size", "seed", "lr", "status"]
+    assert [line.split()[0] for line in lines[1:5]] == ["bs10_seed0", "bs60_seed0", "bs10_seed1", "bs60_seed1"]
+    assert lines[-1].startswith("4 runs (4 trained, 0 resumed, 0 already done)")
+    code, stdout, err = run([*argv, "--json", "-"], capsys)
+    assert code == 0 and json.loads(stdout)["skipped"] == ["bs10_seed0", "bs60_seed0", "bs10_seed1", "bs60_seed1"]
+    code, _, err = run(["sweep", *BLOBS, "--batch-sizes", "10,50%", "--seeds", "0,1", "--epochs", 2, "--out", out], capsys)
+    one_line_error(code, err, r"holds a different run \(manifest differs in: config.train.epochs, config_hash\)")
+
+
+def test_sweep_cli_analyze(tmp_path, capsys):
+    code, stdout, err = run(["sweep", *BLOBS, "--batch-sizes", "20", "--epochs", 1, "--analyze",
+                             "--out", tmp_path / "s", "--json", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    row = json.loads((tmp_path / "s.json").read_text())["rows"][0]
+    assert row["lambda_max"] > 0 and row["lambda_min"] <= row["lambda_max"]
+    assert row["trace"] is not None and "lambda_max" in stdout.splitlines()[0]
