@@ -1,0 +1,655 @@
+"""Follow the curvature of the loss during training: λ_max (and more) every k steps, cheaply, without side effects.
+
+Cohen et al. (ICLR 2021, "Gradient descent on neural networks typically occurs at the edge of stability")
+found that under full-batch gradient descent with step η the top Hessian eigenvalue λ_max first rises
+(*progressive sharpening*) until it reaches the stability threshold 2/η and then hovers there while the loss
+keeps falling non-monotonically (the *edge of stability*); Keskar et al. (ICLR 2017, Fig. 6) saw large-batch
+sharpness climb as the loss falls while small-batch sharpness stays flat. :class:`SharpnessTracker` measures
+that series during any training run:
+
+* **A fixed analysis batch.** ``analysis_samples`` training samples are drawn *once* with the tracker's own
+  seeded generator (:func:`sharpness.report.select_analysis_set`, the same rule ``sharpness analyze`` uses),
+  so every measurement is of the same function f(θ) = mean loss over that batch and the values are
+  comparable across steps. Its SHA-256 is recorded.
+* **Cheap measurements.** Lanczos (:func:`sharpness.linalg.extreme_eigenvalues`) is warm-started from the
+  previous measurement's Ritz vectors: between two measurements the Hessian moves a little, so the old top
+  eigenvector is already close to the new one and a few Hessian-vector products (HVPs) converge it. The start
+  vector is v₀ = Σ_j u_j over the previous top-k (and bottom) Ritz vectors u_j, so one Krylov space serves
+  every requested eigenvalue. The stopping rule is the same as for a cold start (relative eigenvalue error ≤
+  ``tol``), so warm and cold values agree to that tolerance. Ritz values are lower bounds of λ_max, and
+  the one failure mode of either start is stopping at λ₂ when v₀ has almost no component along the top
+  eigenvector: for a warm start when the top two eigenvalues cross between measurements (the error is then
+  the small gap at the crossing; ``top_k=2`` puts both directions in v₀), for a random cold start by chance
+  (seen once in 100 cold measurements of an MNIST-1D run, where the warm start had the right value).
+* **No side effects on training.** Every measurement goes through :class:`sharpness.objective.Objective`,
+  which evaluates a deep copy of the model in eval mode via ``torch.func.functional_call`` (BatchNorm running
+  statistics, dropout off): the model's parameters, buffers, ``.grad``, ``requires_grad`` and train mode and
+  the optimizer are never touched. The torch (CPU and CUDA), NumPy and Python global RNG states are saved
+  before and restored after each measurement (the Objective should not draw from them, but a user's model
+  might in its ``forward``); all of the tracker's own randomness comes from seeds derived from
+  (``seed``, step). Training with the tracker therefore ends with the same weights, bit for bit, as without.
+
+Each measurement appends a plain dict to :attr:`SharpnessTracker.records` (see :data:`RECORD_FIELDS`).
+
+Stability threshold (recorded per measurement as ``eos_threshold`` with the formula in ``eos_formula``): on a
+quadratic with curvature λ along a direction,
+
+* gradient descent θ ← θ − η∇f is stable iff λ < 2/η;
+* heavy-ball momentum as in ``torch.optim.SGD`` (v ← βv + g, θ ← θ − ηv): the characteristic polynomial
+  z² − (1 + β − ηλ)z + β has a root at −1 when ηλ = 2 + 2β, so it is stable iff λ < (2 + 2β)/η (the
+  threshold Cohen et al. 2021 use for momentum);
+* Nesterov momentum as in ``torch.optim.SGD(nesterov=True)`` (v ← βv + g, θ ← θ − η(g + βv)): the
+  iteration's characteristic polynomial z² − (1+β)(1−ηλ)z + β(1−ηλ) has a root at −1 when
+  ηλ = (2 + 2β)/(1 + 2β), so the threshold is (2 + 2β)/((1 + 2β)η);
+* ``dampening`` d scales the gradient by (1 − d), i.e. η → η(1 − d); L2 ``weight_decay`` w adds w·I to the
+  Hessian, so the threshold on λ_max of the loss is the above minus w;
+* Adam and other adaptive methods: no threshold on λ_max of H is recorded (``None``). Their "adaptive edge of
+  stability" (Cohen et al. 2022) concerns the *preconditioned* Hessian P⁻¹H, which this tracker does not
+  measure.
+
+``two_over_lr`` (2/η) is recorded too, as the plain-GD reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import InputError
+from .hessian import HessianOperator
+from .linalg import extreme_eigenvalues, hutchpp_trace
+from .objective import Objective, _per_sample_loss
+from .report import select_analysis_set, tensor_sha256
+
+__all__ = [
+    "SharpnessTracker",
+    "SharpeningSummary",
+    "RECORD_FIELDS",
+    "progressive_sharpening_summary",
+    "stability_threshold",
+    "preserved_rng",
+    "record_scalars",
+]
+
+SCHEMA = "sharpness.tracking/1"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: The keys of every record, in CSV column order (``top_eigenvalues`` is a list; CSV spreads it as lambda_1…).
+RECORD_FIELDS = (
+    "step", "epoch", "lr", "lambda_max", "lambda_max_error", "converged", "top_eigenvalues", "lambda_min",
+    "trace", "trace_stderr", "loss", "accuracy", "held_out_loss", "held_out_accuracy", "two_over_lr",
+    "eos_threshold", "eos_formula", "num_matvecs", "lanczos_matvecs", "seconds", "warm_started",
+)
+
+#: The record fields that are numbers worth plotting against the step (see :func:`record_scalars`).
+SCALAR_FIELDS = (
+    "lambda_max", "lambda_min", "trace", "trace_stderr", "loss", "accuracy", "held_out_loss", "held_out_accuracy",
+    "lr", "eos_threshold", "num_matvecs", "seconds",
+)
+
+# Streams of the per-measurement seed (see _seed_for): one per random quantity, so that turning the trace on
+# or off never changes the Lanczos start vector (random for a cold start, and for restarts after breakdown).
+_LANCZOS_STREAM, _TRACE_STREAM = 0, 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Edge-of-stability threshold
+# ----------------------------------------------------------------------------------------------------------
+
+
+def stability_threshold(optimizer: torch.optim.Optimizer | None = None, *, lr: float | None = None) -> tuple[float | None, str]:
+    """The largest λ_max for which the optimizer is stable on a quadratic, and the formula used.
+
+    Args:
+        optimizer: the training optimizer (its first parameter group's ``lr``, ``momentum``, ``nesterov``,
+            ``dampening``, ``weight_decay`` are read); ``None``: plain gradient descent with step ``lr``.
+        lr: the step size η; default: the optimizer's (all parameter groups must share it).
+
+    Returns:
+        ``(threshold, formula)``: see the module docstring. ``threshold`` is ``None`` when no threshold on
+        λ_max(H) applies (adaptive optimizers, parameter groups with different settings, unknown lr);
+        ``formula`` then says why.
+
+    Example:
+        >>> stability_threshold(lr=0.05)
+        (40.0, '2/lr')
+    """
+    if optimizer is None:
+        if lr is None:
+            return None, "none: no learning rate given"
+        return _positive(lr, 2.0 / lr), "2/lr"
+    groups = optimizer.param_groups
+    keys = ("lr", "momentum", "nesterov", "dampening", "weight_decay")
+    settings = {tuple(g.get(k) for k in keys) for g in groups}
+    if len(settings) > 1:
+        return None, "none: parameter groups with different settings (one threshold per group)"
+    g = groups[0]
+    lr = float(g["lr"]) if lr is None else float(lr)
+    name = type(optimizer).__name__
+    if not isinstance(optimizer, torch.optim.SGD):
+        return None, (f"none: {name} is adaptive; its edge of stability concerns the preconditioned Hessian "
+                      "(Cohen et al. 2022), not λ_max(H)")
+    beta = float(g.get("momentum", 0.0) or 0.0)
+    damp = float(g.get("dampening", 0.0) or 0.0)
+    wd = float(g.get("weight_decay", 0.0) or 0.0)
+    eta = lr * (1.0 - damp) if beta else lr  # torch applies dampening only with momentum
+    if beta == 0.0:
+        value, formula = 2.0 / eta, "2/lr"
+    elif g.get("nesterov", False):
+        value, formula = (2 + 2 * beta) / ((1 + 2 * beta) * eta), f"(2+2β)/((1+2β)·lr), β={beta:g}"
+    else:
+        value, formula = (2 + 2 * beta) / eta, f"(2+2β)/lr, β={beta:g}"
+    if beta and damp:
+        formula = formula.replace("lr", "lr·(1−d)") + f", d={damp:g}"
+    if wd:
+        value, formula = value - wd, f"{formula} − wd, wd={wd:g}"
+    return _positive(lr, value), formula
+
+
+def _positive(lr: float, value: float) -> float | None:
+    return value if lr > 0 and math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RNG isolation
+# ----------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Save the torch (CPU and every initialized CUDA device), NumPy and Python global RNG states; restore on exit.
+
+    Whatever runs inside — a user's ``forward`` that draws noise, a library that seeds globally — the
+    training loop outside sees the RNG streams exactly as they were.
+    """
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+def _seed_for(seed: int, step: int, stream: int) -> int:
+    """An independent 63-bit seed for (tracker seed, step, stream): a measurement's randomness depends only on
+    where it is taken, not on how many measurements came before (so resuming reproduces it)."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(step), stream]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tracker
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, minimum: int, *, none: bool = True) -> None:
+    ok = (value is None and none) or (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum)
+    if not ok:
+        raise InputError(f"expected {name} to be an integer ≥ {minimum}{' or None' if none else ''}, got {value!r}")
+
+
+class SharpnessTracker:
+    """Measures λ_max (optionally top-k, λ_min, Hutch++ trace, held-out loss) every k steps of training.
+
+    Use it as a :func:`sharpness.train.train` callback (``callbacks=[tracker]``), or from any PyTorch loop::
+
+        tracker = SharpnessTracker(x_train, y_train, every=20)
+        for step in range(1, steps + 1):
+            ...; optimizer.step()
+            if tracker.due(step):
+                tracker.measure(model, step, optimizer=optimizer)
+
+    Args:
+        inputs, targets: where the analysis batch is drawn from (default in :func:`~sharpness.train.train`:
+            the training split). ``analysis_samples`` of them are drawn once with ``seed``.
+        every: measure after every ``every``-th optimizer step (``state.step % every == 0``).
+        every_epochs: measure at the end of every ``every_epochs``-th epoch. With neither, only the start/end
+            measurements and explicit :meth:`measure` calls happen.
+        analysis_samples: size of the fixed analysis batch (``None``: all of ``inputs``). Default 1000. To
+            compare with the stability threshold of full-batch GD, use ``None``: the threshold concerns the
+            Hessian of the loss being optimized, and a random subset's λ_max is at least as large on average
+            (λ_max is convex and the subset Hessian is unbiased, so E λ_max(H_S) ≥ λ_max(H)).
+        held_out: ``(x, y)`` to report loss/accuracy on; ``True`` (default): the test split in
+            :func:`~sharpness.train.train` (nothing in a plain loop); ``False``: none.
+        held_out_samples: size of the fixed held-out batch (``None``: all). Default 1000.
+        top_k: how many of the largest Hessian eigenvalues (λ_max is the first). Default 1.
+        lambda_min: also the smallest (algebraic) eigenvalue, from the same Lanczos run.
+        trace: also tr(H) by Hutch++ with ``trace_matvecs`` HVPs (Meyer et al. 2021).
+        tol: Lanczos relative eigenvalue tolerance (see :func:`sharpness.linalg.extreme_eigenvalues`).
+        max_steps: Lanczos step cap (default min(P, 300)).
+        warm_start: start Lanczos from the previous Ritz vectors (module docstring). Default True.
+        measure_at_start, measure_at_end: also measure before the first and after the last step (callback).
+        loss, bn_mode, chunk_size, params, dtype, device: passed to :class:`~sharpness.objective.Objective`
+            (default: cross-entropy for labels / MSE otherwise, eval mode, the model's dtype and device;
+            ``dtype`` may be ``"float32"``/``"float64"``, e.g. to measure a float32 run in float64).
+        seed: seeds the analysis/held-out draws and every measurement's random vectors.
+        listeners: callables receiving each new record (e.g. :class:`sharpness.integrations.tensorboard.TensorBoardWriter`).
+
+    Attributes:
+        records: one dict per measurement (:data:`RECORD_FIELDS`): ``step, epoch, lr, lambda_max,
+            lambda_max_error`` (estimated relative error), ``converged, top_eigenvalues`` (descending),
+            ``lambda_min, trace, trace_stderr`` (None unless requested), ``loss, accuracy`` (analysis batch),
+            ``held_out_loss, held_out_accuracy, two_over_lr, eos_threshold, eos_formula, num_matvecs`` (all
+            HVPs of the measurement), ``lanczos_matvecs, seconds, warm_started``.
+        analysis_set: ``{"n_samples", "n_available", "seed", "sha256"}`` once drawn.
+
+    Cost per measurement: one deep copy of the model, the Lanczos HVPs (few when warm-started), the trace
+    HVPs, and forward passes over the analysis and held-out batches. Memory: the copy, one gradient graph
+    over the analysis batch, and the Lanczos basis (P × steps).
+    """
+
+    def __init__(
+        self,
+        inputs: Tensor | None = None,
+        targets: Tensor | None = None,
+        *,
+        every: int | None = None,
+        every_epochs: int | None = None,
+        analysis_samples: int | None = 1000,
+        held_out: tuple[Tensor, Tensor] | bool = True,
+        held_out_samples: int | None = 1000,
+        top_k: int = 1,
+        lambda_min: bool = False,
+        trace: bool = False,
+        trace_matvecs: int = 30,
+        tol: float = 1e-4,
+        max_steps: int | None = None,
+        warm_start: bool = True,
+        measure_at_start: bool = True,
+        measure_at_end: bool = True,
+        loss: str = "auto",
+        bn_mode: str = "eval",
+        chunk_size: int | None = None,
+        params: str | Sequence[str] | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        seed: int = 0,
+        listeners: Sequence[Callable[[dict], Any]] = (),
+    ) -> None:
+        if (inputs is None) != (targets is None):
+            raise InputError("expected both inputs and targets (or neither), got only one")
+        for name, value, low in (("every", every, 1), ("every_epochs", every_epochs, 1),
+                                 ("analysis_samples", analysis_samples, 1), ("held_out_samples", held_out_samples, 1),
+                                 ("max_steps", max_steps, 1), ("chunk_size", chunk_size, 1)):
+            _check_int(name, value, low)
+        _check_int("top_k", top_k, 1, none=False)
+        _check_int("seed", seed, 0, none=False)
+        if trace:
+            _check_int("trace_matvecs", trace_matvecs, 6, none=False)  # Hutch++ needs a sketch of ≥ 2 and ≥ 2 probes
+        if not (isinstance(tol, float) and 0 < tol < 1):
+            raise InputError(f"expected tol in (0, 1), got {tol!r}")
+        if isinstance(dtype, str):
+            if dtype not in _DTYPES:
+                raise InputError(f"expected dtype float32 or float64, got {dtype!r}")
+            dtype = _DTYPES[dtype]
+        if not (isinstance(held_out, bool) or (isinstance(held_out, (tuple, list)) and len(held_out) == 2)):
+            raise InputError(f"expected held_out as True, False or an (x, y) pair, got {type(held_out).__name__}")
+        self.every, self.every_epochs = every, every_epochs
+        self.analysis_samples, self.held_out_samples = analysis_samples, held_out_samples
+        self.top_k, self.lambda_min, self.trace, self.trace_matvecs = int(top_k), bool(lambda_min), bool(trace), int(trace_matvecs)
+        self.tol, self.max_steps = float(tol), max_steps
+        self.warm_start = bool(warm_start)
+        self.measure_at_start, self.measure_at_end = bool(measure_at_start), bool(measure_at_end)
+        self.objective_options = {"loss": loss, "bn_mode": bn_mode, "chunk_size": chunk_size, "params": params,
+                                  "dtype": dtype, "device": device}
+        self.seed = int(seed)
+        self.listeners = list(listeners)
+        self._source = None if inputs is None else (inputs, targets)
+        self._held_out_option = held_out
+        self._analysis: tuple[Tensor, Tensor] | None = None
+        self._held: tuple[Tensor, Tensor] | None = None
+        self._vectors: Tensor | None = None  # previous Ritz vectors (P, j), the warm start
+        self._checked = False  # the Objective's determinism check runs on the first measurement only
+        self.analysis_set: dict | None = None
+        self.held_out_set: dict | None = None
+        self.records: list[dict] = []
+
+    # --- configuration and data -------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        """The tracker's settings as plain values (recorded with the series)."""
+        opts = {k: (str(v).removeprefix("torch.") if isinstance(v, (torch.dtype, torch.device)) else v)
+                for k, v in self.objective_options.items()}
+        return {"every": self.every, "every_epochs": self.every_epochs, "analysis_samples": self.analysis_samples,
+                "held_out_samples": self.held_out_samples, "top_k": self.top_k, "lambda_min": self.lambda_min,
+                "trace": self.trace, "trace_matvecs": self.trace_matvecs if self.trace else None, "tol": self.tol,
+                "max_steps": self.max_steps, "warm_start": self.warm_start,
+                "seed": self.seed, **opts}
+
+    @property
+    def has_source(self) -> bool:
+        """Whether analysis data were given to the constructor (else :meth:`set_data` must provide them)."""
+        return self._source is not None
+
+    @property
+    def has_analysis_batch(self) -> bool:
+        """Whether the fixed analysis batch has been drawn."""
+        return self._analysis is not None
+
+    def set_data(self, inputs: Tensor | None = None, targets: Tensor | None = None, *,
+                 held_out: tuple[Tensor, Tensor] | None = None) -> None:
+        """Draw the fixed analysis batch (and the held-out one) if not drawn yet.
+
+        The batch comes from the constructor's ``inputs``/``targets`` when given, else from these. Called by
+        :meth:`on_train_begin` with the training (and test) split; a no-op once drawn, so the batch stays the
+        same for the whole run (also across a resume, where it is redrawn identically and checked).
+        """
+        if self._analysis is None:
+            source = self._source if self._source is not None else (inputs, targets)
+            if source[0] is None or source[1] is None:
+                raise InputError("expected analysis data: pass inputs/targets to SharpnessTracker or set_data(), got none")
+            x, y, _ = select_analysis_set(*source, samples=self.analysis_samples, seed=self.seed)
+            info = {"n_samples": int(x.shape[0]), "n_available": int(source[0].shape[0]), "seed": self.seed,
+                    "sha256": tensor_sha256(x, y)}
+            if self.analysis_set is not None and self.analysis_set["sha256"] != info["sha256"]:
+                raise InputError(f"expected the analysis batch of the resumed run (sha256 {self.analysis_set['sha256'][:12]}…), "
+                                 f"got a different one ({info['sha256'][:12]}…): same data and seed needed")
+            self._analysis, self.analysis_set = (x, y), info
+        if self._held is None and self._held_out_option is not False:
+            pair = held_out if self._held_out_option is True else self._held_out_option
+            if pair is not None and pair[0] is not None:
+                # a different stream of the same seed than the analysis draw (they come from different splits anyway)
+                x, y, _ = select_analysis_set(*pair, samples=self.held_out_samples, seed=self.seed + 1)
+                self._held = (x, y)
+                self.held_out_set = {"n_samples": int(x.shape[0]), "n_available": int(pair[0].shape[0]),
+                                     "seed": self.seed + 1, "sha256": tensor_sha256(x, y)}
+
+    # --- scheduling -----------------------------------------------------------------------------------------
+    def due(self, step: int) -> bool:
+        """Whether ``every`` asks for a measurement after optimizer step ``step`` (not yet measured there)."""
+        return self.every is not None and step % self.every == 0 and not self.measured_at(step)
+
+    def measured_at(self, step: int) -> bool:
+        """Whether the latest record is at ``step`` (so a second hook at the same step does not measure again)."""
+        return bool(self.records) and self.records[-1]["step"] == step
+
+    # --- train.py callback hooks --------------------------------------------------------------------------
+    def on_train_begin(self, state: Any) -> None:
+        held = (state.x_test, state.y_test) if getattr(state, "x_test", None) is not None else None
+        self.set_data(state.x_train, state.y_train, held_out=held)
+        # a resumed run was measured at its start the first time (and possibly not at this step since)
+        if self.measure_at_start and not getattr(state, "resumed", False) and not self.measured_at(state.step):
+            self._measure_state(state)
+
+    def on_step_end(self, state: Any) -> None:
+        if self.due(state.step):
+            self._measure_state(state)
+
+    def on_epoch_end(self, state: Any) -> None:
+        if self.every_epochs is not None and state.epoch % self.every_epochs == 0 and not self.measured_at(state.step):
+            self._measure_state(state)
+
+    def on_train_end(self, state: Any) -> None:
+        if self.measure_at_end and not self.measured_at(state.step):
+            self._measure_state(state)
+
+    def _measure_state(self, state: Any) -> None:
+        self.measure(state.model, state.step, epoch=state.epoch, lr=state.lr, optimizer=state.optimizer)
+
+    # --- the measurement ------------------------------------------------------------------------------------
+    def measure(
+        self,
+        model: nn.Module,
+        step: int,
+        *,
+        epoch: int | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> dict:
+        """Measure the curvature of ``model`` at its current weights; append and return the record.
+
+        Args:
+            model: the model being trained (read only: it is deep-copied, see the module docstring).
+            step: the optimizer step the weights are after (the record's x-axis).
+            epoch: completed epochs (recorded as given).
+            lr: the step size η for the stability threshold (default: the optimizer's).
+            optimizer: the training optimizer, read (never changed) for the threshold formula.
+        """
+        self.set_data()
+        t0 = time.perf_counter()
+        with preserved_rng():
+            record = self._measure(model, int(step))
+        if lr is None and optimizer is not None:
+            lr = float(optimizer.param_groups[0]["lr"])
+        threshold, formula = stability_threshold(optimizer, lr=lr)
+        record.update(epoch=epoch, lr=lr, two_over_lr=None if not lr else 2.0 / lr, eos_threshold=threshold,
+                      eos_formula=formula, seconds=time.perf_counter() - t0)
+        record = {k: record.get(k) for k in RECORD_FIELDS}
+        self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
+        return record
+
+    def _measure(self, model: nn.Module, step: int) -> dict:
+        x, y = self._analysis
+        objective = Objective(model, x, y, check_determinism=not self._checked, **self.objective_options)
+        self._checked = True
+        ev = objective.evaluate()
+        rec: dict[str, Any] = {"step": step, "loss": ev.loss, "accuracy": ev.accuracy, "warm_started": False,
+                               "num_matvecs": 0, "lanczos_matvecs": 0}
+        if self._held is not None:
+            rec["held_out_loss"], rec["held_out_accuracy"] = _evaluate_on(objective, *self._held)
+        if not math.isfinite(ev.loss):
+            # Past divergence nothing is measurable; train() stops on a non-finite loss by itself.
+            rec.update(lambda_max=math.nan, top_eigenvalues=[math.nan] * self.top_k, converged=False)
+            return rec
+        H = HessianOperator(objective)
+        v0 = self._start_vector(objective.numel, objective.dtype, objective.device)
+        top, bottom = extreme_eigenvalues(H, top_k=self.top_k, bottom_k=int(self.lambda_min), tol=self.tol,
+                                          max_steps=self.max_steps, seed=_seed_for(self.seed, step, _LANCZOS_STREAM),
+                                          v0=v0, return_vectors=self.warm_start)
+        rec["lanczos_matvecs"] = H.num_matvecs
+        rec["warm_started"] = v0 is not None
+        if self.warm_start:
+            vecs = [top.vectors] + ([bottom.vectors] if self.lambda_min else [])
+            self._vectors = torch.cat(vecs, dim=1).detach()
+        values = [float(v) for v in top.values]
+        rec.update(lambda_max=values[0], top_eigenvalues=values, lambda_max_error=float(top.error_bounds[0]),
+                   converged=bool(top.converged.all() and bottom.converged.all()))
+        if self.lambda_min:
+            rec["lambda_min"] = float(bottom.values[0])
+        if self.trace:
+            est = hutchpp_trace(H, num_matvecs=self.trace_matvecs, seed=_seed_for(self.seed, step, _TRACE_STREAM))
+            rec["trace"], rec["trace_stderr"] = est.value, est.stderr
+        rec["num_matvecs"] = H.num_matvecs
+        return rec
+
+    def _start_vector(self, P: int, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+        """Σ_j u_j over the previous Ritz vectors (module docstring); ``None`` (a random start) the first time."""
+        prev = self._vectors
+        if not self.warm_start or prev is None or prev.shape[0] != P:
+            return None
+        s = prev.to(device=device, dtype=dtype).sum(dim=1)
+        norm = float(torch.linalg.vector_norm(s))
+        return s if math.isfinite(norm) and norm > 0 else None
+
+    # --- results ----------------------------------------------------------------------------------------------
+    @property
+    def series(self) -> dict[str, list]:
+        """The records as columns: ``{field: [value per measurement]}`` (:data:`RECORD_FIELDS`)."""
+        return {k: [r[k] for r in self.records] for k in RECORD_FIELDS}
+
+    def to_dict(self) -> dict:
+        """``{"schema", "config", "analysis_set", "held_out_set", "records"}``: plain JSON values."""
+        return {"schema": SCHEMA, "config": self.config, "analysis_set": self.analysis_set,
+                "held_out_set": self.held_out_set, "records": [dict(r) for r in self.records]}
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write one row per measurement (written atomically); ``top_eigenvalues`` become ``lambda_1 … lambda_k``."""
+        cols = [c for c in RECORD_FIELDS if c != "top_eigenvalues"]
+        k = max((len(r["top_eigenvalues"] or []) for r in self.records), default=self.top_k)
+        at = cols.index("lambda_min")
+        header = cols[:at] + [f"lambda_{i + 1}" for i in range(k)] + cols[at:]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        for r in self.records:
+            tops = list(r["top_eigenvalues"] or []) + [None] * k
+            row = [r[c] for c in cols[:at]] + tops[:k] + [r[c] for c in cols[at:]]
+            writer.writerow(["" if v is None else v for v in row])
+        _atomic_write_text(os.fspath(path), buf.getvalue())
+
+    # --- resume (train.py saves and restores this with its .resume file) -------------------------------------
+    def state_dict(self) -> dict:
+        """Records, the analysis-set identity and the warm-start vectors (tensors and plain values only)."""
+        return {"schema": SCHEMA, "records": [dict(r) for r in self.records], "analysis_set": self.analysis_set,
+                "vectors": None if self._vectors is None else self._vectors.detach().cpu(),
+                "checked": self._checked}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping) or state.get("schema") != SCHEMA:
+            raise InputError(f"expected a {SCHEMA} tracker state, got {type(state).__name__}")
+        self.records = [dict(r) for r in state["records"]]
+        self.analysis_set = state["analysis_set"]
+        self._analysis = None  # redrawn (identically: same seed and data, checked by sha256) on the next set_data
+        self._vectors = state["vectors"]
+        self._checked = bool(state["checked"])
+
+
+def _evaluate_on(objective: Objective, x: Tensor, y: Tensor) -> tuple[float, float | None]:
+    """Mean loss and accuracy of the objective's model copy (at its θ, same loss and mode) on other samples."""
+    params = objective.unflatten(objective.theta)
+    x = x.to(objective.device, dtype=objective.dtype if x.is_floating_point() else None)
+    y = y.to(objective.device, dtype=objective.targets.dtype)
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], objective.chunk_size):
+            out = objective.forward(params, x[start:start + objective.chunk_size])
+            target = y[start:start + objective.chunk_size]
+            loss_sum += float(_per_sample_loss(objective.loss_kind, out, target).double().sum())
+            if objective.loss_kind == "cross-entropy":
+                correct += int((out.argmax(dim=1) == target).sum())
+    n = int(x.shape[0])
+    return loss_sum / n, (correct / n if objective.loss_kind == "cross-entropy" else None)
+
+
+def record_scalars(record: Mapping[str, Any], *, prefix: str = "sharpness/") -> dict[str, float]:
+    """The finite numbers of one record as ``{prefix + name: value}`` for loggers (TensorBoard, Lightning).
+
+    :data:`SCALAR_FIELDS`, plus ``lambda_2 … lambda_k`` when top-k was measured and ``lambda_max_ratio``
+    (λ_max / ``eos_threshold``: 1 is the edge of stability). ``None`` and non-finite values are left out.
+    """
+    out: dict[str, float] = {}
+
+    def put(name: str, value: Any) -> None:
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(float(value)):
+            out[prefix + name] = float(value)
+
+    for name in SCALAR_FIELDS:
+        put(name, record.get(name))
+    for i, value in enumerate(list(record.get("top_eigenvalues") or [])[1:], start=2):
+        put(f"lambda_{i}", value)
+    lam, thr = record.get("lambda_max"), record.get("eos_threshold")
+    if lam is not None and thr:
+        put("lambda_max_ratio", lam / thr)
+    return out
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Progressive sharpening / edge of stability summary
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SharpeningSummary:
+    """How a λ_max series compares with the stability threshold (Cohen et al. 2021).
+
+    Attributes:
+        plateau: median λ_max over the last ``tail`` fraction of the measurements (the edge-of-stability value).
+        plateau_low, plateau_high: the 25th and 75th percentiles over that window (its spread: λ_max
+            oscillates at the edge of stability, so a single value would overstate the precision).
+        threshold: the stability threshold compared against (2/η, or as given); ``ratio`` = plateau/threshold.
+        initial: λ_max at the first measurement; ``peak``: the largest λ_max; ``peak_step``: where.
+        first_crossing_step: the first step at which λ_max ≥ ``near`` × threshold (None if never).
+        tail_rise: least-squares slope of λ_max over the plateau window × the window's span in steps, relative
+            to ``plateau``: how much λ_max still changed across the window. Near 0 for a true plateau; a
+            clearly positive value (say > 0.1) means the series is still sharpening and ``plateau`` is not one.
+        num_measurements, num_plateau: measurements in all and in the plateau window.
+    """
+
+    plateau: float
+    plateau_low: float
+    plateau_high: float
+    threshold: float
+    ratio: float
+    initial: float
+    peak: float
+    peak_step: int
+    first_crossing_step: int | None
+    tail_rise: float
+    num_measurements: int
+    num_plateau: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def progressive_sharpening_summary(
+    records: Sequence[Mapping[str, Any]],
+    lr: float,
+    *,
+    momentum: float = 0.0,
+    threshold: float | None = None,
+    tail: float = 1 / 3,
+    near: float = 0.9,
+) -> SharpeningSummary:
+    """Plateau of λ_max vs the stability threshold, from a tracker's records (or any ``{"step", "lambda_max"}``).
+
+    Args:
+        records: measurements in step order (non-finite λ_max are skipped).
+        lr: the step size η. The threshold is (2 + 2·momentum)/η (heavy ball; 2/η without momentum) unless
+            ``threshold`` is given (e.g. a record's ``eos_threshold``).
+        tail: fraction of the measurements (the last ones) that form the plateau window; at least one.
+        near: the fraction of the threshold that counts as having reached it (``first_crossing_step``).
+    """
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise InputError(f"expected lr > 0, got {lr!r}")
+    if not 0 < tail <= 1:
+        raise InputError(f"expected tail in (0, 1], got {tail!r}")
+    pts = [(int(r["step"]), float(r["lambda_max"])) for r in records
+           if r.get("lambda_max") is not None and math.isfinite(float(r["lambda_max"]))]
+    if not pts:
+        raise InputError(f"expected records with a finite lambda_max, got {len(records)} record(s) without one")
+    thr = float(threshold) if threshold is not None else (2.0 + 2.0 * momentum) / lr
+    steps = np.array([s for s, _ in pts])
+    lam = np.array([v for _, v in pts])
+    n_tail = max(1, int(math.ceil(tail * lam.size)))
+    window, window_steps = lam[-n_tail:], steps[-n_tail:]
+    plateau = float(np.median(window))
+    low, high = (float(q) for q in np.percentile(window, [25, 75]))
+    crossed = np.nonzero(lam >= near * thr)[0]
+    span = float(window_steps[-1] - window_steps[0])
+    slope = float(np.polyfit(window_steps.astype(float), window, 1)[0]) if span > 0 else 0.0
+    return SharpeningSummary(
+        plateau=plateau, plateau_low=low, plateau_high=high, threshold=thr, ratio=plateau / thr,
+        initial=float(lam[0]), peak=float(lam.max()), peak_step=int(steps[int(lam.argmax())]),
+        first_crossing_step=int(steps[crossed[0]]) if crossed.size else None, tail_rise=slope * span / plateau,
+        num_measurements=int(lam.size), num_plateau=int(window.size),
+    )
