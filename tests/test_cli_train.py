@@ -152,3 +152,21 @@ def test_sweep_cli_analyze(tmp_path, capsys):
     row = json.loads((tmp_path / "s.json").read_text())["rows"][0]
     assert row["lambda_max"] > 0 and row["lambda_min"] <= row["lambda_max"]
     assert row["trace"] is not None and "lambda_max" in stdout.splitlines()[0]
+
+
+def test_track_every_records_the_series(tmp_path, capsys):
+    out, csv = tmp_path / "gd.pt", tmp_path / "track.csv"
+    code, stdout, err = run(["train", "--data", "blobs", "--model", "mlp", "--model-kwargs", '{"hidden": [16]}',
+                             "--batch-size", "full", "--optimizer", "sgd", "--lr", "0.05", "--steps", "20",
+                             "--track-every", "5", "--track-full", "--track-out", str(csv), "--out", str(out),
+                             "--json", "-"], capsys)
+    assert code == 0, err
+    tracking = json.loads(stdout)["tracking"]
+    steps = [r["step"] for r in tracking["records"]]
+    assert steps == [0, 5, 10, 15, 20]
+    assert all(r["two_over_lr"] == pytest.approx(40.0) for r in tracking["records"])
+    assert all(r["lambda_max"] > 0 for r in tracking["records"])
+    assert csv.read_text().count("\n") == len(steps) + 1
+    code, _, err = run(["train", "--data", "blobs", "--model", "mlp", "--steps", "2", "--track-out", str(csv),
+                        "--out", str(out)], capsys)
+    one_line_error(code, err, "--track-every")

@@ -12,6 +12,7 @@ import click
 
 from ..errors import InputError
 from ..sweep import SUMMARY_FIELDS, sweep as run_sweep
+from ..tracking import SharpnessTracker, progressive_sharpening_summary
 from ..train import OPTIMIZERS, LR_SCALINGS, SCHEDULES, TrainConfig, TrainingInterrupted, train as run_train
 from . import cli
 from .options import common_options, parse_json_option, progress_enabled, resolve_device, setup_logging, write_json
@@ -118,6 +119,19 @@ def summary_line(metrics: dict, out: str | None) -> str:
             f"‖θ−θ₀‖ {_num(m['dist_from_init'])} | {m['wall_time']:.3g} s" + (f" → {out}" if out else ""))
 
 
+def tracking_line(records: list[dict], lr: float) -> str:
+    """One line for people: λ_max at the first and last measurement, and its plateau against the threshold."""
+    first, last = records[0], records[-1]
+    line = (f"λ_max {_num(first['lambda_max'])} (step {first['step']}) → {_num(last['lambda_max'])} "
+            f"(step {last['step']}), {len(records)} measurements, {sum(r['num_matvecs'] for r in records)} HVPs")
+    threshold = last["eos_threshold"]
+    if threshold is None:
+        return f"{line} | no stability threshold ({last['eos_formula'].removeprefix('none: ')})"
+    s = progressive_sharpening_summary(records, lr, threshold=threshold)
+    return (f"{line} | last-third median {_num(s.plateau)} vs threshold {_num(threshold)} ({last['eos_formula']}): "
+            f"ratio {s.ratio:.2f}")
+
+
 def _interrupted(exc: TrainingInterrupted) -> None:
     click.echo(f"sharpness: {exc}", err=True)
 
@@ -126,8 +140,19 @@ def _interrupted(exc: TrainingInterrupted) -> None:
 @_with_options(per_run=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (e.g. sb.pt).")
 @click.option("--json", "json_path", metavar="PATH|-", help="Write metrics, history and config as JSON ('-' for stdout only).")
+@click.option("--track-every", type=_INT_OR_NONE, metavar="K",
+              help="Measure λ_max on a fixed analysis batch every K steps (edge of stability, Cohen et al. 2021).")
+@click.option("--track-samples", type=_INT_OR_NONE, default=1000, show_default=True, metavar="N",
+              help="Size of the fixed analysis batch for --track-every, drawn once from the training split.")
+@click.option("--track-full", is_flag=True, help="Use the whole training split as the analysis batch (what 2/η concerns).")
+@click.option("--track-top-k", type=_INT_OR_NONE, default=1, show_default=True, help="Top eigenvalues per measurement.")
+@click.option("--track-lambda-min", is_flag=True, help="Also λ_min per measurement.")
+@click.option("--track-trace", is_flag=True, help="Also the Hessian trace per measurement (Hutch++, 30 HVPs).")
+@click.option("--track-out", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Write the tracked series: CSV for a .csv path, JSON otherwise.")
 def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, verbose: int, quiet: int,
-          **options: Any) -> None:
+          track_every: int | None, track_samples: int, track_full: bool, track_top_k: int, track_lambda_min: bool,
+          track_trace: bool, track_out: str | None, **options: Any) -> None:
     """Train a model at one batch size and write a self-describing checkpoint.
 
     Small vs large batch is only --batch-size (e.g. 256 vs 10%); runs with the same --seed (or --init-from)
@@ -139,16 +164,30 @@ def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, v
     """
     level = setup_logging(verbose, quiet)
     config = _config(options, device, dtype, seed)
+    if track_out and not track_every:
+        raise InputError(f"expected --track-every with --track-out, got --track-out {track_out} alone")
+    tracker = None if not track_every else SharpnessTracker(
+        every=track_every, analysis_samples=None if track_full else track_samples, top_k=track_top_k,
+        lambda_min=track_lambda_min, trace=track_trace, seed=seed)
     try:
-        result = run_train(config, progress=progress_enabled(level), out=out)
+        result = run_train(config, progress=progress_enabled(level), out=out, callbacks=[tracker] if tracker else [])
     except TrainingInterrupted as exc:
         _interrupted(exc)
         raise
+    if tracker is not None and track_out:
+        if track_out.endswith(".csv"):
+            tracker.to_csv(track_out)
+        else:
+            write_json(tracker.to_dict(), track_out)
     if json_path:
-        write_json({"checkpoint": out, "metrics": result.metrics, "history": result.history,
-                    "config": config.to_dict()}, json_path)
+        payload = {"checkpoint": out, "metrics": result.metrics, "history": result.history, "config": config.to_dict()}
+        if tracker is not None:
+            payload["tracking"] = tracker.to_dict()
+        write_json(payload, json_path)
     if json_path != "-":
         click.echo(summary_line(result.metrics, out))
+        if tracker is not None:
+            click.echo(tracking_line(tracker.records, result.metrics["peak_lr"]))
 
 
 def _table(rows: list[dict]) -> str:
