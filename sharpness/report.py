@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .errors import InputError
+from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
 from .gate import evaluate_gates, load_baseline, parse_increase
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
@@ -242,7 +243,12 @@ def analyze(
     cfg = AnalysisConfig(**options)
     say = progress or (lambda _msg: None)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    device = torch.device(cfg.device)
+    # Under torchrun every rank holds a disjoint shard of the analysis set and all sums are all-reduced;
+    # the estimators then take identical steps on every rank (same seeds, same reduced products).
+    ctx = current_context()
+    device = rank_device(cfg.device, ctx)
+    if ctx is not None and (cfg.adaptive_rho or cfg.rho):
+        raise InputError("worst-/average-case sharpness (--adaptive-rho/--rho) is single-process only for now; run it without torchrun")
     clock = _Clock()
 
     x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed)
@@ -255,9 +261,10 @@ def analyze(
         "sha256": tensor_sha256(x, y),
     }
     say("building the objective")
+    xs, ys = shard_tensors(x, y, ctx=ctx)
     objective = Objective(
-        model, x, y, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
-        dtype=dtype, device=device,
+        model, xs, ys, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
+        dtype=dtype, device=device, reduce=all_reduce_sum if ctx is not None else None,
     )
     evaluation = clock.time("loss", objective.evaluate)
     if not math.isfinite(evaluation.loss):
@@ -309,7 +316,7 @@ def analyze(
         "num_matvecs": total_matvecs,
         "seconds_by_measure": clock.seconds,
     }
-    config = {**dataclasses.asdict(cfg), "objective": objective.config}
+    config = {**dataclasses.asdict(cfg), "objective": {**objective.config, "n_samples": int(x.shape[0])}}
     report = Report(
         loss=evaluation.loss,
         accuracy=evaluation.accuracy,
@@ -318,7 +325,7 @@ def analyze(
         per_layer=per_layer,
         cost=cost,
         config=config,
-        environment=environment(device, dtype),
+        environment={**environment(device, dtype), "distributed": ctx.as_dict() if ctx else None},
         gate={"passed": True, "checks": []},
         measures=measures,
     )

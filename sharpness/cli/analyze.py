@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .. import distributed
 from ..errors import GateFailed
 from ..loading import load_model_and_data
 from ..report import Report, analyze as run_analysis
@@ -122,8 +123,10 @@ def render_table(report: dict, source: str) -> str:
 @click.option("--json", "json_path", metavar="PATH|-", help="Write the report as JSON ('-' prints only JSON on stdout).")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
+@click.option("--backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
+              help="torch.distributed backend under torchrun (ignored in a single process).")
 @common_options
-def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path, trust_checkpoint,
+def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path, trust_checkpoint, backend,
             device, dtype, seed, verbose, quiet, **options) -> None:
     """Curvature of the loss at CHECKPOINT: top/bottom Hessian eigenvalues (Lanczos), trace (Hutch++),
     spectral density, per-layer breakdown, and flatness measures; a table on stdout, or JSON.
@@ -132,22 +135,29 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path,
     --model FILE.py:FACTORY and --data FILE.npz.
     """
     level = setup_logging(verbose, quiet)
-    loaded = load_model_and_data(
-        checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
-        data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint,
-    )
-    x, y = loaded.dataset.split(options["split"])
-    say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if level > 0 or (level == 0 and sys.stderr.isatty()) else None
-    report: Report = run_analysis(
-        loaded.model, x, y, data_spec=loaded.dataset.spec, progress=say,
-        device=str(resolve_device(device)), dtype=dtype, seed=seed, **options,
-    )
-    result = report.to_dict()
-    result["checkpoint"] = {"path": checkpoint, "kind": loaded.checkpoint.kind}
-    if json_path:
-        write_json(result, json_path)
-    if json_path != "-":
-        click.echo(render_table(result, checkpoint))
+    dev = resolve_device(device)
+    # Under `torchrun -m sharpness analyze`, every rank computes on its shard; only rank 0 prints and writes.
+    with distributed.session(backend, device=dev) as ctx:
+        dev = distributed.rank_device(dev, ctx)
+        loaded = load_model_and_data(
+            checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
+            data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint,
+        )
+        x, y = loaded.dataset.split(options["split"])
+        rank0 = distributed.is_rank0()
+        chatty = rank0 and (level > 0 or (level == 0 and sys.stderr.isatty()))
+        say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if chatty else None
+        report: Report = run_analysis(
+            loaded.model, x, y, data_spec=loaded.dataset.spec, progress=say,
+            device=str(dev), dtype=dtype, seed=seed, **options,
+        )
+        result = report.to_dict()
+        result["checkpoint"] = {"path": checkpoint, "kind": loaded.checkpoint.kind}
+        if rank0:
+            if json_path:
+                write_json(result, json_path)
+            if json_path != "-":
+                click.echo(render_table(result, checkpoint))
     if not report.passed:
         failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
         raise GateFailed(", ".join(failed))

@@ -1,0 +1,44 @@
+"""`torchrun --nproc-per-node 2 -m sharpness analyze` gives the one-process report (float64, CPU, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cli_helpers import run_cli
+from test_cli import toolkit_ckpt  # noqa: F401  (module fixture: a small toolkit checkpoint)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def test_two_ranks_reproduce_the_single_process_report(capsys, toolkit_ckpt, tmp_path):  # noqa: F811
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    args = ["analyze", str(toolkit_ckpt), "--dtype", "float64", "--top-k", "2", "--bottom-k", "1",
+            "--trace-probes", "30", "--samples", "117"]  # 117 samples: shards of 59 and 58
+    one = tmp_path / "one.json"
+    assert run_cli(capsys, *args, "--json", one)[0] == 0
+    two = tmp_path / "two.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "sharpness", *args, "--json", str(two)],
+        env=env, capture_output=True, text=True, timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("λ top") == 1  # only rank 0 prints the table
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert b["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert a["analysis_set"] == b["analysis_set"]
+    # Only the order of the per-sample sums differs between 1 and 2 ranks: float64 rounding, ~1e-15 relative;
+    # 1e-10 leaves room for a Lanczos run that stops one step apart at tol 1e-4 (not observed).
+    for key in ("top", "bottom"):
+        assert b["hessian"][key]["values"] == pytest.approx(a["hessian"][key]["values"], rel=1e-10)
+    assert b["hessian"]["trace"]["value"] == pytest.approx(a["hessian"]["trace"]["value"], rel=1e-10)
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-12)
+    assert b["accuracy"] == a["accuracy"]
