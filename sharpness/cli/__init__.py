@@ -19,6 +19,7 @@ import sys
 import click
 
 from .. import __version__
+from ..distributed import DistributedError
 from ..errors import GateFailed, InputError
 
 EXIT_OK, EXIT_INPUT, EXIT_GATE = 0, 2, 3
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         click.echo(f"{prog}: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_INPUT)
+    except DistributedError as exc:
+        # Another rank died or a collective timed out; that rank prints its own cause.
+        click.echo(f"{prog}: error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(EXIT_INPUT)
     except GateFailed as exc:
         click.echo(f"{prog}: gate failed: {exc}", err=True)
         sys.exit(EXIT_GATE)
@@ -77,5 +82,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Commands register themselves on `cli` when their module is imported.
-from . import analyze, info  # noqa: E402,F401
+from . import analyze, info, landscape  # noqa: E402,F401
 from . import train  # noqa: E402,F401

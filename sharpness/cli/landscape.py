@@ -1,0 +1,256 @@
+"""``sharpness interpolate``, ``sharpness landscape`` and ``sharpness plot``: the 1D and 2D pictures.
+
+Each command computes with :mod:`sharpness.landscape`, saves the arrays (``.npz`` + ``.csv``) in ``--out``,
+and draws them with :mod:`sharpness.plots` from the saved file; ``sharpness plot`` re-draws any saved result
+without recomputing.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from .. import landscape as ls
+from ..errors import InputError
+from ..loading import Loaded, load_model_and_data
+from ..objective import Objective
+from ..report import select_analysis_set
+from . import cli
+from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--range expects two numbers LO,HI such as -1,1, got {text!r}") from None
+    if not lo < hi:
+        raise InputError(f"--range expects LO < HI, got {text!r}")
+    return lo, hi
+
+
+def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, dtype, with_test=True):
+    """Objectives on the training split (the analysis set) and, when the data has one, the test split."""
+    out = []
+    for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
+        x, y = loaded.dataset.split(split)
+        x, y, _ = select_analysis_set(x, y, samples=samples, seed=seed)
+        out.append(Objective(loaded.model, x, y, chunk_size=chunk_size, bn_mode=bn_mode,
+                             dtype=DTYPES[dtype], device=device))
+    return out[0], (out[1] if len(out) > 1 else None)
+
+
+def grid_options(fn):
+    for decorator in reversed([
+        click.option("--points", type=click.IntRange(min=2), help="Grid points per axis."),
+        click.option("--range", "range_", metavar="LO,HI", help="Coordinate range of each axis."),
+        click.option("--samples", type=click.IntRange(min=1), help="A seeded subset of each split (default: all)."),
+        click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only)."),
+        click.option("--bn-mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True),
+        click.option("--data", metavar="NAME|FILE.npz", help="Dataset (default: the one the checkpoint records)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live."),
+        click.option("--model", "model_ref", metavar="NAME|FILE.py:FN", help="Architecture of a foreign state_dict."),
+        click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model."),
+        click.option("--trust-checkpoint", is_flag=True, help="Unpickle arbitrary objects (RUNS CODE from the file)."),
+        click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for arrays and figures."),
+    ]):
+        fn = decorator(fn)
+    return common_options(fn)
+
+
+def _load(path, opts) -> Loaded:
+    return load_model_and_data(path, model=opts["model_ref"], model_kwargs=parse_json_option(opts["model_kwargs"], "--model-kwargs"),
+                               data=opts["data"], data_dir=opts["data_dir"], trust_checkpoint=opts["trust_checkpoint"])
+
+
+def draw(result_path: Path, out_stem: Path | None = None, *, log: bool = False) -> list[Path]:
+    """Draw a saved result file (landscape .npz, report/sweep/tracking .json) next to it or at ``out_stem``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import plots
+
+    stem = out_stem or result_path.with_suffix("")
+    with plots.use_style():
+        if result_path.suffix == ".npz":
+            with np.load(result_path, allow_pickle=False) as data:
+                is_plane = "betas" in data.files
+            if is_plane:
+                result = ls.PlaneResult.load(result_path)
+                fig = plt.figure(figsize=(10, 4.2))
+                ax = fig.add_subplot(1, 2, 1)
+                plots.contour_2d(ax, result, log=log)
+                plots.surface_3d(fig.add_subplot(1, 2, 2, projection="3d"), result)
+            else:
+                result = ls.LineResult.load(result_path)
+                fig, ax = plt.subplots(figsize=(5.5, 4))
+                if result.kind == "interpolation":
+                    plots.parametric_plot(ax, result, log_loss=log, endpoints=("A", "B"))
+                else:
+                    plots.slices_1d(ax, [result], [stem.name], log=log)
+        elif result_path.suffix == ".json":
+            fig = _draw_json(result_path, plots, plt, log)
+        else:
+            raise InputError(f"expected a saved result (.npz landscape or .json report/sweep/tracking), got {result_path}")
+        paths = plots.save_figure(fig, stem)
+        plt.close(fig)
+    return paths
+
+
+def _draw_json(path: Path, plots, plt, log: bool):
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"expected a JSON result file, got {path} ({exc})") from None
+    schema = str(data.get("schema", "")) if isinstance(data, dict) else ""
+    if schema.startswith("sharpness.report/"):
+        h = data["hessian"]
+        density = h.get("density")
+        fig, axes = plt.subplots(1, 2 if density else 1, figsize=(10 if density else 5.5, 4), squeeze=False)
+        values = (h.get("top") or {}).get("values") or []
+        plots.eigenvalue_bars(axes[0, 0], values, title="top Hessian eigenvalues")
+        if density:
+            plots.spectral_density(axes[0, 1], np.asarray(density["grid"]), np.asarray(density["density"]), log=True)
+        return fig
+    if schema.startswith("sharpness.tracking/"):
+        series = data["series"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        thresholds = [t for t in series.get("eos_threshold", []) if t is not None]
+        plots.sharpness_trajectory(ax, series["step"], series["lambda_max"],
+                                   threshold=thresholds[-1] if thresholds else None, loss=series.get("loss"))
+        return fig
+    if isinstance(data, dict) and "rows" in data and data["rows"] and "batch_size" in data["rows"][0]:
+        rows = [r for r in data["rows"] if r.get("lambda_max") is not None] or data["rows"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plots.sharpness_vs_batch(ax, [r["batch_size"] for r in rows], [r.get("lambda_max") for r in rows],
+                                 [r.get("test_acc") for r in rows])
+        return fig
+    raise InputError(f"expected a sharpness report, tracking or sweep summary JSON, got another JSON in {path}")
+
+
+@cli.command()
+@click.argument("checkpoint_a", type=click.Path(dir_okay=False))
+@click.argument("checkpoint_b", type=click.Path(dir_okay=False))
+@grid_options
+def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size, bn_mode, out, device, dtype, seed,
+                verbose, quiet, **opts):
+    """Loss and accuracy on the line (1−α)·A + α·B through two solutions (Keskar et al. 2017, Fig. 3).
+
+    Pass the small-batch solution as A and the large-batch one as B for Keskar's orientation. Default:
+    25 points on [−1, 2]. Writes OUT/interpolation.{npz,csv,png,pdf}.
+    """
+    setup_logging(verbose, quiet)
+    a, b = _load(checkpoint_a, opts), _load(checkpoint_b, opts)
+    kw = dict(samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode, device=resolve_device(device), dtype=dtype)
+    train_a, test_a = _objectives(a, **kw)
+    train_b, _ = _objectives(b, with_test=False, **kw)
+    if train_a.names != train_b.names or train_a.shapes != train_b.shapes:
+        raise InputError(f"expected two checkpoints of the same architecture, got {checkpoint_a} and {checkpoint_b} with different parameters")
+    lo, hi = _range(range_ or "-1,2")
+    result = ls.interpolate(train_a, train_a.theta, train_b.theta, ls.grid(lo, hi, points or 25),
+                            test_objective=test_a, obj_b=train_b)
+    _finish(result, Path(out), "interpolation")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--dims", type=click.Choice(["1", "2"]), default="2", show_default=True)
+@click.option("--direction", type=click.Choice(["random", "eigen", "pca", "checkpoint"]), default="random",
+              show_default=True, help="Filter-normalized random (Li et al.), top Hessian eigenvectors, PCA of a "
+              "trajectory, or towards other checkpoints.")
+@click.option("--normalization", type=click.Choice(["filter", "layer", "none"]), default="filter", show_default=True)
+@click.option("--ignore", default="bias,bn", show_default=True, help="Parameters whose random direction is zero.")
+@click.option("--other", multiple=True, type=click.Path(dir_okay=False), help="--direction checkpoint: target(s).")
+@click.option("--trajectory", metavar="GLOB", help="--direction pca: snapshot checkpoints (e.g. 'run.epoch*.pt').")
+@grid_options
+def landscape(checkpoint, dims, direction, normalization, ignore, other, trajectory, points, range_, samples,
+              chunk_size, bn_mode, out, device, dtype, seed, verbose, quiet, **opts):
+    """1D or 2D slice of the loss around CHECKPOINT (Li et al. 2018). Default: 51 points on [−1, 1].
+
+    A 2D grid is resumable: rerunning the same command continues where it stopped.
+    Writes OUT/landscape_{1d,2d}.{npz,csv,png,pdf}.
+    """
+    setup_logging(verbose, quiet)
+    dims = int(dims)
+    loaded = _load(checkpoint, opts)
+    obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
+                                device=resolve_device(device), dtype=dtype)
+    directions = _directions(obj, direction, dims, normalization=normalization, ignore=ignore, other=other,
+                             trajectory=trajectory, seed=seed, opts=opts)
+    lo, hi = _range(range_ or "-1,1")
+    coords = ls.grid(lo, hi, points or 51)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if dims == 1:
+        result = ls.line(obj, None, directions[0], coords, test_objective=test_obj)
+        if direction == "eigen":
+            fit = ls.fit_curvature(result, directions[0])
+            click.echo(f"curvature along the top eigenvector: fitted {fit.curvature:.6g} (Lanczos λ_max {directions.eigenvalue:.6g})")
+        _finish(result, out_dir, "landscape_1d")
+        return
+    # The run directory's manifest hashes the centre, directions, grid and data: a changed command is refused.
+    result = ls.plane(obj, None, directions[0], directions[1], coords, coords, test_objective=test_obj,
+                      rundir=out_dir / "landscape_2d.run")
+    _finish(result, out_dir, "landscape_2d")
+
+
+class _Directions(list):
+    eigenvalue: float = float("nan")
+
+
+def _directions(obj, kind, dims, *, normalization, ignore, other, trajectory, seed, opts) -> _Directions:
+    found = _Directions()
+    if kind == "random":
+        found.extend(ls.random_direction(obj, normalization=normalization, ignore=ignore, seed=seed + i) for i in range(dims))
+    elif kind == "eigen":
+        vectors, eigen = ls.eigen_directions(obj, k=dims, seed=seed)
+        found.extend(vectors)
+        found.eigenvalue = float(eigen.values[0])
+    elif kind == "checkpoint":
+        if len(other) != dims:
+            raise InputError(f"--direction checkpoint needs {dims} --other checkpoint(s), got {len(other)}")
+        for path in other:
+            target = _objectives(_load(path, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval",
+                                 device=obj.device, dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0]
+            found.append(ls.checkpoint_direction(obj.theta, target.theta.to(obj.device, obj.dtype)))
+    else:
+        paths = sorted(glob.glob(trajectory or ""))
+        if len(paths) < dims + 1:
+            raise InputError(f"--direction pca needs --trajectory matching at least {dims + 1} checkpoints, got {len(paths)}")
+        points = [_objectives(_load(p, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval", device=obj.device,
+                              dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0].theta for p in paths]
+        vectors, ratios = ls.pca_directions(torch.stack(points), obj.theta, k=dims)
+        click.echo("PCA explained variance: " + ", ".join(f"{r:.1%}" for r in ratios))
+        found.extend(vectors)
+    return found
+
+
+def _finish(result, out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    npz, csv = result.save(out_dir / f"{name}.npz")
+    figures = draw(npz)
+    centre = ""
+    if hasattr(result, "betas"):
+        i, j = int(np.argmin(np.abs(result.alphas))), int(np.argmin(np.abs(result.betas)))
+        centre = f", centre loss {result.train_loss[i, j]:.6g}"
+    click.echo(f"{name}: {result.num_evaluations} evaluations in {result.seconds:.1f} s{centre}")
+    for path in (npz, csv, *figures):
+        click.echo(f"  wrote {path}")
+
+
+@cli.command()
+@click.argument("result", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_stem", type=click.Path(), help="Output path without extension (default: beside RESULT).")
+@click.option("--log", is_flag=True, help="Log-scale loss.")
+def plot(result, out_stem, log):
+    """Re-draw a saved RESULT without recomputing: a landscape/interpolation .npz, a report JSON (eigenvalues,
+    spectral density), a tracking JSON (λ_max vs steps with 2/η) or a sweep summary.json."""
+    for path in draw(Path(result), Path(out_stem) if out_stem else None, log=log):
+        click.echo(f"wrote {path}")
