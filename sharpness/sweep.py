@@ -34,6 +34,7 @@ from .checkpoint import build_model_from_checkpoint, load_checkpoint, save_check
 from .data import Dataset
 from .errors import InputError
 from .models import build_model, model_spec
+from .distributed import env_context, split_work
 from .rundir import RunDir, atomic_write
 from .train import TrainConfig, TrainingDiverged, _device, load_data, resolve_batch_size, train
 
@@ -129,12 +130,30 @@ def sweep(
     rundir = RunDir(root, manifest)
     (root / "runs").mkdir(exist_ok=True)
 
-    rows: list[dict] = []
     trained: list[str] = []
     resumed: list[str] = []
     skipped: list[str] = []
     grid = [(s, b, lr) for s in seeds for b in resolved for lr in (lrs if lrs is not None else [None])]
-    for i, (seed, batch, lr) in enumerate(grid, 1):
+    # Under torchrun each rank trains its rank-strided share of the grid; runs never communicate (they may
+    # take hours, longer than any collective's timeout), they only write their own files. Every rank then
+    # summarizes whatever is finished, so the last one to finish writes the complete summary.
+    mine = set(split_work(range(len(grid)), env_context()))
+    done_rows: dict[int, dict] = {}
+
+    def finished_rows() -> list[dict]:
+        for j, (seed_j, batch_j, lr_j) in enumerate(grid):
+            name_j = run_name(batch_j, seed_j, lr_j)
+            if j not in done_rows and rundir.done(name_j):
+                ckpt_j = root / "runs" / f"{name_j}.pt"
+                row_j = _row(name_j, batch_j, seed_j, base.lr if lr_j is None else lr_j, ckpt_j)
+                if analyze and row_j["status"] == "ok":
+                    row_j.update(_analysis(root, name_j, ckpt_j, dataset, base, analyze_options))
+                done_rows[j] = row_j
+        return [done_rows[j] for j in sorted(done_rows)]
+
+    for i, (seed, batch, lr) in enumerate(grid):
+        if i not in mine:
+            continue
         name = run_name(batch, seed, lr)
         ckpt_path = root / "runs" / f"{name}.pt"
         init_path = _ensure_init(root, base, seed, dataset)
@@ -142,20 +161,20 @@ def sweep(
                                      init_from=str(init_path), resume=True)
         if rundir.done(name):
             skipped.append(name)
-            log.info("[%d/%d] %s: finished earlier, skipped", i, len(grid), name)
+            log.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(grid), name)
         else:
             (resumed if Path(f"{ckpt_path}.resume").exists() else trained).append(name)
-            log.info("[%d/%d] %s: training", i, len(grid), name)
+            log.info("[%d/%d] %s: training", i + 1, len(grid), name)
             try:
                 train(config, dataset=dataset, callbacks=callbacks, progress=progress, out=ckpt_path)
             except TrainingDiverged as e:
                 log.warning("%s: %s", name, e)
-        row = _row(name, batch, seed, config.lr, ckpt_path)
-        if analyze and row["status"] == "ok":
-            row.update(_analysis(root, name, ckpt_path, dataset, base, analyze_options))
-        rundir.mark_done(name)
-        rows.append(row)
-        _write_summary(rundir, manifest, rows)
+            if analyze and _row(name, batch, seed, config.lr, ckpt_path)["status"] == "ok":
+                _analysis(root, name, ckpt_path, dataset, base, analyze_options)  # cached beside the run
+            rundir.mark_done(name)
+        _write_summary(rundir, manifest, finished_rows())
+    rows = finished_rows()
+    _write_summary(rundir, manifest, rows)
     return SweepResult(rows=tuple(rows), out_dir=str(root), summary_json=str(root / "summary.json"),
                        summary_csv=str(root / "summary.csv"), trained=tuple(trained), resumed=tuple(resumed),
                        skipped=tuple(skipped))
