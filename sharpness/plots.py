@@ -528,7 +528,28 @@ def curvature_check(
     return ax
 
 
+def render(result, path_stem: str | Path, *, formats: Sequence[str] = ("png", "pdf"), log: bool = False, label: str | None = None) -> list[Path]:
+    """One saved landscape result → its standard figure, written with :func:`save_figure` in the shipped style.
+
+    A plane gives :func:`contour_2d`; an interpolation :func:`parametric_plot`; a 1D slice :func:`slices_1d`.
+    ``log`` puts the loss on a log scale. Returns the written paths.
+    """
+    with use_style():
+        fig, ax = plt.subplots()
+        if hasattr(result, "betas"):
+            contour_2d(ax, result, log=log)
+        elif getattr(result, "kind", "line") == "interpolation":
+            parametric_plot(ax, result, log_loss=log, label=label)
+        else:
+            slices_1d(ax, [result], [label or "checkpoint"], log=log)
+        try:
+            return save_figure(fig, path_stem, formats)
+        finally:
+            plt.close(fig)
+
+
 __all__ = [
+    "render",
     "use_style",
     "style_path",
     "save_figure",
@@ -542,3 +563,57 @@ __all__ = [
     "sharpness_vs_batch",
     "curvature_check",
 ]
+
+
+def sharpness_trajectory(
+    ax: Axes,
+    steps: Sequence[float],
+    lambda_max: Sequence[float],
+    *,
+    threshold: float | Sequence[float | None] | None = None,
+    loss: Sequence[float] | None = None,
+    lambda_err: Sequence[float] | None = None,
+    label: str | None = None,
+    color: str = "C0",
+    threshold_color: str = "0.3",
+    loss_color: str = "C1",
+    loss_label: str = "train loss",
+) -> Axes:
+    """λ_max against the training step, with the stability threshold and optionally the loss (Cohen et al.
+    2021, Fig. 1 style: progressive sharpening up to 2/η, then the edge of stability).
+
+    ``threshold`` is one number (a dashed horizontal line, e.g. 2/η) or one value per measurement (a dashed
+    step curve, for a learning-rate schedule; ``None`` entries, e.g. for Adam, are gaps). ``lambda_err``
+    (absolute, e.g. ``lambda_max_error · lambda_max`` from the records) draws a band. ``loss`` goes on a twin
+    log axis on the right. Inputs are the columns of :attr:`sharpness.tracking.SharpnessTracker.series`.
+    """
+    x = np.asarray(steps, dtype=np.float64)
+    lam = np.asarray(lambda_max, dtype=np.float64)
+    ax.plot(x, lam, "-", color=color, label=_prefix(label, r"$\lambda_{\max}$"))
+    if lambda_err is not None:
+        err = np.asarray([np.nan if e is None else e for e in lambda_err], dtype=np.float64)
+        ax.fill_between(x, lam - err, lam + err, color=color, alpha=0.25, lw=0)
+    if threshold is not None:
+        if np.ndim(threshold) == 0:
+            ax.axhline(float(threshold), ls="--", color=threshold_color, lw=1.0,
+                       label=_prefix(label, rf"stability threshold ({float(threshold):.3g})"))
+        else:
+            thr = np.asarray([np.nan if t is None else t for t in threshold], dtype=np.float64)
+            ax.step(x, thr, where="post", ls="--", color=threshold_color, lw=1.0, label=_prefix(label, "stability threshold"))
+    ax.set_xlabel("step")
+    ax.set_ylabel(r"sharpness $\lambda_{\max}$")
+    ax.set_ylim(bottom=min(0.0, float(np.nanmin(lam))))
+    _color_axis(ax, color, "left")
+    axes = [ax]
+    if loss is not None:
+        twin = _twin(ax)
+        values = np.asarray([np.nan if v is None else v for v in loss], dtype=np.float64)
+        twin.plot(x, values, "-", color=loss_color, lw=1.0, label=_prefix(label, loss_label))
+        finite = values[np.isfinite(values) & (values > 0)]
+        if finite.size and finite.max() > 10 * finite.min():  # a log axis only pays off over a decade
+            twin.set_yscale("log")
+        twin.set_ylabel("loss")
+        _color_axis(twin, loss_color, "right")
+        axes.append(twin)
+    _legend(*axes, loc="best")
+    return ax

@@ -490,6 +490,10 @@ class SharpnessTracker:
         return {"schema": SCHEMA, "config": self.config, "analysis_set": self.analysis_set,
                 "held_out_set": self.held_out_set, "records": [dict(r) for r in self.records]}
 
+    def checkpoint_extra(self) -> dict:
+        """What :func:`sharpness.train.train` records in the checkpoint: ``{"tracking": self.to_dict()}``."""
+        return {"tracking": self.to_dict()}
+
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write one row per measurement (written atomically); ``top_eigenvalues`` become ``lambda_1 … lambda_k``."""
         cols = [c for c in RECORD_FIELDS if c != "top_eigenvalues"]

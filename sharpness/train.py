@@ -478,6 +478,7 @@ class Callback(Protocol):
     ``state.step`` = k after the k-th update (so measuring "at step k" means ``state.step == k`` here).
     ``on_epoch_end(state)``: after each epoch's evaluation, ``state.history[-1]`` is that epoch's record.
     ``on_train_end(state)``: after the last evaluation, before the checkpoint is written.
+    ``checkpoint_extra() -> dict`` (optional): plain values merged into the checkpoint's ``extra``.
 
     Contract (what keeps training bit-identical with and without the callback):
 
@@ -1051,8 +1052,11 @@ class _Run:
         }
 
     def _extra(self, **more: Any) -> dict:
+        # A callback with checkpoint_extra() (e.g. the SharpnessTracker's series) records into the checkpoint.
+        from_callbacks = {k: v for cb in self.callbacks if callable(getattr(cb, "checkpoint_extra", None))
+                          for k, v in cb.checkpoint_extra().items()}
         return {"init_sha256": self.init_sha, "init_from": self.init_source, "data_order_seed": self.config.order_seed,
-                "device": str(self.device), "resumed": self.resumed, **more}
+                "device": str(self.device), "resumed": self.resumed, **from_callbacks, **more}
 
     def _write(self, path: str, state_dict: Mapping[str, Tensor], history: list, metrics: dict, **extra: Any) -> None:
         save_checkpoint(path, model=self.arch, state_dict=state_dict, data=self.spec,

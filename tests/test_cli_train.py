@@ -167,6 +167,11 @@ def test_track_every_records_the_series(tmp_path, capsys):
     assert all(r["two_over_lr"] == pytest.approx(40.0) for r in tracking["records"])
     assert all(r["lambda_max"] > 0 for r in tracking["records"])
     assert csv.read_text().count("\n") == len(steps) + 1
+    # The series is also in the checkpoint, and `sharpness plot` draws it from there without recomputing.
+    assert [r["step"] for r in load_checkpoint(out).extra["tracking"]["records"]] == steps
+    code, stdout, err = run(["plot", str(out), "--out", str(tmp_path / "track")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "track.png").stat().st_size > 0 and (tmp_path / "track.pdf").stat().st_size > 0
     code, _, err = run(["train", "--data", "blobs", "--model", "mlp", "--steps", "2", "--track-out", str(csv),
                         "--out", str(out)], capsys)
     one_line_error(code, err, "--track-every")

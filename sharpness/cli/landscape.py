@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import landscape as ls
+from ..checkpoint import load_checkpoint
 from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
@@ -97,11 +98,30 @@ def draw(result_path: Path, out_stem: Path | None = None, *, log: bool = False) 
                     plots.slices_1d(ax, [result], [stem.name], log=log)
         elif result_path.suffix == ".json":
             fig = _draw_json(result_path, plots, plt, log)
+        elif result_path.suffix == ".pt":
+            tracking = load_checkpoint(str(result_path)).extra.get("tracking")
+            if not tracking:
+                raise InputError(f"expected a checkpoint trained with --track-every, got {result_path} without a tracked series")
+            fig = _draw_tracking(tracking["records"], plots, plt)
         else:
-            raise InputError(f"expected a saved result (.npz landscape or .json report/sweep/tracking), got {result_path}")
+            raise InputError(f"expected a saved result (.npz landscape, .json report/sweep/tracking, .pt tracked run), got {result_path}")
         paths = plots.save_figure(fig, stem)
         plt.close(fig)
     return paths
+
+
+def _draw_tracking(records: list[dict], plots, plt):
+    """λ_max against the step with its stability threshold (2/η for GD), and the loss on a second axis."""
+    if not records:
+        raise InputError("expected tracking records to plot, got none")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    steps = [r["step"] for r in records]
+    lam = [np.nan if r["lambda_max"] is None else r["lambda_max"] for r in records]
+    thresholds = [r.get("eos_threshold") for r in records]
+    constant = len({t for t in thresholds if t is not None}) == 1
+    threshold = next((t for t in thresholds if t is not None), None) if constant else thresholds
+    plots.sharpness_trajectory(ax, steps, lam, threshold=threshold, loss=[r.get("loss") for r in records])
+    return fig
 
 
 def _draw_json(path: Path, plots, plt, log: bool):
@@ -115,17 +135,15 @@ def _draw_json(path: Path, plots, plt, log: bool):
         density = h.get("density")
         fig, axes = plt.subplots(1, 2 if density else 1, figsize=(10 if density else 5.5, 4), squeeze=False)
         values = (h.get("top") or {}).get("values") or []
-        plots.eigenvalue_bars(axes[0, 0], values, title="top Hessian eigenvalues")
+        plots.eigenvalue_bars(axes[0, 0], values)
+        axes[0, 0].set_title("top Hessian eigenvalues")
         if density:
             plots.spectral_density(axes[0, 1], np.asarray(density["grid"]), np.asarray(density["density"]), log=True)
         return fig
+    if isinstance(data, dict) and isinstance(data.get("tracking"), dict):  # `sharpness train --json` output
+        data, schema = data["tracking"], str(data["tracking"].get("schema", ""))
     if schema.startswith("sharpness.tracking/"):
-        series = data["series"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        thresholds = [t for t in series.get("eos_threshold", []) if t is not None]
-        plots.sharpness_trajectory(ax, series["step"], series["lambda_max"],
-                                   threshold=thresholds[-1] if thresholds else None, loss=series.get("loss"))
-        return fig
+        return _draw_tracking(data["records"], plots, plt)
     if isinstance(data, dict) and "rows" in data and data["rows"] and "batch_size" in data["rows"][0]:
         rows = [r for r in data["rows"] if r.get("lambda_max") is not None] or data["rows"]
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -251,6 +269,6 @@ def _finish(result, out_dir: Path, name: str) -> None:
 @click.option("--log", is_flag=True, help="Log-scale loss.")
 def plot(result, out_stem, log):
     """Re-draw a saved RESULT without recomputing: a landscape/interpolation .npz, a report JSON (eigenvalues,
-    spectral density), a tracking JSON (λ_max vs steps with 2/η) or a sweep summary.json."""
+    spectral density), a tracked run (.pt or JSON: λ_max vs steps with 2/η) or a sweep summary.json."""
     for path in draw(Path(result), Path(out_stem) if out_stem else None, log=log):
         click.echo(f"wrote {path}")
