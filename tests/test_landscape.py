@@ -16,7 +16,9 @@ from sharpness.landscape import (
     fit_curvature,
     grid,
     interpolate,
+    landscape,
     line,
+    load_result,
     orthogonalize,
     pca_directions,
     plane,
@@ -229,6 +231,17 @@ def test_batched_evaluation_equals_one_at_a_time(make):
         np.testing.assert_array_equal(getattr(many, m), getattr(one, m))
 
 
+def test_default_batch_size_batches_only_small_problems(mlp):
+    from types import SimpleNamespace
+
+    from sharpness.landscape import BATCH_WORK_LIMIT, default_batch_size
+
+    assert default_batch_size(_objective(mlp)) > 1
+    assert default_batch_size(SimpleNamespace(numel=int(BATCH_WORK_LIMIT), n_samples=2)) == 1
+    res = line(_objective(mlp), None, random_direction(_objective(mlp)), grid(-1, 1, 3))
+    assert res.config["batch_size"] == default_batch_size(_objective(mlp))  # the resolved value is recorded
+
+
 class ItemInForward(nn.Module):
     """Calls .item() in forward: vmap cannot batch it, so evaluation must fall back to a loop."""
 
@@ -401,3 +414,30 @@ def test_fit_curvature_rejects_unusable_input(mlp):
         fit_curvature(res, num_points=2)
     with pytest.raises(InputError, match="norm"):
         fit_curvature(res, 0.0)
+
+
+# --- one call per command ----------------------------------------------------------------------------------
+def test_landscape_is_one_call_for_each_kind_of_direction(mlp, tmp_path):
+    obj = _objective(mlp)
+    one = landscape(obj, dims=1, seed=3, alphas=grid(-1, 1, 5))
+    ref = line(obj, None, random_direction(obj, seed=3), grid(-1, 1, 5))
+    np.testing.assert_array_equal(one.train_loss, ref.train_loss)
+    assert one.config["directions"]["kind"] == "random" and one.config["directions"]["seeds"] == [3]
+
+    two = landscape(obj, directions="eigen", alphas=grid(-1, 1, 3), betas=grid(-1, 1, 3), rundir=tmp_path / "run")
+    assert isinstance(two, PlaneResult) and two.train_loss[1, 1] == float(obj.value())
+    lam = torch.linalg.eigvalsh(dense_hessian(obj)).flip(0)[:2].numpy()
+    np.testing.assert_allclose(two.config["directions"]["eigenvalues"], lam, rtol=1e-3)  # tol=1e-4 Lanczos
+    two.save(tmp_path / "plane.npz")
+    back = load_result(tmp_path / "plane.npz")
+    assert isinstance(back, PlaneResult) and back.config["directions"]["kind"] == "eigen"
+    one.save(tmp_path / "slice.npz")
+    assert isinstance(load_result(tmp_path / "slice.npz"), LineResult)
+
+    traj = [obj.theta + 0.1 * k * random_direction(obj, seed=k) for k in range(5)]
+    pca = landscape(obj, directions="pca", trajectory=traj, alphas=grid(-1, 1, 3), betas=grid(-1, 1, 3))
+    assert sum(pca.config["directions"]["explained_variance_ratio"]) <= 1 + 1e-12
+    with pytest.raises(InputError, match="trajectory"):
+        landscape(obj, directions="pca")
+    with pytest.raises(InputError, match="dims"):
+        landscape(obj, dims=3)

@@ -7,7 +7,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
 
 from sharpness import plots  # noqa: E402
@@ -114,6 +113,8 @@ def test_contour_2d_shares_levels_and_blanks_unfinished_points():
     for ax in axes:
         np.testing.assert_array_equal([c for c in ax.collections if hasattr(c, "levels")][0].levels, levels)
     assert axes[1].get_title() == "66/121 points finished"
+    narrow = plots.contour_levels(2.25, 2.45, 20, log=True)  # less than a decade: still ~20 bands
+    assert len(narrow) >= 10 and narrow[0] <= 2.25 and narrow[-1] >= 2.45
     logs = plots.contour_levels(1e-3, 10, 20, log=True)
     assert logs[0] == pytest.approx(1e-3) and logs[-1] == pytest.approx(10) and np.all(np.diff(np.log10(logs)) > 0)
 
@@ -196,3 +197,11 @@ def test_use_style_applies_and_restores():
         assert matplotlib.rcParams["axes.spines.top"] is False
     assert matplotlib.rcParams["axes.spines.top"] == before["axes.spines.top"]
     assert plots.style_path().is_file()
+
+
+def test_render_writes_the_standard_figure_of_each_result(tmp_path):
+    for name, res in (("interp", _line()), ("slice", _line("line")), ("plane", _plane(finished=8))):
+        paths = plots.render(res, tmp_path / name, formats=("png",), log=name == "plane")
+        assert [p.name for p in paths] == [f"{name}.png"] and paths[0].stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "interp.png", "plane.png", "slice.png"]
+    assert plt.get_fignums() == []  # figures are closed
