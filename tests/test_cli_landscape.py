@@ -90,4 +90,6 @@ def test_bad_grid_input(capsys, pair, tmp_path):
     assert_input_error(run_cli(capsys, "landscape", a, "--range", "1,-1", "--out", tmp_path), "LO < HI")
     assert_input_error(run_cli(capsys, "landscape", a, "--direction", "checkpoint", "--dims", "1", "--out", tmp_path),
                        "--other")
-    assert_input_error(run_cli(capsys, "plot", a), "expected a saved result")
+    assert_input_error(run_cli(capsys, "plot", a), "--track-every")
+    (tmp_path / "notes.txt").write_text("not a result")
+    assert_input_error(run_cli(capsys, "plot", tmp_path / "notes.txt"), "expected a saved result")
