@@ -529,11 +529,11 @@ def build_model_from_checkpoint(
         (dtype,) = dtypes
         if any(p.is_floating_point() and p.dtype != dtype for p in net.parameters()):
             net = net.to(dtype)
-    _load_strict(net, ckpt.state_dict, name, ckpt.path)
+    load_state_strict(net, ckpt.state_dict, name, ckpt.path)
     return net
 
 
-def _load_strict(net: nn.Module, state_dict: Mapping[str, Tensor], name: str, path: str) -> None:
+def load_state_strict(net: nn.Module, state_dict: Mapping[str, Tensor], name: str, path: str) -> None:
     own = net.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

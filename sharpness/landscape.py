@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InputError
-from .objective import Objective, _per_sample_loss
+from .objective import Objective, per_sample_loss
 from .rundir import RunDir, array_digest, atomic_write
 
 NORMALIZATIONS = ("filter", "layer", "none")
@@ -469,7 +469,7 @@ def _chunk_sums(
         lse = top + (out - top.unsqueeze(-1)).exp().sum(dim=-1).log()
         losses = lse - out.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     else:
-        losses = _per_sample_loss(objective.loss_kind, out, y)
+        losses = per_sample_loss(objective.loss_kind, out, y)
         pred = out.argmax(dim=-1) if objective.loss_kind == "cross-entropy" else None
     loss = losses.sum() if w is None else (losses * w).sum()
     if pred is None:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -48,9 +47,12 @@ class Evaluation:
     accuracy: float | None
 
 
-def _per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
+def per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
+    """ℓ_i for each sample: ``"cross-entropy"`` −log softmax(z_i)[y_i], or ``"mse"`` mean_j (z_ij − t_ij)²."""
     if kind == "cross-entropy":
-        return F.cross_entropy(output, target, reduction="none")
+        # logsumexp(z) − z_y is cross-entropy itself; on CPU it is 3–4× faster than F.cross_entropy for the
+        # few classes these models have, and every value, gradient and grid point goes through here.
+        return torch.logsumexp(output, dim=1) - output.gather(1, target.unsqueeze(1)).squeeze(1)
     diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
     return diff.pow(2).mean(dim=1)
 
@@ -239,7 +241,7 @@ class Objective:
 
     def chunk_loss_sum(self, params: dict[str, Tensor], inputs: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
         """Σ_i w_i ℓ_i over one chunk (not divided by anything: chunks add up exactly)."""
-        losses = _per_sample_loss(self.loss_kind, self.forward(params, inputs), targets)
+        losses = per_sample_loss(self.loss_kind, self.forward(params, inputs), targets)
         return losses.sum() if weights is None else (losses * weights).sum()
 
     def _point(self, theta: Tensor | None) -> dict[str, Tensor]:
@@ -276,7 +278,7 @@ class Objective:
         with torch.no_grad():
             for x, y, w in self.chunks():
                 out = self.forward(params, x)
-                losses = _per_sample_loss(self.loss_kind, out, y)
+                losses = per_sample_loss(self.loss_kind, out, y)
                 sums[0] += (losses.sum() if w is None else (losses * w).sum()).to(torch.float64)
                 if self.loss_kind == "cross-entropy":
                     hits = (out.argmax(dim=1) == y).to(self.dtype)

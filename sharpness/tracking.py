@@ -69,7 +69,7 @@ from torch import Tensor, nn
 from .errors import InputError
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchpp_trace
-from .objective import Objective, _per_sample_loss
+from .objective import Objective, per_sample_loss
 from .report import select_analysis_set, tensor_sha256
 
 __all__ = [
@@ -536,7 +536,7 @@ def _evaluate_on(objective: Objective, x: Tensor, y: Tensor) -> tuple[float, flo
         for start in range(0, x.shape[0], objective.chunk_size):
             out = objective.forward(params, x[start:start + objective.chunk_size])
             target = y[start:start + objective.chunk_size]
-            loss_sum += float(_per_sample_loss(objective.loss_kind, out, target).double().sum())
+            loss_sum += float(per_sample_loss(objective.loss_kind, out, target).double().sum())
             if objective.loss_kind == "cross-entropy":
                 correct += int((out.argmax(dim=1) == target).sum())
     n = int(x.shape[0])

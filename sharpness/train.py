@@ -66,11 +66,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import _load_strict, load_checkpoint, save_checkpoint
+from .checkpoint import load_state_strict, load_checkpoint, save_checkpoint
 from .data import Dataset, hash_tensors, load_dataset
 from .errors import InputError
 from .models import build_model, model_spec
-from .objective import _per_sample_loss
+from .objective import per_sample_loss
 from .rundir import atomic_write
 
 __all__ = [
@@ -433,7 +433,7 @@ def accumulate_gradients(
     for size in sizes:
         part = slice(start, start + size)
         start += size
-        summed = _per_sample_loss(kind, model(inputs[part]), targets[part]).sum()
+        summed = per_sample_loss(kind, model(inputs[part]), targets[part]).sum()
         (summed / total).backward()
         loss_sum = summed.detach() if loss_sum is None else loss_sum + summed.detach()
     return loss_sum / total
@@ -679,7 +679,7 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, kind: str, chunk: int) -> 
         for start in range(0, x.shape[0], chunk):
             out = model(x[start:start + chunk])
             target = y[start:start + chunk]
-            loss_sum += _per_sample_loss(kind, out, target).sum().double()
+            loss_sum += per_sample_loss(kind, out, target).sum().double()
             if kind == "cross-entropy":
                 correct += (out.argmax(dim=1) == target).sum()
     finally:
@@ -695,11 +695,11 @@ def load_data(config: TrainConfig) -> Dataset:
 def _initial_state(config: TrainConfig, model: nn.Module, init_state: Mapping[str, Tensor] | None) -> str | None:
     """Load the starting weights into ``model``; returns where they came from (None: fresh seeded init)."""
     if init_state is not None:
-        _load_strict(model, init_state, config.model, "init_state")
+        load_state_strict(model, init_state, config.model, "init_state")
         return "init_state"
     if config.init_from is not None:
         ckpt = load_checkpoint(config.init_from)
-        _load_strict(model, ckpt.state_dict, config.model, config.init_from)
+        load_state_strict(model, ckpt.state_dict, config.model, config.init_from)
         return os.fspath(config.init_from)
     return None
 
