@@ -34,5 +34,13 @@ from .linalg import (
 # Flatness beyond the Hessian.
 from .measures import average_sharpness, epsilon_sharpness, rescale_relu_layers, worst_case_sharpness
 
+# Training at any batch size, sweeps, and sharpness followed during training.
+from .sweep import SweepResult, sweep
+from .tracking import SharpnessTracker, progressive_sharpening_summary, stability_threshold
+from .train import TrainConfig, TrainResult, train
+
+# Loss landscapes: directions and grids (arrays); figures live in sharpness.plots.
+from .landscape import LineResult, PlaneResult, interpolate, line, plane, random_direction
+
 # One call from a model and its data to a versioned report.
 from .report import AnalysisConfig, Report, analyze
