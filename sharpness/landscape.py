@@ -745,6 +745,7 @@ def plane(
     rundir: RunDir | str | Path | None = None,
     batch_size: int | None = None,
     max_rows: int | None = None,
+    row_indices: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PlaneResult:
     """Loss and accuracy on the plane f(θ + α·d₁ + β·d₂) (Li et al. 2018, Fig. 1/6), row by row.
@@ -760,6 +761,8 @@ def plane(
         batch_size: points per vmapped evaluation (default :func:`default_batch_size`); blocks never span
             rows, so results do not depend on where a run was interrupted.
         max_rows: compute at most this many new rows in this call (the rest stay unmasked).
+        row_indices: compute only these rows (others are loaded from ``rundir`` if done, else masked): how
+            ranks under torchrun split a grid, each writing its rows into a shared ``rundir``.
         progress: called as ``progress(rows_done, rows_total)`` after each row (it may raise to stop the run;
             rows already recorded in ``rundir`` are kept).
     """
@@ -773,6 +776,7 @@ def plane(
     if rundir is not None and not isinstance(rundir, RunDir):
         rundir = RunDir(rundir, plane_manifest(objective, center, d1, d2, a, b, test_objective=test_objective, batch_size=batch_size))
 
+    only = None if row_indices is None else {int(i) for i in row_indices}
     t0 = time.perf_counter()
     sweep = _Sweep(objective, test_objective, batch_size)
     rows: dict[int, dict[str, np.ndarray | None]] = {}
@@ -782,7 +786,7 @@ def plane(
         if rundir is not None and rundir.done(key):
             saved = rundir.load_npz(key)
             rows[i] = {m: saved.get(m) for m in _METRICS}
-        elif max_rows is None or computed < max_rows:
+        elif (max_rows is None or computed < max_rows) and (only is None or i in only):
             coords = np.stack([np.full_like(b, alpha), b], axis=1)
             exact = np.flatnonzero(b == 0.0) if alpha == 0.0 else ()
             rows[i] = sweep.run(lambda s, e: _stack(objective, _affine_points(center, [d1, d2], coords[s:e])), len(b), exact)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cli_helpers import run_cli
@@ -64,3 +65,24 @@ def test_sweep_runs_split_across_two_ranks_give_the_one_process_summary(capsys, 
     for a, b in zip(one, two):
         for key in ("train_loss", "test_loss", "train_acc", "test_acc", "dist_from_init"):
             assert a[key] == b[key], (a["run"], key)
+
+
+def test_landscape_grid_split_across_two_ranks_equals_one_process(capsys, toolkit_ckpt, tmp_path):  # noqa: F811
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    from sharpness.landscape import PlaneResult
+
+    args = ["landscape", str(toolkit_ckpt), "--dims", "2", "--points", "7", "--dtype", "float64"]
+    assert run_cli(capsys, *args, "--out", tmp_path / "one")[0] == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "sharpness", *args, "--out", str(tmp_path / "two")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = PlaneResult.load(tmp_path / "one" / "landscape_2d.npz")
+    two = PlaneResult.load(tmp_path / "two" / "landscape_2d.npz")
+    assert two.complete
+    # Every point is evaluated by exactly one rank on the whole analysis set: identical arithmetic.
+    np.testing.assert_array_equal(two.train_loss, one.train_loss)
+    np.testing.assert_array_equal(two.test_acc, one.test_acc)

@@ -15,6 +15,7 @@ import click
 import numpy as np
 import torch
 
+from .. import distributed
 from .. import landscape as ls
 from ..checkpoint import load_checkpoint
 from ..errors import InputError
@@ -187,8 +188,10 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
 @click.option("--ignore", default="bias,bn", show_default=True, help="Parameters whose random direction is zero.")
 @click.option("--other", multiple=True, type=click.Path(dir_okay=False), help="--direction checkpoint: target(s).")
 @click.option("--trajectory", metavar="GLOB", help="--direction pca: snapshot checkpoints (e.g. 'run.epoch*.pt').")
+@click.option("--backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
+              help="torch.distributed backend when a 2D grid is split across torchrun ranks.")
 @grid_options
-def landscape(checkpoint, dims, direction, normalization, ignore, other, trajectory, points, range_, samples,
+def landscape(checkpoint, dims, direction, normalization, ignore, other, trajectory, backend, points, range_, samples,
               chunk_size, bn_mode, out, device, dtype, seed, verbose, quiet, **opts):
     """1D or 2D slice of the loss around CHECKPOINT (Li et al. 2018). Default: 51 points on [−1, 1].
 
@@ -214,9 +217,19 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
         _finish(result, out_dir, "landscape_1d")
         return
     # The run directory's manifest hashes the centre, directions, grid and data: a changed command is refused.
-    result = ls.plane(obj, None, directions[0], directions[1], coords, coords, test_objective=test_obj,
-                      rundir=out_dir / "landscape_2d.run")
-    _finish(result, out_dir, "landscape_2d")
+    # Under torchrun each rank computes its rank-strided rows into that shared directory; rank 0 assembles.
+    rundir = out_dir / "landscape_2d.run"
+    plane = lambda rows=None: ls.plane(obj, None, directions[0], directions[1], coords, coords,  # noqa: E731
+                                       test_objective=test_obj, rundir=rundir, row_indices=rows)
+    ctx = distributed.env_context()
+    if ctx is None:
+        _finish(plane(), out_dir, "landscape_2d")
+        return
+    with distributed.session(backend, device=obj.device) as ctx:
+        plane(distributed.split_work(range(len(coords)), ctx))
+        distributed.barrier()
+        if ctx.is_rank0:
+            _finish(plane(rows=()), out_dir, "landscape_2d")
 
 
 class _Directions(list):
