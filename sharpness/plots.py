@@ -246,13 +246,17 @@ def _plane_values(result, metric: str) -> np.ma.MaskedArray:
 
 
 def contour_levels(vmin: float, vmax: float, n: int = 20, *, log: bool = False) -> np.ndarray:
-    """At most ``n + 1`` round contour levels covering [vmin, vmax]: multiples of 1, 2, 2.5 or 5 × 10^k
-    (linear), or mantissas from {1, 1.5, 2, 3, 5, 7} × 10^k (log). Pass the same levels to
-    :func:`contour_2d` for several checkpoints to draw them on one colour scale."""
+    """About ``n + 1`` round contour levels covering [vmin, vmax]: multiples of 1, 2, 2.5 or 5 × 10^k
+    (linear, and log over less than a decade), or mantissas from {1, 1.5, 2, 3, 5, 7} × 10^k (log, the
+    densest set with at most n + 1 levels). Pass the same levels to :func:`contour_2d` for several
+    checkpoints to draw them on one colour scale."""
     if not vmax > vmin or (log and not vmin > 0):
         raise ValueError(f"expected 0 < vmin < vmax for log levels or vmin < vmax, got vmin={vmin}, vmax={vmax}")
     if not log:
         return MaxNLocator(n, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
+    if vmax < 10 * vmin:  # less than a decade: log and linear spacing nearly agree; round linear steps
+        values = MaxNLocator(n, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
+        return values[values > 0]
     lo, hi = math.floor(math.log10(vmin)), math.ceil(math.log10(vmax))
     for subs in ((1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,)):
         values = np.array(sorted(m * 10.0**e for e in range(lo, hi + 1) for m in subs))
@@ -329,8 +333,12 @@ def contour_2d(
     if colorbar is not False:
         host = ax if colorbar is True else list(colorbar)
         cb = ax.figure.colorbar(filled, ax=host, label=_METRIC_NAMES.get(metric, metric))
-        if log:
+        if log and levels[-1] >= 10 * levels[0]:
             cb.ax.yaxis.set_major_locator(LogLocator())
+        elif log:  # under a decade a log locator finds no ticks: label the drawn contour lines instead
+            cb.set_ticks(levels[::step])
+            cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            cb.ax.yaxis.set_minor_formatter(NullFormatter())
     if not result.mask.all():
         ax.set_title(f"{int(result.mask.sum())}/{result.mask.size} points finished", fontsize=8)
     return ax
