@@ -84,3 +84,4 @@ def main(argv: list[str] | None = None) -> None:
 # Commands register themselves on `cli` when their module is imported.
 from . import analyze, info, landscape  # noqa: E402,F401
 from . import train  # noqa: E402,F401
+from . import reproduce  # noqa: E402,F401

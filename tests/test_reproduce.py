@@ -1,0 +1,238 @@
+"""Paper reproductions: the registry, the shared runner (resume, provenance, plot-only), the command line and
+the script entry points, and every study end to end at the ``smoke`` budget.
+
+The smoke budget only proves the pipeline (files written, figures drawn, numbers finite); it asserts no
+science. Every study runs once per session (module-scoped fixture) and the other tests reuse its results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_helpers import assert_input_error, run_cli
+from conftest import TinyMLP, make_classification
+from sharpness import analyze
+from sharpness.errors import InputError
+from sharpness.reproduce import (
+    BUDGETS, STUDIES, StudyRun, default_figures_dir, default_results_dir, experiments_dir, git_commit, load_study,
+    markdown_table, mean_std, pm, provenance, report_numbers, run_study, study_names,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small pieces
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    # 1, 2, 3, 4: mean 2.5, Σ(x − x̄)² = 5, sample variance 5/3
+    mean, std, n = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert (mean, n) == (2.5, 4)
+    assert std == pytest.approx(math.sqrt(5.0 / 3.0), rel=1e-15)
+    assert mean_std([7.0]) == (7.0, 0.0, 1)
+    # None and NaN are missing values, not zeros
+    assert mean_std([None, float("nan"), 2.0, 4.0])[:2] == (3.0, math.sqrt(2.0))
+    assert math.isnan(mean_std([None])[0])
+
+
+def test_pm_formats_mean_and_std():
+    assert pm([0.98, 0.97], 2, scale=100.0) == "97.50 ± 0.71"
+    assert pm([1.5], 3) == "1.500"
+    assert pm(2.0, 1) == "2.0"
+    assert pm([], 2) == "—"
+
+
+def test_markdown_table_is_aligned_and_marks_missing_cells():
+    text = markdown_table(["run", "value"], [["a", 1], ["bbbb", None]])
+    lines = text.splitlines()
+    assert lines[0] == "| run  | value |"
+    assert lines[1] == "|------|-------|"
+    assert lines[3] == "| bbbb | —     |"
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_report_numbers_reads_every_measure_of_a_report():
+    x, y = make_classification(n=40, d=5, classes=3, seed=3)
+    torch.manual_seed(0)
+    model = TinyMLP().double()
+    report = analyze(model, x, y, dtype="float64", top_k=1, bottom_k=1, trace_probes=6, epsilon=(1e-3,),
+                     subspace_dim=4, adaptive_rho=(0.05,), rho=(0.05,), average_draws=4, sharpness_steps=2).to_dict()
+    got = report_numbers(report)
+    assert got["lambda_max"] == report["hessian"]["top"]["values"][0]
+    assert got["lambda_min"] == report["hessian"]["bottom"]["values"][0]
+    assert got["trace"] == report["hessian"]["trace"]["value"]
+    assert got["loss"] == report["loss"]
+    assert got["eps_full_0.001"] == report["epsilon_sharpness"][0]["value"]
+    assert got["eps_random_0.001"] == report["epsilon_sharpness"][1]["value"]
+    assert got["adaptive_worst_0.05"] == report["adaptive_sharpness"][0]["value"]
+    assert got["plain_worst_0.05"] == report["adaptive_sharpness"][1]["value"]
+    assert got["adaptive_average_0.05"] == report["average_sharpness"][0]["value"]
+    assert got["lambda_max"] >= got["lambda_min"]
+
+
+def test_provenance_names_versions_commit_and_device():
+    p = provenance("cpu")
+    assert p["torch"] == torch.__version__ and p["device"] == "cpu"
+    commit = git_commit()
+    assert commit is None or (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit))
+    assert p["git_commit"] == commit
+    assert git_commit(os.path.abspath(os.sep)) is None  # outside any checkout
+
+
+def test_registry_points_at_scripts_that_define_the_study_api():
+    assert experiments_dir() == REPO / "experiments"
+    assert set(study_names()) == {"keskar", "batch-sweep", "warm-start", "li-landscapes", "edge-of-stability",
+                                  "noise-scale", "reparam"}
+    for name in study_names():
+        module = load_study(name)
+        for budget in BUDGETS:
+            s = module.settings(budget)
+            assert json.loads(json.dumps(s)) == s, (name, budget)  # settings are the manifest: plain JSON
+            assert isinstance(s["seeds"], int) and s["seeds"] >= 1
+    assert default_results_dir("keskar", "full") == REPO / "experiments" / "results" / "keskar"
+    assert default_results_dir("keskar", "quick").name == "keskar-quick"
+    assert default_figures_dir("full", Path("r")) == REPO / "figures"
+    assert default_figures_dir("quick", Path("r")) == Path("r") / "figures"
+
+
+def test_unknown_study_and_bad_arguments_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="study name"):
+        run_study("keskar2", budget="smoke", out=tmp_path)
+    with pytest.raises(InputError, match="budget"):
+        run_study("keskar", budget="tiny", out=tmp_path)
+    with pytest.raises(InputError, match="seeds"):
+        run_study("keskar", budget="smoke", seeds=0, out=tmp_path)
+    with pytest.raises(InputError, match="plot-only"):
+        run_study("keskar", budget="smoke", out=tmp_path / "nothing", plot_only=True)
+
+
+def test_units_are_computed_once_and_a_different_configuration_is_refused(tmp_path):
+    calls = []
+
+    def work():
+        calls.append(1)
+        return {"value": 1.5}
+
+    first = StudyRun("demo", "smoke", {"a": 1, "seeds": 2}, seeds=2, device="cpu", out=tmp_path)
+    assert first.unit("u-1", work, config={"k": 2}, seed=0) == {"value": 1.5}
+    record = first.read("u-1")
+    assert record["seed"] == 0 and record["config"] == {"k": 2} and record["wall_seconds"] >= 0
+    assert record["provenance"]["device"] == "cpu"
+    # a second invocation on the same directory (e.g. after a kill) loads the unit; more seeds are fine
+    again = StudyRun("demo", "smoke", {"a": 1, "seeds": 5}, seeds=5, device="cpu", out=tmp_path)
+    assert again.unit("u-1", work) == {"value": 1.5}
+    assert len(calls) == 1
+    with pytest.raises(InputError, match="settings.a"):
+        StudyRun("demo", "smoke", {"a": 2, "seeds": 2}, seeds=2, device="cpu", out=tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every study end to end (smoke budget)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Each study run once at the smoke budget into its own results and figures directories."""
+    root = tmp_path_factory.mktemp("reproduce")
+    threads = torch.get_num_threads()
+    outcomes = {}
+    for name in study_names():
+        outcomes[name] = run_study(name, budget="smoke", out=root / name, figures=root / name / "figs")
+        assert torch.get_num_threads() == threads  # the runner restores the caller's setting
+    return outcomes
+
+
+def _finite_numbers(obj, where="summary"):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _finite_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _finite_numbers(v, f"{where}[{i}]")
+    elif isinstance(obj, float):
+        assert math.isfinite(obj), where
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_smoke_study_writes_results_tables_and_figures(smoke, name):
+    outcome = smoke[name]
+    results = Path(outcome.results_dir)
+    saved = json.loads((results / "summary.json").read_text())
+    assert saved["study"] == name and saved["budget"] == "smoke" and saved["seeds"] == [0]
+    for key in ("torch", "numpy", "python", "sharpness", "git_commit", "device", "threads"):
+        assert key in saved["provenance"]
+    assert saved["wall_seconds"] > 0 and saved["cpu_seconds"] > 0
+    _finite_numbers(saved["summary"])
+    units = [json.loads(p.read_text()) for p in results.glob("*.json") if p.name not in ("summary.json", "manifest.json")]
+    assert units, "every study records its units"
+    for unit in units:
+        assert {"config", "seed", "provenance", "wall_seconds", "result"} <= set(unit)
+    assert (results / "tables.md").read_text().strip() == outcome.tables.strip()
+    assert "|" in outcome.tables
+    pngs = [Path(p) for p in outcome.figures if p.endswith(".png")]
+    assert pngs and len(outcome.figures) == 2 * len(pngs)
+    for path in map(Path, outcome.figures):
+        assert path.parent == results / "figs" and path.stat().st_size > 1000
+    assert "paper" in outcome.tables.lower()  # the paper's claim or numbers sit beside ours
+
+
+def test_rerun_loads_every_finished_unit(smoke):
+    first = json.loads((Path(smoke["reparam"].results_dir) / "summary.json").read_text())
+    again = run_study("reparam", budget="smoke", out=smoke["reparam"].results_dir,
+                      figures=Path(smoke["reparam"].results_dir) / "figs")
+    second = json.loads(Path(again.summary_path).read_text())
+    assert second["unit_seconds"] == {}  # nothing recomputed
+    assert second["summary"] == first["summary"]
+
+
+def test_plot_only_redraws_from_saved_results_without_computing(smoke, monkeypatch, tmp_path):
+    module = load_study("keskar")
+
+    def boom(run):
+        raise AssertionError("plot-only must not compute")
+
+    monkeypatch.setattr(module, "compute", boom)
+    outcome = run_study("keskar", budget="smoke", out=smoke["keskar"].results_dir, figures=tmp_path, plot_only=True)
+    assert sorted(Path(p).name for p in outcome.figures) == sorted(Path(p).name for p in smoke["keskar"].figures)
+    assert all(Path(p).parent == tmp_path for p in outcome.figures)
+    assert outcome.tables == smoke["keskar"].tables
+
+
+def test_another_studys_directory_is_refused(smoke):
+    with pytest.raises(InputError, match="different run"):
+        run_study("reparam", budget="smoke", out=smoke["keskar"].results_dir)
+
+
+def test_cli_reproduce_prints_tables_and_where_things_went(smoke, capsys):
+    results = smoke["reparam"].results_dir
+    code, out, err = run_cli(capsys, "reproduce", "reparam", "--smoke", "--out", results, "--figures", Path(results) / "figs")
+    assert code == 0, err
+    assert out.startswith("Reparameterization") and "results in" in out and "reparam_measures.png" in out
+    assert_input_error(run_cli(capsys, "reproduce", "nope"), "nope")
+    assert_input_error(run_cli(capsys, "reproduce", "keskar", "--plot-only", "--out", Path(results) / "missing"),
+                       "expected saved results")
+
+
+def test_script_entry_point_runs_the_same_study(smoke):
+    results = smoke["edge-of-stability"].results_dir
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "edge_of_stability.py"), "--smoke", "--plot-only",
+                           "--out", results, "--figures", str(Path(results) / "figs")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("edge-of-stability (smoke): results in")
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "plot_figures.py"), "--results", results,
+                           "--figures", str(Path(results) / "figs2"), "edge-of-stability"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (Path(results) / "figs2" / "edge_of_stability.png").is_file()
