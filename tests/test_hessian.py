@@ -76,7 +76,7 @@ def test_auto_mode_picks_retained_graph_for_one_chunk(mlp):
     assert HessianOperator(Objective(mlp, x, y)).mode == "retained-graph"
     op = HessianOperator(Objective(mlp, x, y, chunk_size=5))
     op @ torch.ones(op.shape[0], dtype=torch.float64)
-    assert op.mode == "forward-over-reverse"
+    assert op.mode == "reverse-over-reverse"
 
 
 def test_retained_graph_with_gradient_independent_of_a_parameter():
