@@ -111,7 +111,8 @@ def tables(saved: dict) -> str:
     rows = [r for r in S["rows"] if r["seed"] == seed]
     ref = next(r for r in rows if r["alpha"] == 1.0)
     body = [[f"{r['alpha']:g}", f"{r['max_output_change']:.1e}", f"{r['loss']:.6f}"]
-            + [f"{r[k]:.4g}" + ("" if r["alpha"] == 1.0 else f" (×{r[k] / ref[k]:.3g})") for k, _, _ in MEASURES]
+            + [f"{r[k]:.4g}" + ("" if r["alpha"] == 1.0 else f" (×{r[k] / ref[k]:.{7 if inv else 3}g})")
+               for k, _, inv in MEASURES]  # invariant ones to 7 digits: they agree to float32 rounding
             for r in rows]
     return "\n".join([
         f"Reparameterization (Dinh et al. 2017) on MNIST-1D: mlp {s['hidden']} ReLU, Adam B={s['batch_size']}, "
