@@ -17,14 +17,6 @@ from sharpness.linalg import (
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These matrices are tiny: intra-op threads only add synchronization, which thrashes on a loaded
-    2-core machine (10x slower). Restored after each test, so other modules keep their setting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def with_spectrum(eigenvalues, seed: int) -> torch.Tensor:
