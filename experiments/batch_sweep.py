@@ -97,7 +97,7 @@ def tables(saved: dict) -> str:
             row = [str(B)]
             for rule in ("none", "linear"):
                 rs = [r for r in S["rows"] if r["protocol"] == protocol and r["rule"] == rule and r["batch_size"] == B]
-                row += [pm([r["peak_lr"] for r in rs], 4), _cell(rs, "epochs", 0), _cell(rs, "train_loss", 3),
+                row += [f"{rs[0]['peak_lr']:.4g}" if rs else "—", _cell(rs, "epochs", 0), _cell(rs, "train_loss", 3),
                         _cell(rs, "test_acc", 1, 100.0), _cell(rs, "lambda_max", 1), _cell(rs, "eps_full_0.001", 2)]
             body.append(row)
         out += ["", f"Protocol: {title}", markdown_table(header, body)]

@@ -85,27 +85,33 @@ def tables(saved: dict) -> str:
 def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
     S = saved["summary"]
     sizes = sorted({r["batch_size"] for r in S["rows"]})
+    keys = ("train_loss", "lambda_max", "trace", "test_acc")
+    labels = ("train loss", r"Hessian $\lambda_{\max}$", "Hessian trace", "test accuracy (%)")
+    markers = [("o", 8), ("s", 6), ("D", 4.5), ("^", 3.5)]  # nested sizes: coinciding points stay visible
     with use_style():
-        fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.5))
+        fig, axes = plt.subplots(1, 4, figsize=(14.0, 3.5))
         for i, B in enumerate(sizes):
             pts = []
             for lr in sorted({r["lr"] for r in S["rows"] if r["batch_size"] == B}):
                 rs = [r for r in S["rows"] if r["batch_size"] == B and r["lr"] == lr and r["status"] == "ok"]
                 if rs:
-                    pts.append((lr / B, *(mean_std(r[k] for r in rs)[0] for k in ("lambda_max", "trace", "test_acc"))))
+                    pts.append((lr / B, *(mean_std(r[k] for r in rs)[0] for k in keys)))
             if not pts:
                 continue
-            x, lam, tr, acc = (np.array(v) for v in zip(*pts))
-            for ax, y in zip(axes, (lam, tr, 100.0 * acc)):
-                ax.plot(x, y, "o-", color=f"C{i}", label=f"B = {B}")
-        for ax, label in zip(axes, (r"Hessian $\lambda_{\max}$", "Hessian trace", "test accuracy (%)")):
+            x, *ys = (np.array(v) for v in zip(*pts))
+            marker, size = markers[i % len(markers)]
+            for ax, key, y in zip(axes, keys, ys):
+                ax.plot(x, 100.0 * y if key == "test_acc" else y, "-", marker=marker, ms=size, mfc="none",
+                        color=f"C{i}", label=f"B = {B}")
+        for ax, key, label in zip(axes, keys, labels):
             log_axis(ax, "x")
+            if key != "test_acc":
+                log_axis(ax)
             ax.set_xlabel(r"noise scale $\eta / B$")
             ax.set_ylabel(label)
-        log_axis(axes[0])
-        log_axis(axes[1])
         axes[0].legend()
-        fig.suptitle("Equal η/B, alike minima? Plain SGD on MNIST-1D, one line per batch size")
+        fig.suptitle(f"Equal η/B, alike minima? Plain SGD on MNIST-1D, {plural(saved['settings']['epochs'], 'epoch')}, "
+                     "one line per batch size")
         return save_and_close(fig, figures / "noise_scale")
 
 

@@ -250,15 +250,19 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
 
 
 def pm(values: Iterable[float | None] | float | None, digits: int = 2, *, scale: float = 1.0) -> str:
-    """``"mean ± std"`` of ``values`` × ``scale`` with ``digits`` decimals (just the value for one; ``—`` for none)."""
+    """``"mean ± std"`` of ``values`` × ``scale`` with ``digits`` decimals (just the value for one; ``—`` for none).
+
+    A nonzero mean that would print as zero at ``digits`` decimals is written in scientific notation instead
+    (``1.2e-05 ± 3.0e-06``), so a tiny loss never reads as an exact 0.
+    """
     if values is None or isinstance(values, (int, float)):
         values = [values]
     mean, std, n = mean_std(values)
     if n == 0:
         return "—"
-    if n == 1:
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    mean, std = mean * scale, std * scale
+    spec = f".{digits}f" if mean == 0 or abs(mean) >= 0.5 * 10.0**-digits else ".1e"
+    return f"{mean:{spec}}" if n == 1 else f"{mean:{spec}} ± {std:{spec}}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

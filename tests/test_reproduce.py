@@ -50,6 +50,8 @@ def test_pm_formats_mean_and_std():
     assert pm([1.5], 3) == "1.500"
     assert pm(2.0, 1) == "2.0"
     assert pm([], 2) == "—"
+    assert pm([1.2e-5, 1.4e-5], 4) == "1.3e-05 ± 1.4e-06"  # would read 0.0000 ± 0.0000
+    assert pm([0.0, 0.0], 2) == "0.00 ± 0.00"
 
 
 def test_markdown_table_is_aligned_and_marks_missing_cells():
