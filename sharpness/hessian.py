@@ -44,8 +44,25 @@ class HessianOperator:
         num_matvecs: Hessian-vector products computed so far (a column of a block counts as one).
 
     Example:
+        Mean squared error of a linear model, whose Hessian is known in closed form, H = 2/N·XᵀX:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from sharpness import Objective, dense_hessian
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+        >>> y = torch.randn(8, 1, generator=g, dtype=torch.float64)
+        >>> objective = Objective(nn.Linear(3, 1, bias=False).double(), x, y)   # float targets → "mse"
         >>> H = HessianOperator(objective)
-        >>> Hv = H @ v                    # v: (P,) or (P, K)
+        >>> H.shape, H.mode                        # one chunk: "auto" keeps the gradient graph
+        ((3, 3), 'retained-graph')
+        >>> v = torch.randn(3, generator=g, dtype=torch.float64)
+        >>> torch.allclose(H @ v, 2 / 8 * x.T @ (x @ v))                      # v: (P,)
+        True
+        >>> torch.allclose(H @ torch.eye(3, dtype=torch.float64), dense_hessian(objective))  # a block (P, K)
+        True
+        >>> H.num_matvecs                          # 1 vector + 3 columns
+        4
     """
 
     def __init__(self, objective: Objective, *, weight_decay: float = 0.0, mode: str = "auto") -> None:

@@ -13,12 +13,27 @@ jobs' results. A kill at any moment leaves every file either complete or absent 
 POSIX and Windows within one file system), and a unit whose marker is missing is simply recomputed.
 
 Example:
-    >>> run = RunDir("runs/plane", {"kind": "plane", "grid": [51, 51], "theta": array_digest(theta)})
-    >>> for i in range(51):
+    >>> import tempfile
+    >>> theta = np.zeros(3)
+    >>> def compute_row(i):
+    ...     return np.full(5, float(i))
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> manifest = {"kind": "plane", "grid": [5, 5], "theta": array_digest(theta)}
+    >>> run = RunDir(f"{tmp.name}/plane", manifest)
+    >>> for i in range(5):
     ...     if run.done(f"row-{i}"):
     ...         continue
-    ...     run.save_npz(f"row-{i}", loss=compute_row(i))
+    ...     _ = run.save_npz(f"row-{i}", loss=compute_row(i))
     ...     run.mark_done(f"row-{i}")
+    >>> run.completed()
+    ['row-0', 'row-1', 'row-2', 'row-3', 'row-4']
+    >>> RunDir(f"{tmp.name}/plane", manifest).done("row-4")    # the same job again: it resumes, nothing left
+    True
+    >>> RunDir(f"{tmp.name}/plane", {**manifest, "grid": [9, 9]})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sharpness.errors.InputError: ...plane holds a different run (manifest differs in: grid); ...
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations
