@@ -22,11 +22,11 @@ Timing: ``time.perf_counter`` around each complete task, operator construction i
 gradient graph in its constructor, ``sharpness`` lazily at the first product: both are counted); the
 ``Objective`` and the peers' inputs are set up once per problem, outside the clock. Each library gets one
 untimed warm-up product first. Tasks are repeated in rounds that interleave the libraries, so a burst of load
-from other processes hits all of them alike; the table reports the best round (the least disturbed one) and
-the JSON keeps every round, wall and CPU time. The first round also samples the resident set size every 2 ms
+from other processes hits all of them alike; the table reports the best round (the least disturbed one), every
+ratio is the median over rounds of same-round ratios, and the JSON keeps every round's wall and CPU time. The first round also samples the resident set size every 2 ms
 (peak RSS above the RSS at task start).
 
-    python benchmarks/peers.py                         # MLP + CNN on digits, every task (~5 min)
+    python benchmarks/peers.py --threads 1             # MLP + CNN on digits, every task (~4–8 min)
     python benchmarks/peers.py --quick                 # smoke run: one round, smaller density and grid
     python benchmarks/peers.py --problems cnn-fmnist-1000,cnn-fmnist-4000,cnn-fmnist-16000 --tasks hvp
     python benchmarks/peers.py --summarize benchmarks/results/peers-*.json   # spread of ratios over runs
@@ -82,6 +82,20 @@ PEER_MODULES = {
 }
 #: Bumped whenever a truth computation changes, so stale cache entries are never reused.
 TRUTH_VERSIONS = {"dense": 2, "lanczos": 3}
+#: The settings of sharpness' single products (task "hvp") that peers are compared with, and of the peers'
+#: products, each with its kind: a product through a retained gradient graph, or a fresh one (a new forward and
+#: backward pass per product). "N× ours" divides a peer's time by our product of the same kind on the same
+#: batches (see :func:`reference_entry`), never by our gradient.
+OURS_RETAINED = "HVP, retained-graph"
+OURS_FRESH = "HVP, fresh double backward (1 chunk, reverse-over-reverse)"
+OURS_STREAMED_AUTO = "HVP, streamed ({chunks} chunks, auto mode)"
+OURS_STREAMED_RR = "HVP, streamed ({chunks} chunks, reverse-over-reverse)"
+PEER_HVP_KINDS = {
+    ("pyhessian", "HVP (retained graph)"): "retained graph",
+    ("pyhessian", "HVP (per-batch double backward)"): "fresh",
+    ("eigenthings", "HVP (double backward)"): "fresh",
+    ("curvlinops", "HVP (jvp of jacrev)"): "fresh",
+}
 #: The accuracy the issue asks of eigenvalues; a peer meeting it counts as "accurate".
 EIG_TARGET = 1e-4
 TRACE_TARGET = 1e-3
@@ -876,35 +890,41 @@ class Bench:
         ]
         H1 = self.ours.op()
         Hs = self.ours.op(chunks=p.stream_chunks)
-        outs: dict[str, Tensor] = {}
+        outs: dict[tuple[str, str], Tensor] = {}
 
-        def keep(key: str, fn: Callable[[], Tensor]) -> Callable[[], Outcome]:
+        def keep(key: tuple[str, str], fn: Callable[[], Tensor]) -> Callable[[], Outcome]:
             def call() -> Outcome:
                 outs[key] = fn().detach().reshape(-1).clone()
                 return Outcome(num_hvps=1)
 
             return call
 
+        def add(lib: str, setting: str, fn: Callable[[], Tensor]) -> None:
+            jobs.append((lib, setting, keep((lib, setting), fn)))
+
         if p.peer_batches == 1:
-            jobs.append(("sharpness", f"HVP, {H1.mode}", keep("ours", lambda: H1 @ v)))
-        jobs.append(("sharpness", f"HVP, streamed ({p.stream_chunks} chunks, auto mode)", keep("ours-stream", lambda: Hs @ v)))
+            assert H1.mode == "retained-graph", H1.mode
+            add("sharpness", OURS_RETAINED, lambda: H1 @ v)
+            # The same kind of product as eigenthings' and curvlinops' on one batch: a fresh double backward.
+            Hf = self.ours.op(mode="reverse-over-reverse")
+            add("sharpness", OURS_FRESH, lambda: Hf @ v)
+        add("sharpness", OURS_STREAMED_AUTO.format(chunks=p.stream_chunks), lambda: Hs @ v)
         Hr = self.ours.op(chunks=p.stream_chunks, mode="reverse-over-reverse")
-        jobs.append(("sharpness", f"HVP, streamed ({p.stream_chunks} chunks, reverse-over-reverse)", keep("ours-stream-rr", lambda: Hr @ v)))
+        add("sharpness", OURS_STREAMED_RR.format(chunks=p.stream_chunks), lambda: Hr @ v)
         if "pyhessian" in self.adapters:
             h = self.adapters["pyhessian"].make()
             vl = _split_like(v, h.params)
             if p.peer_batches == 1:
-                fn = lambda: torch.cat([t.reshape(-1) for t in self.adapters["pyhessian"]._ph.hessian_vector_product(h.gradsH, h.params, vl)])
-                jobs.append(("pyhessian", "HVP (retained graph)", keep("pyhessian", fn)))
+                add("pyhessian", "HVP (retained graph)",
+                    lambda: torch.cat([t.reshape(-1) for t in self.adapters["pyhessian"]._ph.hessian_vector_product(h.gradsH, h.params, vl)]))
             else:
-                fn = lambda: torch.cat([t.reshape(-1) for t in h.dataloader_hv_product(vl)[1]])
-                jobs.append(("pyhessian", "HVP (per-batch double backward)", keep("pyhessian", fn)))
+                add("pyhessian", "HVP (per-batch double backward)", lambda: torch.cat([t.reshape(-1) for t in h.dataloader_hv_product(vl)[1]]))
         if "eigenthings" in self.adapters:
             op, _ = self.adapters["eigenthings"].make()
-            jobs.append(("eigenthings", "HVP (double backward)", keep("eigenthings", lambda: op.matvec(v))))
+            add("eigenthings", "HVP (double backward)", lambda: op.matvec(v))
         if "curvlinops" in self.adapters:
             A = self.adapters["curvlinops"].make()
-            jobs.append(("curvlinops", "HVP (jvp of jacrev)", keep("curvlinops", lambda: A @ v)))
+            add("curvlinops", "HVP (jvp of jacrev)", lambda: A @ v)
         self._missing("hvp", ("pyhessian", "eigenthings", "curvlinops"), "HVP")
         entries = self._run("hvp", jobs, self.s.hvp_rounds, warm=True)
         # Every product is checked against one float64 product at the same point.
@@ -914,11 +934,8 @@ class Bench:
             obj64 = _objective(p, dtype=torch.float64, chunks=p.peer_batches)
             ref = (HessianOperator(obj64) @ v.double()).float()
             for e in entries:
-                key = e.library
-                if key == "sharpness":
-                    key = "ours" if "streamed" not in e.setting else "ours-stream-rr" if "reverse" in e.setting else "ours-stream"
-
-                if key in outs and e.task == "hvp" and e.outcome is not None and e.outcome.num_hvps:
+                key = (e.library, e.setting)
+                if key in outs and e.outcome is not None and e.outcome.num_hvps:
                     e.rel_error = float((outs[key] - ref).norm() / ref.norm())
         except Exception as err:
             self.log(f"    float64 HVP reference failed: {_one_line(err)}")
@@ -1040,6 +1057,36 @@ def _find(entries: Sequence[dict], task: str, library: str, contains: str = "") 
     return None
 
 
+def reference_entry(entries: Sequence[dict], e: dict, problem: dict) -> tuple[dict | None, str]:
+    """The sharpness entry whose time a peer's entry is divided by ("N× ours"), and what it is.
+
+    Single products (task ``"hvp"``) are compared kind with kind (:data:`PEER_HVP_KINDS`): a product through a
+    retained graph with ours through a retained graph; a fresh product with our fresh double backward on the
+    batches the peer sees (one batch: :data:`OURS_FRESH`; several: our streamed product over as many chunks).
+    Every other task has one sharpness entry. ``(None, "")`` where there is nothing of the same kind (e.g. a
+    result written before :data:`OURS_FRESH` was measured) or ``e`` is not a peer's.
+    """
+    if e["library"] in ("sharpness", "torch", "prototype") or e["status"] != "ok":
+        return None, ""
+    if e["task"] != "hvp":
+        mine = [o for o in entries if o["task"] == e["task"] and o["library"] == "sharpness"]
+        if len(mine) != 1:
+            raise ValueError(f"expected one sharpness entry for task {e['task']!r}, got {len(mine)}")
+        ok = mine[0]["status"] == "ok" and mine[0]["seconds_best"] is not None
+        return (mine[0], "") if ok else (None, "")
+    kind = PEER_HVP_KINDS[(e["library"], e["setting"])]
+    batches = problem.get("peer_batches", 1)
+    if kind == "retained graph":
+        setting = OURS_RETAINED if batches == 1 else None
+    elif batches == 1:
+        setting = OURS_FRESH
+    else:
+        setting = OURS_STREAMED_RR.format(chunks=batches) if problem.get("stream_chunks") == batches else None
+    ref = next((o for o in entries if o["task"] == "hvp" and o["library"] == "sharpness" and o["setting"] == setting
+                and o["status"] == "ok" and o["seconds_best"] is not None), None)
+    return ref, (kind if ref else "")
+
+
 def paired_ratio(a: dict, b: dict) -> float:
     """Median over rounds of a's time / b's time in the same round (rounds interleave the libraries, so a
     burst of outside load hits both sides of a pair alike); a single round gives that round's ratio."""
@@ -1055,7 +1102,7 @@ def evaluate_targets(entries: Sequence[dict], truth: dict | None) -> list[dict]:
         out.append({"target": name, "value": value, "limit": limit, "met": ok, "detail": detail})
 
     grad = _find(entries, "hvp", "torch")
-    for contains, name, limit in (("retained", "HVP ≤ 1.5× gradient (retained graph)", 1.5), ("auto mode", "HVP ≤ 2.5× gradient (streamed chunks)", 2.5)):
+    for contains, name, limit in ((OURS_RETAINED, "HVP ≤ 1.5× gradient (retained graph)", 1.5), ("auto mode", "HVP ≤ 2.5× gradient (streamed chunks)", 2.5)):
         e = _find(entries, "hvp", "sharpness", contains)
         if grad and e:
             r = paired_ratio(e, grad)
@@ -1103,7 +1150,7 @@ def _fmt_err(e: float | None) -> str:
     return f"err {e:.0e}" if e < 0.01 else f"err {e:.0%}"
 
 
-def _cell(e: dict, ours: dict | None, task: str, grad: dict | None) -> str:
+def _cell(e: dict, ours: dict | None, kind: str, task: str, grad: dict | None) -> str:
     if e["status"] != "ok":
         return f"*{e['status']}*: {e['error']}" if e["status"] == "failed" else f"*{e['error']}*"
     parts = [_fmt_s(e["seconds_best"])]
@@ -1119,7 +1166,7 @@ def _cell(e: dict, ours: dict | None, task: str, grad: dict | None) -> str:
     if task != "hvp" and e["peak_rss_mb"] is not None:
         parts.append(f"ΔRSS {e['peak_rss_mb']:.0f} MB")
     if ours and e["library"] not in ("sharpness", "torch", "prototype"):
-        parts.append(f"**{paired_ratio(e, ours):.1f}× ours**")
+        parts.append(f"**{paired_ratio(e, ours):.1f}× ours**" + (f" ({kind})" if kind else ""))
     return f"{e['setting']}: " + ", ".join(parts)
 
 
@@ -1133,7 +1180,8 @@ def markdown(result: dict) -> str:
         f"Times are the best of up to {result['config']['rounds']} interleaved rounds (HVP: {result['config']['hvp_rounds']}); "
         "ratios (the median over rounds of same-round ratios) are what counts on a shared machine. "
         "`err` = relative error against the float64 truth; "
-        "`N× ours` = that library's time / sharpness' time for the same task; `ΔRSS` = peak resident memory above the "
+        "`N× ours` = that library's time / sharpness' time for the same task (a single HVP: / our product of the same "
+        "kind, retained graph vs retained graph, a fresh product vs our fresh double backward on the same batches); `ΔRSS` = peak resident memory above the "
         "task's start (first round, freed memory returned to the OS before each task).",
         "",
     ]
@@ -1156,11 +1204,10 @@ def markdown(result: dict) -> str:
             rows = [e for e in entries if e["task"] == task]
             if not rows:
                 continue
-            ours = _find(entries, task, "sharpness")
             cells = []
             for lib in libs:
                 mine = [e for e in rows if e["library"] == lib]
-                cells.append("<br>".join(_cell(e, ours, task, grad) for e in mine) if mine else "")
+                cells.append("<br>".join(_cell(e, *reference_entry(entries, e, cfg), task, grad) for e in mine) if mine else "")
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         if prob["targets"]:
             lines += ["", "| target | measured | limit | met | detail |", "|---|---|---|---|---|"]

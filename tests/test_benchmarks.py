@@ -130,3 +130,100 @@ def test_targets_and_table_on_a_synthetic_result(peers, tmp_path):
     path = tmp_path / "r.json"
     path.write_text(peers.json.dumps(result))
     assert "0.50–0.50" in peers.summarize([str(path), str(path)])
+
+
+def test_hvp_ratios_are_against_our_product_of_the_same_kind(peers):
+    # Our gradient comes first, as in a real run: the old rule ("the first sharpness entry of the task") divided
+    # the peers' products by it (PyHessian would read 4.0× ours, eigenthings 10.0× ours).
+    entries = [
+        _entry("hvp", "torch", "gradient (plain autograd, module)", 0.010, hvps=0),
+        _entry("hvp", "sharpness", "gradient (Objective.value_and_grad)", 0.010, hvps=0),
+        _entry("hvp", "sharpness", peers.OURS_RETAINED, 0.020),
+        _entry("hvp", "sharpness", peers.OURS_FRESH, 0.050),
+        _entry("hvp", "sharpness", peers.OURS_STREAMED_AUTO.format(chunks=4), 0.070),
+        _entry("hvp", "sharpness", peers.OURS_STREAMED_RR.format(chunks=4), 0.080),
+        _entry("hvp", "pyhessian", "HVP (retained graph)", 0.040),
+        _entry("hvp", "eigenthings", "HVP (double backward)", 0.100),
+        _entry("hvp", "curvlinops", "HVP (jvp of jacrev)", 0.150),
+    ]
+    one_batch = {"peer_batches": 1, "stream_chunks": 4}
+    ref = {e["library"]: peers.reference_entry(entries, e, one_batch) for e in entries[6:]}
+    assert ref["pyhessian"][0]["setting"] == peers.OURS_RETAINED and ref["pyhessian"][1] == "retained graph"
+    assert ref["eigenthings"][0]["setting"] == ref["curvlinops"][0]["setting"] == peers.OURS_FRESH
+    assert peers.reference_entry(entries, entries[0], one_batch) == (None, "")  # the baseline is not a peer
+    result = {
+        "date": "2026-01-01T00:00:00", "config": {"threads": 1, "rounds": 3, "hvp_rounds": 9},
+        "machine": {"cpu": "test CPU", "logical_cpus": 2, "loadavg_start": [0.0, 0.0, 0.0]},
+        "versions": {"torch": torch.__version__, "sharpness": "0", "peers": {}},
+        "problems": [{"problem": {"name": "p", "description": "d", "num_params": 10, "n_samples": 5, **one_batch},
+                      "truth": None, "entries": entries, "targets": []}],
+        "peak_rss_mb": 1.0, "seconds": 1.0,
+    }
+    md = peers.markdown(result)
+    assert "**2.0× ours** (retained graph)" in md and "**2.0× ours** (fresh)" in md and "**3.0× ours** (fresh)" in md
+    assert "4.0× ours" not in md and "10.0× ours" not in md
+
+    # Several batches: a fresh product against our streamed product over as many chunks; nothing retained.
+    per_batch = [dict(e, setting="HVP (per-batch double backward)") if e["library"] == "pyhessian" else e for e in entries]
+    four = {"peer_batches": 4, "stream_chunks": 4}
+    assert peers.reference_entry(per_batch, per_batch[6], four)[0]["setting"] == peers.OURS_STREAMED_RR.format(chunks=4)
+    assert peers.reference_entry(per_batch, per_batch[6], {"peer_batches": 4, "stream_chunks": 8}) == (None, "")
+    # A result without our fresh one-batch product (written before it was measured) shows no fresh ratio at all.
+    older = [e for e in entries if e["setting"] != peers.OURS_FRESH]
+    pyhessian, eigenthings = (next(e for e in older if e["library"] == lib) for lib in ("pyhessian", "eigenthings"))
+    assert peers.reference_entry(older, pyhessian, one_batch)[0]["setting"] == peers.OURS_RETAINED
+    assert peers.reference_entry(older, eigenthings, one_batch) == (None, "")
+
+
+class _FakePeer:
+    """Stands in for PyHessian, hessian-eigenthings and curvlinops in :meth:`Bench.task_hvp`: the products are
+    exact (sharpness' own), only the wiring of settings and references is under test."""
+
+    def __init__(self, peers, problem):
+        from sharpness.hessian import HessianOperator
+
+        self.H = HessianOperator(peers._objective(problem))
+        self.params = [torch.zeros(p.shape) for p in problem.model.parameters()]
+        self.gradsH = None
+        self._ph = self  # PyHessian's module-level hessian_vector_product
+
+    def make(self):  # PyHessian: an object with gradsH and params; eigenthings: (op, count); curvlinops: A
+        return self
+
+    def hessian_vector_product(self, gradsH, params, vl):
+        return [self.H @ torch.cat([t.reshape(-1) for t in vl])]
+
+    def dataloader_hv_product(self, vl):
+        return None, self.hessian_vector_product(None, None, vl)
+
+    def matvec(self, v):
+        return self.H @ v
+
+    def __matmul__(self, v):
+        return self.H @ v
+
+    def __iter__(self):  # eigenthings' make() is unpacked as (op, count)
+        return iter((self, None))
+
+
+@pytest.mark.parametrize("peer_batches", [1, 4])
+def test_task_hvp_measures_a_reference_of_each_peer_kind(peers, peer_batches):
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).eval()
+    x, y = torch.randn(16, 5, generator=g), torch.randint(0, 3, (16,), generator=g)
+    problem = peers.Problem("tiny", "tiny MLP", model, x, y, "none", ("hvp",), stream_chunks=4, peer_batches=peer_batches)
+    settings = peers.Settings(rounds=1, hvp_rounds=1, trace_matvecs=3, peer_trace_probes=3, density_steps=3, grid_steps=3, budget_s=1.0)
+    bench = peers.Bench(problem, None, settings, {}, log=lambda msg: None)
+    bench.adapters = {name: _FakePeer(peers, problem) for name in ("pyhessian", "eigenthings", "curvlinops")}
+    bench.task_hvp()
+    entries = [e.to_dict() for e in bench.entries]
+    assert all(e["status"] == "ok" for e in entries), [e["error"] for e in entries]
+    for e in entries:
+        if e["num_hvps"]:
+            assert e["rel_error"] < 1e-5, e  # every product, ours and the fakes', checked against float64
+    cfg = problem.config()
+    for e in (e for e in entries if e["library"] in ("pyhessian", "eigenthings", "curvlinops")):
+        ours, kind = peers.reference_entry(entries, e, cfg)
+        assert ours is not None and ours["library"] == "sharpness" and ours["num_hvps"] == 1, e["setting"]
+        expected = {"retained graph": peers.OURS_RETAINED, "fresh": peers.OURS_FRESH if peer_batches == 1 else peers.OURS_STREAMED_RR.format(chunks=4)}
+        assert ours["setting"] == expected[kind]
