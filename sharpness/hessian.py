@@ -6,9 +6,9 @@ summed over chunks and divided by the total sample weight once, so the product i
 Three ways to compute it, all exact (Pearlmutter 1994):
 
 * ``"retained-graph"``: when the analysis set is one chunk, build the graph of ∇f once (``create_graph``) and
-  answer each product with one backward pass through it — the cheapest per product (≈1.3–1.6× a gradient on
-  2 CPU cores, against ≈2.3× for a fresh double backward), at the memory of one gradient graph, which a single
-  chunk needs anyway;
+  answer each product with one backward pass through it — the cheapest per product (1.5–2.2× a gradient in
+  benchmarks/README.md, one CPU thread, against 2.4–3.0× for a fresh double backward of the same batch), at the
+  memory of one gradient graph, which a single chunk needs anyway;
 * ``"reverse-over-reverse"``: a fresh double backward per chunk, for streamed chunks (the automatic choice:
   measured faster on CPU than forward-over-reverse, and it needs no forward-mode AD rules);
 * ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, chunk by chunk, by name.
