@@ -44,8 +44,7 @@ def settings(budget: str) -> dict:
         "data": "mnist1d", "model": "mlp", "hidden": [256, 256], "optimizer": "sgd", "momentum": 0.9, "lr": 0.02,
         "base_batch_size": 128, "warmup_epochs": 5.0, "target_loss": 0.2,
         "batch_sizes": [16, 32, 64, 128, 256, 512, 1024, 2048, "full"],
-        "analysis": {"samples": 1000, "top_k": 1, "bottom_k": 0, "tol": 1e-3, "trace": False, "epsilon": [1e-3],
-                     "epsilon_max_iter": 10},
+        "analysis": {"samples": 1000, "top_k": 1, "bottom_k": 0, "tol": 1e-3, "trace": False, "epsilon": [1e-3]},
     }
     if budget == "full":
         s.update(seeds=2, epochs=40, max_epochs=300)

@@ -56,7 +56,7 @@ def settings(budget: str) -> dict:
     s = {"data": "mnist1d", "model": "mlp", "hidden": [256, 256], "optimizer": "adam", "lr": 1e-3, "batch_size": 32,
          "alphas": [1.0, 3.0, 10.0, 30.0, 100.0], "rho_adaptive": 0.1, "rho_plain": 0.1, "direction_seed": 7,
          "line_points": 51, "analysis": {"samples": 1000, "top_k": 1, "bottom_k": 0, "tol": 1e-3, "trace": True,
-                                         "trace_probes": 30, "epsilon": [1e-3], "epsilon_max_iter": 10}}
+                                         "trace_probes": 30, "epsilon": [1e-3]}}
     if budget == "full":
         s.update(seeds=1, epochs=30)
     elif budget == "quick":

@@ -36,7 +36,7 @@ def settings(budget: str) -> dict:
     s = {"data": "mnist1d", "model": "mlp", "hidden": [256, 256], "optimizer": "adam", "lr": 1e-3,
          "sb": 32, "lb": "10%", "ks": [0, 1, 2, 5, 10, 20, 40],
          "analysis": {"samples": 1000, "top_k": 1, "bottom_k": 0, "tol": 1e-3, "trace": False,
-                      "epsilon": [1e-3], "epsilon_max_iter": 10}}
+                      "epsilon": [1e-3]}}
     if budget == "full":
         s.update(seeds=3, lb_epochs=100)
     elif budget == "quick":

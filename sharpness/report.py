@@ -32,6 +32,7 @@ from .objective import Objective
 
 SCHEMA = "sharpness.report/1"
 TRACE_METHODS = ("hutch++", "hutchinson")
+EPSILON_METHODS = ("ascent", "paper", "both")
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ class AnalysisConfig:
     seed: int = 0
     epsilon: tuple[float, ...] = ()
     subspace_dim: int | None = None
-    epsilon_start: str = "zero"
-    epsilon_restarts: int = 0
-    epsilon_max_iter: int = 10
+    epsilon_method: str = "ascent"
+    epsilon_start: str | None = None
+    epsilon_restarts: int | None = None
+    epsilon_max_iter: int | None = None
+    epsilon_polish: int = 0
     adaptive_rho: tuple[float, ...] = ()
     rho: tuple[float, ...] = ()
     sharpness_p: str = "2"
@@ -96,6 +99,8 @@ class AnalysisConfig:
         object.__setattr__(self, "rho", tuple(float(r) for r in self.rho))
         if any(e < 0 for e in self.epsilon) or any(r <= 0 for r in self.adaptive_rho + self.rho):
             raise InputError(f"epsilon must be ≥ 0 and rho > 0, got {self.epsilon} and {self.adaptive_rho + self.rho}")
+        if self.epsilon_method not in EPSILON_METHODS:
+            raise InputError(f"epsilon_method must be one of {', '.join(EPSILON_METHODS)}, got {self.epsilon_method!r}")
         if self.sharpness_p not in ("2", "inf"):
             raise InputError(f"sharpness_p must be 2 or inf, got {self.sharpness_p!r}")
 
@@ -308,9 +313,11 @@ def analyze(
             entry["num_matvecs"] = sub.num_matvecs
             per_layer.append(entry)
 
-    measures = clock.time("flatness", lambda: _flatness(objective, cfg, say))
+    lambda_max = hessian["top"]["values"][0] if hessian.get("top") else None
+    measures = clock.time("flatness", lambda: _flatness(objective, cfg, say, lambda_max))
 
-    total_matvecs = H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
+    total_matvecs = (H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
+                     + sum(e.num_hvps for e in measures.get("epsilon_sharpness", [])))
     cost = {
         "seconds": time.perf_counter() - clock.start,
         "num_matvecs": total_matvecs,
@@ -332,19 +339,26 @@ def analyze(
     return with_gates(report, cfg)
 
 
-def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], None]) -> dict:
-    """Keskar ε-sharpness and worst-/average-case (adaptive) sharpness on the same objective."""
+def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], None], lambda_max: float | None) -> dict:
+    """Keskar ε-sharpness and worst-/average-case (adaptive) sharpness on the same objective.
+
+    ε-sharpness runs the default ascent and/or Keskar's paper protocol (``epsilon_method``). With λ_max
+    measured, each entry carries the quadratic model's bound Σb|g| + ½λ_max‖b‖² with λ_max *at θ*: a bound
+    only while the Hessian stays below λ_max across the box, which a value above it disproves."""
     out: dict[str, list] = {}
     if cfg.epsilon:
         spaces = [None] + ([cfg.subspace_dim] if cfg.subspace_dim else [])
+        methods = ["ascent", "paper"] if cfg.epsilon_method == "both" else [cfg.epsilon_method]
         out["epsilon_sharpness"] = []
-        for eps in cfg.epsilon:
-            for dim in spaces:
-                say(f"ε-sharpness ε={eps:g} {'full space' if dim is None else f'subspace p={dim}'}")
-                out["epsilon_sharpness"].append(epsilon_sharpness(
-                    objective, eps, subspace_dim=dim, start=cfg.epsilon_start, restarts=cfg.epsilon_restarts,
-                    max_iter=cfg.epsilon_max_iter, seed=cfg.seed,
-                ))
+        for method in methods:
+            for eps in cfg.epsilon:
+                for dim in spaces:
+                    say(f"ε-sharpness ({method}) ε={eps:g} {'full space' if dim is None else f'subspace p={dim}'}")
+                    out["epsilon_sharpness"].append(epsilon_sharpness(
+                        objective, eps, subspace_dim=dim, method=method, start=cfg.epsilon_start,
+                        restarts=cfg.epsilon_restarts, max_iter=cfg.epsilon_max_iter, polish=cfg.epsilon_polish,
+                        curvature=lambda_max, seed=cfg.seed,
+                    ))
     rhos = [(r, True) for r in cfg.adaptive_rho] + [(r, False) for r in cfg.rho]
     if rhos:
         out["adaptive_sharpness"], out["average_sharpness"] = [], []

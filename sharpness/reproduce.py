@@ -277,7 +277,8 @@ def report_numbers(report: Mapping[str, Any]) -> dict[str, float | None]:
     """The scalars of a ``sharpness.report/1`` dict under flat names, for tables and figures.
 
     ``loss, accuracy, lambda_max, lambda_min, trace, trace_stderr, analysis_seconds``, and one key per
-    measure present: ``eps_{full|random}_{ε:g}`` (Keskar ε-sharpness, %), ``{adaptive|plain}_worst_{ρ:g}``
+    measure present: ``eps_{full|random}_{ε:g}`` (Keskar ε-sharpness, %, by the default ascent;
+    ``eps_paper_…`` by Keskar's L-BFGS-B protocol; ``…_ran_out`` whether its budget ran out), ``{adaptive|plain}_worst_{ρ:g}``
     and ``{adaptive|plain}_average_{ρ:g}`` (Andriushchenko et al. worst- and average-case sharpness).
     Quantities the report does not hold are None.
     """
@@ -290,7 +291,9 @@ def report_numbers(report: Mapping[str, Any]) -> dict[str, float | None]:
         "analysis_seconds": (report.get("cost") or {}).get("seconds"),
     }
     for e in report.get("epsilon_sharpness") or []:
-        out[f"eps_{e['space']}_{e['epsilon']:g}"] = e["value"]
+        key = f"eps_{'paper_' if e.get('method') == 'paper' else ''}{e['space']}_{e['epsilon']:g}"
+        out[key] = e["value"]
+        out[f"{key}_ran_out"] = bool(e.get("budget_exhausted"))
     for kind, tag in (("adaptive_sharpness", "worst"), ("average_sharpness", "average")):
         for e in report.get(kind) or []:
             out[f"{'adaptive' if e['adaptive'] else 'plain'}_{tag}_{e['rho']:g}"] = e["value"]

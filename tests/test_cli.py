@@ -338,3 +338,20 @@ def test_flatness_measures_in_report_and_gate(capsys, toolkit_ckpt):
     assert worst["rho"] == 0.05 and worst["adaptive"] is True and worst["p"] == "2"
     assert set(average) >= {"rho", "adaptive", "value", "stderr"}
     assert r["gate"]["checks"][0]["name"] == "max_epsilon_sharpness" and r["gate"]["passed"]
+
+
+def test_epsilon_table_names_the_method_and_a_budget_that_ran_out(capsys, toolkit_ckpt):
+    # Both maximizers side by side; the paper's 1-iteration budget must run out, and the table a person reads
+    # (not only the JSON) says so, with one warning line on stderr per exhausted measurement.
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-2",
+                             "--epsilon-method", "both", "--epsilon-max-iter", "1")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if "ε-sharpness" in line]
+    assert len(lines) == 2
+    assert "[ascent: 5 × ≤ 1 evaluations" in lines[0] and "[paper: 1 × ≤ 1 L-BFGS-B iterations" in lines[1]
+    assert "%" in lines[0] and "BUDGET RAN OUT on 1 of 1 starts" in lines[1]
+    warnings = [line for line in err.splitlines() if "lower bound" in line]
+    assert any("paper" in w for w in warnings) and all(w.startswith("sharpness: ") for w in warnings)
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-2")
+    (line,) = [line for line in out.splitlines() if "ε-sharpness" in line]
+    assert "[ascent: 5 × ≤ 100 evaluations, converged" in line and "lower bound" not in err

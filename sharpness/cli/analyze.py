@@ -21,6 +21,23 @@ def _fmt(x: float | None, spec: str = ".6g") -> str:
     return "—" if x is None else format(x, spec)
 
 
+def epsilon_line(entry: dict) -> str:
+    """One ε-sharpness entry for people: value in %, the bracket when known, method and budget outcome."""
+    space = entry["space"] if entry["space"] == "full" else f"{entry['space']} p={entry['dim']}"
+    upper = ""
+    if entry.get("upper_bound") is not None:
+        # From `analyze` the bound uses λ_max at θ: a bound only while the Hessian stays below it across the box.
+        exceeded = ", exceeded: not quadratic over the box" if entry["value"] > entry["upper_bound"] else ""
+        upper = f"; quadratic model at θ ≤ {_fmt(entry['upper_bound'], '.4g')} %{exceeded}"
+    unit = "evaluations" if entry["method"] == "ascent" else "L-BFGS-B iterations"
+    starts, ran_out = len(entry["status"]), sum(s == "max_iter" for s in entry["status"])
+    outcome = f"BUDGET RAN OUT on {ran_out} of {starts} starts" if ran_out else "converged"
+    if "abnormal" in entry["status"]:
+        outcome += ", LINE SEARCH FAILED"
+    return (f"  ε-sharpness ε={entry['epsilon']:g} {space}   {_fmt(entry['value'], '.4g')} %   "
+            f"[{entry['method']}: {starts} × ≤ {entry['max_iter']} {unit}, {outcome}{upper}]")
+
+
 def render_table(report: dict, source: str) -> str:
     """The human summary of a report dict."""
     a, h = report["analysis_set"], report["hessian"]
@@ -43,8 +60,7 @@ def render_table(report: dict, source: str) -> str:
     if h.get("density"):
         lines.append(f"  density     {len(h['density']['grid'])} grid points (see --json)")
     for entry in report.get("epsilon_sharpness") or []:
-        space = entry["space"] if entry["space"] == "full" else f"{entry['space']} p={entry['dim']}"
-        lines.append(f"  ε-sharpness ε={entry['epsilon']:g} {space}   {_fmt(entry['value'])}")
+        lines.append(epsilon_line(entry))
     for key, label in (("adaptive_sharpness", "worst-case"), ("average_sharpness", "average")):
         for entry in report.get(key) or []:
             kind = "adaptive" if entry.get("adaptive") else "plain"
@@ -83,7 +99,9 @@ def render_table(report: dict, source: str) -> str:
               help="Analyze H + λI (the Hessian of the loss plus λ/2‖θ‖²).")
 @click.option("--top-k", type=click.IntRange(min=0), default=1, show_default=True, help="Largest algebraic eigenvalues.")
 @click.option("--bottom-k", type=click.IntRange(min=0), default=1, show_default=True, help="Smallest algebraic eigenvalues.")
-@click.option("--tol", type=float, default=1e-4, show_default=True, help="Lanczos relative residual tolerance.")
+@click.option("--tol", type=float, default=1e-4, show_default=True,
+              help="Lanczos: an eigenvalue is converged when its error estimate min(r, r²/gap) ≤ tol·|λ| and its residual "
+                   "norm r ≤ √tol·|λ| (an eigenvalue-error target, not a residual tolerance).")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Lanczos step cap (default: automatic).")
 @click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the Hessian trace.")
 @click.option("--trace-probes", type=click.IntRange(min=3), default=99, show_default=True,
@@ -97,12 +115,17 @@ def render_table(report: dict, source: str) -> str:
               help="Keskar ε-sharpness at this ε (repeatable; the paper uses 1e-3 and 5e-4).")
 @click.option("--subspace-dim", type=click.IntRange(min=1),
               help="Also report ε-sharpness in a seeded random subspace of this dimension (the paper: 100).")
-@click.option("--epsilon-start", type=click.Choice(["zero", "random"]), default="zero", show_default=True,
-              help="Where L-BFGS-B starts inside the box (the paper does not say).")
-@click.option("--epsilon-restarts", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Extra random starts; every start's value is reported.")
-@click.option("--epsilon-max-iter", type=click.IntRange(min=1), default=10, show_default=True,
-              help="L-BFGS-B iterations (the paper: 10).")
+@click.option("--epsilon-method", type=click.Choice(["ascent", "paper", "both"]), default="ascent", show_default=True,
+              help="ascent: projected sign ascent from box corners (reaches the maximum at a minimum); paper: "
+                   "Keskar's L-BFGS-B, 10 iterations from θ (biased low at well-trained minima); both: report both.")
+@click.option("--epsilon-start", type=click.Choice(["spectral", "corner", "zero", "random"]),
+              help="First start in the box (default: spectral corners for the ascent, zero for the paper).")
+@click.option("--epsilon-restarts", type=click.IntRange(min=0),
+              help="Extra random starts (default: 2 random corners for the ascent, 0 for the paper).")
+@click.option("--epsilon-max-iter", type=click.IntRange(min=1),
+              help="Budget per start (default: 100 evaluations for the ascent, 10 L-BFGS-B iterations for the paper).")
+@click.option("--epsilon-polish", type=click.IntRange(min=0), default=0, show_default=True,
+              help="L-BFGS-B iterations from the ascent's best point.")
 @click.option("--adaptive-rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
               help="Adaptive worst- and average-case sharpness at this ρ (repeatable; Andriushchenko et al. 2023).")
 @click.option("--rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
