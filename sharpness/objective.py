@@ -48,13 +48,52 @@ class Evaluation:
 
 
 def per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
-    """ℓ_i for each sample: ``"cross-entropy"`` −log softmax(z_i)[y_i], or ``"mse"`` mean_j (z_ij − t_ij)²."""
+    """ℓ_i for each sample: ``"cross-entropy"`` −log softmax(z_i)[y_i], or ``"mse"`` mean_j (z_ij − t_ij)².
+
+    Cross-entropy of logits z ∈ R^C and label y, with d = z − z_y (so d_y = 0) and any constant m:
+
+        ℓ = logsumexp(z) − z_y = logsumexp(d) = m + log1p(Σ_{j≠y} exp(d_j − m) + expm1(−m)),
+
+    an identity in d for every m; m = max_j d_j ≥ 0 at the point, then held constant (detached), so every
+    exponent is ≤ 0 (no overflow, no inf in any value or derivative) and the derivatives of the formula are the
+    exact derivatives of ℓ. Why it keeps its digits in float32:
+
+    * correctly classified (m = 0): expm1(0) = 0 exactly and ℓ = log1p(S), S = Σ_{j≠y} exp(d_j), keeps all
+      its digits however small ℓ is. The textbook logsumexp(z) − z_y computes log(1 + S) and cancels: in
+      float32 it loses the whole loss below S ≈ 6e-8 (−24 % at a mean loss of 1e-6, measured;
+      F.cross_entropy in float32 is off by a median 9 % per sample there);
+    * misclassified (m > 0): ℓ ≥ m + log(1 + e^{−m}) > log 2 and both terms are ≥ 0: nothing cancels;
+    * the gradient: ∂ℓ/∂d_j = p_j for j ≠ y, and ∂ℓ/∂z_y = −Σ_{j≠y} p_j is a sum of the small p_j rather than
+      1 − p_y, which would round to 0 (the pitfall of a max-based form whose ∂/∂z_y is (1 − …) − 1).
+
+    Shapes: ``output`` ``(N, C)``, ``target`` ``(N,)`` long → ``(N,)``. No ``torch.where`` over branches: one
+    formula, so no discarded branch can feed inf·0 = NaN into a gradient. Cost, measured on a CPU (one thread,
+    N = 1000, C = 10, float32): the loss alone takes 1.5–1.9× the cancelling formula for value, gradient and
+    HVP, and 0.8–1.7× F.cross_entropy (which cancels too); through a 40-32-32-10 MLP the whole value, gradient
+    or HVP costs 1.14–1.26× the old formula, through 40-256-256-10 0.95–1.06×. Every value, gradient and grid
+    point of the toolkit goes through here.
+    """
     if kind == "cross-entropy":
-        # logsumexp(z) − z_y is cross-entropy itself; on CPU it is 3–4× faster than F.cross_entropy for the
-        # few classes these models have, and every value, gradient and grid point goes through here.
-        return torch.logsumexp(output, dim=1) - output.gather(1, target.unsqueeze(1)).squeeze(1)
+        return cross_entropy_and_argmax(output, target)[0]
     diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
     return diff.pow(2).mean(dim=1)
+
+
+def cross_entropy_and_argmax(output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(ℓ_i, k_i) for ``(N, C)`` logits: the loss of :func:`per_sample_loss` and an index of the largest logit.
+
+    The index comes free with the max the stable formula needs, so a caller that also counts hits (the loss
+    landscape's grid) needs neither a second reduction nor a formula of its own. It is the first maximal index
+    of d = z − z_y, and ``k_i == y_i`` exactly when ``torch.argmax(z_i) == y_i`` (d_j = 0 iff z_j = z_y, since a
+    difference of distinct floats never rounds to zero; d preserves the order of z up to rounding ties that
+    never involve y).
+    """
+    d = output - output.gather(-1, target.unsqueeze(-1))
+    m, k = d.detach().max(dim=-1, keepdim=True)  # m ≥ 0 because d_y = 0; a constant, see per_sample_loss
+    # The y term leaves the sum by masking (exp(−inf) = 0, with zero derivatives), never by subtracting 1.
+    rest = torch.exp((d - m).scatter(-1, target.unsqueeze(-1), -math.inf)).sum(dim=-1, keepdim=True)
+    losses = m + torch.log1p(rest + torch.expm1(-m))
+    return losses.squeeze(-1), k.squeeze(-1)
 
 
 def _local(total: Tensor) -> Tensor:
