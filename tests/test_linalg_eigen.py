@@ -288,3 +288,47 @@ def test_cold_start_does_not_stop_at_the_second_eigenvalue():
     A = _Diagonal(np.r_[20.5, 14.9, g.uniform(0, 1.5, 1998)])
     found = np.array([top_eigenvalues(A, 1, seed=s).values[0] for s in range(200)])
     np.testing.assert_allclose(found, 20.5, rtol=1e-4)
+
+
+def _crossing(seed: int, eps: float, delta: float, P: int = 1000):
+    """λ₁ = 12, λ₂ = 10 over a random bulk of P − 2 eigenvalues in [0, 2] (diagonal: the eigenvectors are the
+    unit vectors e₀, e₁), and a warm start next to the *second* eigenvector: v0 = e₁ + eps·e₀ + delta·b with b a
+    unit vector in the bulk — yesterday's top eigenvector after the top two crossed."""
+    g = np.random.default_rng(seed)
+    A = _Diagonal(np.r_[12.0, 10.0, g.uniform(0.0, 2.0, P - 2)])
+    b = torch.as_tensor(np.r_[0.0, 0.0, g.standard_normal(P - 2)])
+    v0 = delta * b / torch.linalg.vector_norm(b)
+    v0[0], v0[1] = eps, 1.0
+    return A, v0
+
+
+def test_warm_start_next_to_the_second_eigenvector_of_the_issue_finds_the_top():
+    # The reported case: 10.000003 "converged" (error estimate 1e-7) after 2 products before warm starts had
+    # a random component and a minimum number of steps.
+    A, v0 = _crossing(0, 1e-3, 1e-3)
+    warm = top_eigenvalues(A, 1, v0=v0, seed=0)
+    cold = top_eigenvalues(A, 1, seed=0)
+    assert warm.converged[0] and abs(warm.values[0] - 12.0) <= 1e-4 * 12.0, warm
+    assert abs(cold.values[0] - 12.0) <= 1e-4 * 12.0
+    assert warm.num_matvecs < cold.num_matvecs  # still cheaper than a cold start here
+
+
+def test_warm_start_at_a_crossing_never_reports_the_second_eigenvalue_as_converged():
+    # 40 random bulks × start vectors whose component along the new top eigenvector ranges from 1e-2 down to
+    # exactly 0 (only the random component can reveal λ₁ then), with more or less bulk mixed in. Before the
+    # fix most of these stopped at λ₂ = 10 within 1–3 products.
+    tol = 1e-4
+    wrong, products = [], []
+    for seed in range(40):
+        for eps in (1e-2, 1e-3, 1e-5, 0.0):
+            for delta in (0.0, 1e-6, 1e-3, 1e-1):
+                A, v0 = _crossing(seed, eps, delta)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)  # unconverged is honest; wrong is not
+                    res = top_eigenvalues(A, 1, v0=v0, seed=seed, tol=tol)
+                products.append(res.num_matvecs)
+                if res.converged[0] and abs(res.values[0] - 12.0) > 10 * tol * 12.0:
+                    wrong.append((seed, eps, delta, float(res.values[0]), res.num_matvecs))
+    assert not wrong, wrong
+    # and it stays a warm start: well under the 11 products of a cold start on average
+    assert np.mean(products) < 9, np.mean(products)
