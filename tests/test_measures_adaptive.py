@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import assert_unchanged, make_classification, snapshot
+from conftest import TinyCNN, TinyMLP, assert_unchanged, make_classification, snapshot
 from sharpness.errors import InputError
 from sharpness.hessian import dense_hessian
 from sharpness.measures.adaptive import (
@@ -15,6 +15,7 @@ from sharpness.measures.adaptive import (
     ascend,
     average_sharpness,
     batches,
+    perturbation_draws,
     worst_case_sharpness,
 )
 from sharpness.objective import Objective
@@ -80,11 +81,15 @@ def test_zero_radius_gives_zero(objective):
 @pytest.mark.parametrize(
     "adaptive, distribution, expected",
     [
-        # E[½uᵀHu] for u ~ N(0, ρ²I): ½ρ² tr(H); for adaptive δ = |θ|⊙u: ½ρ² Σ H_ii θ_i².
-        (False, "gaussian", lambda D, th, rho: 0.5 * rho**2 * D.sum()),
-        (True, "gaussian", lambda D, th, rho: 0.5 * rho**2 * (D * th**2).sum()),
-        # u uniform on the sphere of radius ρ: E[u uᵀ] = ρ²/P · I, so ½ρ² tr(H)/P.
+        # E[u uᵀ] = ρ²/P · I both for u uniform on the sphere of radius ρ and for u ~ N(0, (ρ²/P) I), so
+        # E[½(c⊙u)ᵀH(c⊙u)] = ½ρ²/P Σ H_ii c_i² (c = 1 plain, c = |θ| adaptive).
         (False, "sphere", lambda D, th, rho: 0.5 * rho**2 * D.sum() / len(D)),
+        (True, "sphere", lambda D, th, rho: 0.5 * rho**2 * (D * th**2).sum() / len(D)),
+        (False, "gaussian", lambda D, th, rho: 0.5 * rho**2 * D.sum() / len(D)),
+        (True, "gaussian", lambda D, th, rho: 0.5 * rho**2 * (D * th**2).sum() / len(D)),
+        # The paper's u ~ N(0, ρ²I): P times larger, ½ρ² Σ H_ii c_i².
+        (False, "gaussian-paper", lambda D, th, rho: 0.5 * rho**2 * D.sum()),
+        (True, "gaussian-paper", lambda D, th, rho: 0.5 * rho**2 * (D * th**2).sum()),
     ],
 )
 def test_average_case_on_a_quadratic_matches_its_expectation(adaptive, distribution, expected):
@@ -122,6 +127,106 @@ def test_worst_case_dominates_average_case_on_the_same_set(objective, adaptive):
     avg = average_sharpness(objective, rho, adaptive=adaptive, distribution="sphere", num_draws=50)
     worst = worst_case_sharpness(objective, rho, p=2, adaptive=adaptive)
     assert worst.value >= avg.value + 2 * avg.stderr
+
+
+def test_draws_have_the_stated_radius():
+    # sphere: ‖u‖₂ = ρ exactly; gaussian: ‖u‖₂²/ρ² ~ χ²_P/P, mean 1 and sd √(2/P) = 0.045 per draw at P = 1000,
+    # so the mean of 200 draws is 1 ± 0.0032: 0.02 is six standard deviations; gaussian-paper: P times that.
+    P, rho, K = 1000, 0.3, 200
+    draws = {d: torch.stack(list(perturbation_draws(P, rho, d, num_draws=K, seed=4))) for d in ("sphere", "gaussian", "gaussian-paper")}
+    torch.testing.assert_close(draws["sphere"].norm(dim=1), torch.full((K,), rho, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert float((draws["gaussian"].pow(2).sum(1) / rho**2).mean()) == pytest.approx(1.0, abs=0.02)
+    assert float((draws["gaussian-paper"].pow(2).sum(1) / (rho**2 * P)).mean()) == pytest.approx(1.0, abs=0.02)
+    # One stream of directions: the same seed points the same way under every law.
+    unit = {d: u / u.norm(dim=1, keepdim=True) for d, u in draws.items()}
+    torch.testing.assert_close(unit["gaussian"], unit["sphere"], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(unit["gaussian-paper"], unit["sphere"], rtol=1e-12, atol=1e-15)
+    assert average_sharpness.__kwdefaults__["distribution"] == "sphere"
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_average_case_uses_those_draws_and_records_its_best_point(objective, antithetic):
+    # Recomputed independently: the loss at θ ± c⊙u_k through Objective.value, for the draws of the same seed.
+    rho = 0.2
+    r = average_sharpness(objective, rho, num_draws=6, antithetic=antithetic, seed=9)
+    c = objective.theta.abs()
+    f0 = float(objective.value())
+    signs = (1, -1) if antithetic else (1,)
+    points = {
+        (k, s): float(objective.value(objective.theta + s * c * u)) - f0
+        for k, u in enumerate(perturbation_draws(objective.numel, rho, "sphere", num_draws=6, seed=9))
+        for s in signs
+    }
+    per_draw = [sum(points[k, s] for s in signs) / len(signs) for k in range(6)]
+    assert r.value == pytest.approx(sum(per_draw) / 6, rel=1e-12)
+    assert r.max_value == pytest.approx(max(points.values()), rel=1e-12)
+    assert points[r.max_draw, r.max_sign] == pytest.approx(r.max_value, rel=1e-12)
+    assert r.distribution == "sphere" and r.value <= r.max_value
+
+
+def random_small_models():
+    """Four tiny models at random points with random data (float64): (name, objective)."""
+    out = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        x, y = make_classification(n=30, seed=seed)
+        out.append((f"mlp{seed}", Objective(TinyMLP().double(), x, y)))
+    torch.manual_seed(3)
+    x, y = make_classification(n=20, d=8, seed=3)
+    out.append(("cnn", Objective(TinyCNN().double(), x, y)))
+    return out
+
+
+@pytest.mark.parametrize("p", [2, "inf"])
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_average_never_exceeds_the_reported_worst_case_at_equal_rho(p, adaptive):
+    # Every sphere draw lies in the ball ‖u‖_p ≤ ρ (p = 2, ∞), so avg ≤ max over its points ≤ worst, by
+    # construction once the worst case starts from the average's best point — even with no ascent at all
+    # (steps = 0). Slack 1e-14: the two sides sum the same loss along two code paths (rounding ~1e-16).
+    below_without = 0
+    for name, obj in random_small_models():
+        for rho in (0.05, 0.3):
+            avg = average_sharpness(obj, rho, adaptive=adaptive, num_draws=20, seed=1)
+            for steps in (0, 5):
+                worst = worst_case_sharpness(obj, rho, p=p, adaptive=adaptive, steps=steps, seed=2, average=avg)
+                assert worst.value >= avg.max_value - 1e-14 >= avg.value - 1e-14, (name, rho, steps)
+                assert worst.start == "random+average" and worst.average_floor == avg.max_value
+                assert worst.num_grads == steps + 2
+            for seed in range(4):
+                alone = worst_case_sharpness(obj, rho, p=p, adaptive=adaptive, steps=0, seed=seed)
+                below_without += alone.value < avg.value
+    if p == 2:
+        # The coupling is what makes it hold: at these random (non-minimal) points one random point of the
+        # sphere alone falls below the average about half the time, its first-order term gᵀδ being negative.
+        assert below_without > 0
+
+
+def test_the_average_start_works_in_float32(mlp):
+    # The draws are float64; cast to a float32 objective they are projected back into the ball, and the
+    # ordering holds to float32 rounding of the loss (ε₃₂ ≈ 6e-8 on losses ≈ 1, so 1e-6 absolute).
+    x, y = make_classification(n=24)
+    obj = Objective(mlp.float(), x.float(), y)
+    for p in (2, "inf"):
+        avg = average_sharpness(obj, 0.3, num_draws=10, seed=3)
+        worst = worst_case_sharpness(obj, 0.3, p=p, steps=0, average=avg)
+        assert worst.value >= avg.max_value - 1e-6 and avg.max_value >= avg.value
+
+
+def test_the_papers_gaussian_is_not_comparable_with_the_worst_case():
+    # At a minimum of f = c + ½zᵀDz (D = diag(0.05, …, 1.8), P = 6) the paper's u ~ N(0, ρ²I) averages
+    # ½ρ² Σ D_i = ½ρ²·4.55, above the whole ball's maximum ½ρ² max D_i = ½ρ²·1.8: the inconsistency the radius
+    # convention removes. The per-draw values ½uᵀDu have a relative spread √(2ΣD²)/ΣD ≈ 0.63, so the mean of
+    # 100 is resolved to 6 %: the gap (×2.5) is ~10 standard errors. The sphere's mean, ½ρ²ΣD/P, stays below.
+    obj, D, *_ = quadratic_at_minimum()
+    rho = 0.3
+    truth_max = 0.5 * rho**2 * float(D.max())
+    worst = worst_case_sharpness(obj, rho, adaptive=False, steps=20)
+    paper = average_sharpness(obj, rho, adaptive=False, distribution="gaussian-paper", num_draws=100, seed=1)
+    sphere = average_sharpness(obj, rho, adaptive=False, num_draws=100, seed=1)
+    assert paper.value > truth_max >= worst.value
+    assert sphere.value <= worst.value
+    with pytest.raises(InputError, match="distribution"):
+        worst_case_sharpness(obj, rho, adaptive=False, average=paper)
 
 
 def test_m_sharpness_is_the_mean_of_per_batch_maxima(mlp):
@@ -168,6 +273,10 @@ def test_model_untouched_reproducible_and_keys(mlp):
         lambda o: worst_case_sharpness(o, 0.1, eta=-1.0),
         lambda o: average_sharpness(o, 0.1, num_draws=1),
         lambda o: average_sharpness(o, 0.1, distribution="laplace"),
+        lambda o: worst_case_sharpness(o, 0.2, average=average_sharpness(o, 0.1, num_draws=2)),
+        lambda o: worst_case_sharpness(o, 0.1, adaptive=False, average=average_sharpness(o, 0.1, num_draws=2)),
+        lambda o: worst_case_sharpness(o, 0.1, average=average_sharpness(o, 0.1, distribution="gaussian", num_draws=2)),
+        lambda o: ascend(o, 0.1, starts=(torch.ones(o.numel, dtype=torch.float64),)),
     ],
 )
 def test_bad_arguments_say_what_was_expected(objective, call):

@@ -4,7 +4,7 @@ Andriushchenko, Croce, Müller, Hein, Flammarion, "A Modern Look at the Relation
 Generalization", ICML 2023, §3 (following Kwon et al.'s ASAM, 2021). With a scaling vector c ∈ R^P,
 
     worst case:    S_max(ρ) = E_S [ max_{‖u‖_p ≤ ρ} L_S(w + c ⊙ u) − L_S(w) ],          p ∈ {2, ∞}
-    average case:  S_avg(ρ) = E_u [ L(w + c ⊙ u) ] − L(w),   u ~ N(0, ρ² I)   (estimated with ±u pairs)
+    average case:  S_avg(ρ) = E_u [ L(w + c ⊙ u) ] − L(w),   u uniform on ‖u‖₂ = ρ   (estimated with ±u pairs)
 
 where δ = c ⊙ u is the weight perturbation, i.e. ‖δ ⊘ c‖_p ≤ ρ. *Adaptive* sharpness uses c = |w| + η
 elementwise (η = 0 by default, so a zero weight is never perturbed; η > 0 perturbs it but breaks the exact
@@ -13,17 +13,39 @@ the analysis set is shuffled once (seeded) and cut into ⌊N/m⌋ batches of m (
 every batch has the same m); ``batch_size=None`` uses the whole set as one batch. This is *m-sharpness*: the
 mean over batches of each batch's own maximum, with the standard error across batches.
 
+One radius convention: ρ is always a radius of u in R^P, and both measures at the same ρ perturb by the same
+size. The average case draws u from ``distribution``:
+
+* ``"sphere"`` (default): u uniform on ‖u‖₂ = ρ. The sphere lies inside the p = 2 ball and, since
+  ‖u‖_∞ ≤ ‖u‖₂, inside the p = ∞ ball too, so S_avg(ρ) ≤ S_max(ρ) for the true maxima (batch_size=None);
+* ``"gaussian"``: u ~ N(0, (ρ²/P) I), so E‖u‖₂² = ρ² (and ‖u‖₂ = ρ(1 + O(1/√P))). Near a minimum both have the
+  same second-order value E[½(c⊙u)ᵀH(c⊙u)] = ½(ρ²/P) Σ_i H_ii c_i², but about half the draws leave the
+  ball, so no inequality holds by construction;
+* ``"gaussian-paper"``: u ~ N(0, ρ² I), Andriushchenko et al.'s parameterization, kept to reproduce their
+  numbers. Its ‖u‖₂ ≈ ρ√P lies far outside the worst-case ball, and at the same ρ this "average" routinely
+  exceeds the worst case (0.0294 vs 0.00696 in our reparam experiment): never put it beside S_max at one ρ.
+
+Worst case ≥ average case, reported. The ascent returns the best point it evaluated, a lower bound of the true
+maximum that can fall below a Monte Carlo average if the ascent is short or unlucky. Every sphere draw the
+average evaluates is itself a feasible point of the worst-case ball, and a mean is at most the largest of its
+terms: S_avg ≤ max_k L(w ± c⊙u_k) − L(w) =: ``AverageSharpness.max_value``. :func:`worst_case_sharpness` takes
+that result (``average=``) and starts its ascent from the better of its random start and that best draw
+(regenerated from the seed, one extra gradient); the ascent never lowers its best value, so with
+``batch_size=None`` the reported worst case is ≥ the reported average at the same ρ, by construction (up to
+rounding: the two sum the same losses along two code paths, ~1e-16 relative in float64). With batches the draw only joins each
+batch's starts; no inequality is claimed there (the average is over the whole set, the maxima per batch).
+
 Invariance (Dinh et al. 2017; the reason adaptive sharpness exists). If a reparameterization T acts elementwise and positively,
 w' = d ⊙ w with d > 0 and L'(d ⊙ v) = L(v) (e.g. αW₁, αb₁, W₂/α around a ReLU), then
 w' + |w'| ⊙ u = d ⊙ (w + |w| ⊙ u) for every u, so u ↦ L'(w' + |w'| ⊙ u) is *the same function* as
 u ↦ L(w + |w| ⊙ u). Everything here happens in u-space — the ball ‖u‖_p ≤ ρ, the gradient ∇_u = c ⊙ ∇_w L,
-the random start, the Gaussian draws — so the rescaled model follows the same ascent path and sees the same
+the random start, the average's draws — so the rescaled model follows the same ascent path and sees the same
 draws, and gets the same value up to rounding, not just the same supremum.
 
 Worst case by projected gradient ascent in u, a simplified APGD (Croce & Hein, ICML 2020):
 
 * start at u₀ = ρ v/‖v‖_p, v ~ N(0, I) seeded (a random point on the sphere: at an exact minimum the
-  gradient at u = 0 vanishes and ascent could not begin);
+  gradient at u = 0 vanishes and ascent could not begin), or at the average's best draw if that is higher;
 * step direction sign(∇_u) for p = ∞, ∇_u/‖∇_u‖₂ for p = 2, initial step size s₀ = 2ρ;
 * APGD's momentum: z = Π(u_k + s d_k), u_{k+1} = Π(u_k + 0.75 (z − u_k) + 0.25 (u_k − u_{k−1}));
 * step-size control, simpler than APGD's checkpoint schedule: a step that does not raise the batch loss
@@ -46,7 +68,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..objective import Objective
 
-DISTRIBUTIONS = ("gaussian", "sphere")
+DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
 MOMENTUM = 0.75  # APGD's α (Croce & Hein 2020)
 
 Batch = tuple[Tensor, Tensor, Tensor | None]
@@ -58,7 +80,10 @@ class WorstCaseSharpness:
 
     ``p`` is ``"2"`` or ``"inf"`` (a string, so the JSON stays strict); ``stderr`` is the standard error of the
     mean across batches (None for a single batch); ``values_per_batch`` lists each batch's maximum;
-    ``num_grads`` counts gradient evaluations over one batch each.
+    ``num_grads`` counts gradient evaluations over one batch each. ``start`` is ``"random"``, or
+    ``"random+average"`` when an average-case result's best draw joined the starts; ``average_floor`` is then
+    that draw's value on the whole set (``AverageSharpness.max_value``), which ``value`` cannot fall below
+    when ``batch_size`` is None.
     """
 
     rho: float
@@ -74,11 +99,19 @@ class WorstCaseSharpness:
     seed: int
     num_grads: int
     seconds: float
+    start: str = "random"
+    average_floor: float | None = None
 
 
 @dataclass(frozen=True)
 class AverageSharpness:
-    """E_u[L(w + c ⊙ u)] − L(w) over the analysis set: mean and standard error over ``num_draws`` draws."""
+    """E_u[L(w + c ⊙ u)] − L(w) over the analysis set: mean and standard error over ``num_draws`` draws.
+
+    ``distribution`` names the law of u (module docstring: ``"sphere"``, ``"gaussian"``, ``"gaussian-paper"``).
+    ``max_value`` is the largest single-point increase L(w + s·c⊙u_k) − L(w) among the evaluated points, at
+    draw ``max_draw`` (0-based) with sign ``max_sign`` = ±1; for ``"sphere"`` every such point lies in the
+    worst-case ball (p = 2 and ∞), so ``value`` ≤ ``max_value`` ≤ S_max(ρ).
+    """
 
     rho: float
     adaptive: bool
@@ -91,6 +124,9 @@ class AverageSharpness:
     num_evals: int
     seed: int
     seconds: float
+    max_value: float
+    max_draw: int
+    max_sign: int
 
 
 @dataclass(frozen=True)
@@ -190,6 +226,34 @@ def _direction(g: Tensor, p: str) -> Tensor:
     return g / norm if norm > 0 else g
 
 
+def perturbation_draws(
+    numel: int, rho: float, distribution: str = "sphere", *, num_draws: int, seed: int = 0
+) -> Iterator[Tensor]:
+    """The draws u_1, …, u_K ∈ R^P (``(numel,)`` float64, CPU) of :func:`average_sharpness`, in order.
+
+    With v ~ N(0, I) from ``torch.Generator().manual_seed(seed)``: ``"sphere"`` u = ρ v/‖v‖₂ (‖u‖₂ = ρ),
+    ``"gaussian"`` u = ρ v/√P (E‖u‖₂² = ρ²), ``"gaussian-paper"`` u = ρ v (E‖u‖₂² = ρ²P). The three share one
+    stream of v, so the same seed gives the same directions under every distribution.
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise InputError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(num_draws):
+        v = torch.randn(numel, generator=gen, dtype=torch.float64)
+        if distribution == "sphere":
+            yield v * (rho / float(v.norm()))
+        elif distribution == "gaussian":
+            yield v * (rho / math.sqrt(numel))
+        else:
+            yield v * rho
+
+
+def _average_point(average: AverageSharpness, numel: int) -> Tensor:
+    """The u of ``average``'s best evaluated point, regenerated from its seed (float64, CPU)."""
+    *_, u = perturbation_draws(numel, average.rho, average.distribution, num_draws=average.max_draw + 1, seed=average.seed)
+    return average.max_sign * u
+
+
 def _random_start(numel: int, rho: float, p: str, gen: torch.Generator, like: Tensor) -> Tensor:
     v = torch.randn(numel, generator=gen, dtype=torch.float64)
     norm = float(v.abs().max() if p == "inf" else v.norm())
@@ -206,8 +270,13 @@ def ascend(
     steps: int = 20,
     batch: Batch | None = None,
     seed: int = 0,
+    starts: tuple[Tensor, ...] = (),
 ) -> Ascent:
-    """Projected gradient ascent in u on ``batch`` (default: the whole analysis set); see the module docstring."""
+    """Projected gradient ascent in u on ``batch`` (default: the whole analysis set); see the module docstring.
+
+    ``starts``: further feasible points u (``(P,)``, ‖u‖_p ≤ ρ) beside the seeded random start; the ascent
+    begins at the highest of them (one gradient each), so its value is at least every start's.
+    """
     p = _norm_kind(p)
     _check_rho(rho)
     if steps < 0:
@@ -223,6 +292,17 @@ def ascend(
     base = batch_loss(objective, theta, batch)
     u = _random_start(objective.numel, rho, p, torch.Generator().manual_seed(seed), theta)
     best_loss, best_grad = loss_and_grad_u(u)
+    for extra in starts:
+        if extra.shape != u.shape:
+            raise InputError(f"expected start points of shape {tuple(u.shape)}, got {tuple(extra.shape)}")
+        norm = float(extra.double().abs().max() if p == "inf" else extra.double().norm())
+        if norm > rho * (1 + 1e-9):
+            raise InputError(f"expected start points inside the ball ‖u‖_{p} ≤ ρ = {rho:g}, got ‖u‖_{p} = {norm:g}")
+        # Projected after the cast: rounding to a float32 objective must not step outside the ball.
+        extra = _project(extra.to(theta.device, theta.dtype), rho, p)
+        loss, g = loss_and_grad_u(extra)
+        if loss > best_loss:
+            u, best_loss, best_grad = extra, loss, g
     best_u, u_prev, grad, step = u, u, best_grad, 2.0 * rho
     for _ in range(steps):
         z = _project(u + step * _direction(grad, p), rho, p)
@@ -235,7 +315,7 @@ def ascend(
             step /= 2
             u_prev = u = best_u
             grad = best_grad
-    return Ascent(u=best_u, delta=c * best_u, base_loss=base, loss=best_loss, num_grads=steps + 1)
+    return Ascent(u=best_u, delta=c * best_u, base_loss=base, loss=best_loss, num_grads=steps + 1 + len(starts))
 
 
 def _mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -256,6 +336,7 @@ def worst_case_sharpness(
     batch_size: int | None = None,
     max_batches: int | None = None,
     seed: int = 0,
+    average: AverageSharpness | None = None,
 ) -> WorstCaseSharpness:
     """Worst-case (adaptive) m-sharpness  E_S[max_{‖u‖_p≤ρ} L_S(w + c⊙u) − L_S(w)]  by projected ascent.
 
@@ -269,16 +350,30 @@ def worst_case_sharpness(
         batch_size: m; None uses the whole analysis set as one batch.
         max_batches: use only the first k batches of the shuffled set (cost control).
         seed: shuffles the set into batches and draws each batch's random start (seed + batch index).
+        average: an :func:`average_sharpness` result on the same objective with the same ρ, ``adaptive``,
+            η and ``distribution="sphere"``; its best draw joins the starts, so that with ``batch_size=None``
+            the value is ≥ ``average.max_value`` ≥ ``average.value`` (module docstring). Any other
+            distribution is refused: its draws need not lie in the ball.
 
-    Cost: ``num_batches · (steps + 1)`` gradients over m samples (``num_grads``).
+    Cost: ``num_batches · (steps + 1)`` gradients over m samples (``num_grads``), one more per batch with
+    ``average``.
     """
     p = _norm_kind(p)
     if max_batches is not None and max_batches < 1:
         raise InputError(f"max_batches must be ≥ 1 or None, got {max_batches}")
+    starts: tuple[Tensor, ...] = ()
+    if average is not None:
+        ours = (float(rho), adaptive, float(eta), "sphere")
+        theirs = (average.rho, average.adaptive, average.eta, average.distribution)
+        if ours != theirs:
+            raise InputError(
+                f"expected an average-case result with (rho, adaptive, eta, distribution) = {ours}, got {theirs}"
+            )
+        starts = (_average_point(average, objective.numel),)
     t0 = time.perf_counter()
     chosen = batches(objective, batch_size, seed=seed)[:max_batches]
     runs = [
-        ascend(objective, rho, p=p, adaptive=adaptive, eta=eta, steps=steps, batch=b, seed=seed + i)
+        ascend(objective, rho, p=p, adaptive=adaptive, eta=eta, steps=steps, batch=b, seed=seed + i, starts=starts)
         for i, b in enumerate(chosen)
     ]
     values = [r.value for r in runs]
@@ -297,6 +392,8 @@ def worst_case_sharpness(
         seed=seed,
         num_grads=sum(r.num_grads for r in runs),
         seconds=time.perf_counter() - t0,
+        start="random" if average is None else "random+average",
+        average_floor=None if average is None else average.max_value,
     )
 
 
@@ -306,19 +403,23 @@ def average_sharpness(
     *,
     adaptive: bool = True,
     eta: float = 0.0,
-    distribution: str = "gaussian",
+    distribution: str = "sphere",
     num_draws: int = 100,
     antithetic: bool = True,
     seed: int = 0,
 ) -> AverageSharpness:
     """Average-case (adaptive) sharpness  E_u[L(w + c ⊙ u)] − L(w)  over the whole analysis set.
 
-    Distributions of u (drawn in float64 on the CPU from ``torch.Generator().manual_seed(seed)``):
+    Distributions of u (:func:`perturbation_draws`: float64 on the CPU from ``torch.Generator().manual_seed(seed)``;
+    ρ is the same u-space radius as the worst case's, see the module docstring):
 
-    * ``"gaussian"``: u ~ N(0, ρ² I), i.e. δ ~ N(0, ρ² diag(c²)) as in the paper. Note ‖u‖₂ ≈ ρ√P, so this ρ
-      is *not* comparable with the worst-case radius;
-    * ``"sphere"``: u uniform on the sphere ‖u‖₂ = ρ — inside the p = 2 worst-case ball, so
-      S_avg ≤ S_max exactly at the same ρ.
+    * ``"sphere"`` (default): u uniform on ‖u‖₂ = ρ — inside the p = 2 and the p = ∞ worst-case balls, so
+      S_avg ≤ S_max at the same ρ for the true maximum;
+    * ``"gaussian"``: u ~ N(0, (ρ²/P) I), so E‖u‖₂² = ρ²; near a minimum the same second-order value as the
+      sphere, ½(ρ²/P) Σ_i H_ii c_i², but with no inequality by construction;
+    * ``"gaussian-paper"``: u ~ N(0, ρ² I), i.e. δ ~ N(0, ρ² diag(c²)) as in Andriushchenko et al. *Warning*:
+      ‖u‖₂ ≈ ρ√P, far outside the worst-case ball; this ρ is not comparable with the worst-case radius, and
+      the value can exceed the worst case at the same ρ.
 
     ``antithetic=True`` (default) scores each draw as ½(L(w + c⊙u) + L(w − c⊙u)) − L(w): unbiased, because u
     and −u have the same distribution, and free of the first-order term gᵀ(c⊙u), whose spread ρ‖c⊙g‖ swamps
@@ -326,7 +427,9 @@ def average_sharpness(
     (``num_evals``); ``antithetic=False`` is the plain Monte Carlo estimate, one pass per draw.
 
     By linearity the mean over batches of per-batch averages equals the whole-set average, so no batch size is
-    needed. Returns mean ± standard error of the mean (sample standard deviation of the draws / √num_draws).
+    needed. Returns mean ± standard error of the mean (sample standard deviation of the draws / √num_draws),
+    and the best single evaluated point (``max_value``, ``max_draw``, ``max_sign``), which
+    :func:`worst_case_sharpness` can take as a start (``average=``).
     """
     _check_rho(rho)
     if distribution not in DISTRIBUTIONS:
@@ -337,15 +440,19 @@ def average_sharpness(
     theta = objective.theta
     c = perturbation_scale(objective, adaptive=adaptive, eta=eta)
     base = float(objective.value())
-    gen = torch.Generator().manual_seed(seed)
     values = []
-    for _ in range(num_draws):
-        v = torch.randn(objective.numel, generator=gen, dtype=torch.float64)
-        delta = c * (rho * (v if distribution == "gaussian" else v / v.norm())).to(theta.device, theta.dtype)
-        loss = float(objective.value(theta + delta))
+    best = (-math.inf, 0, 1)  # (L(w + s·c⊙u_k) − L(w), k, s) of the highest point evaluated
+    draws = perturbation_draws(objective.numel, rho, distribution, num_draws=num_draws, seed=seed)
+    for k, u in enumerate(draws):
+        delta = c * u.to(theta.device, theta.dtype)
+        plus = float(objective.value(theta + delta)) - base
+        best = max(best, (plus, k, 1), key=lambda b: b[0])
         if antithetic:
-            loss = 0.5 * (loss + float(objective.value(theta - delta)))
-        values.append(loss - base)
+            minus = float(objective.value(theta - delta)) - base
+            best = max(best, (minus, k, -1), key=lambda b: b[0])
+            values.append(0.5 * (plus + minus))
+        else:
+            values.append(plus)
     mean, stderr = _mean_stderr(values)
     return AverageSharpness(
         rho=float(rho),
@@ -359,4 +466,7 @@ def average_sharpness(
         num_evals=num_draws * (2 if antithetic else 1) + 1,
         seed=seed,
         seconds=time.perf_counter() - t0,
+        max_value=best[0],
+        max_draw=best[1],
+        max_sign=best[2],
     )
