@@ -32,6 +32,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sharpness import load_dataset  # noqa: E402
 from sharpness.plots import use_style  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
+    RAN_OUT_NOTE,
+    ran_out_mark,
     batch_size_axis, log_axis, markdown_table, mean_std, plural, pm, save_and_close, script_main, train_config,
 )
 
@@ -75,7 +77,7 @@ def _cell(rows: list[dict], key: str, digits: int, scale: float = 1.0) -> str:
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         return "diverged" if rows else "—"
-    text = pm([r[key] for r in ok], digits, scale=scale)
+    text = pm([r[key] for r in ok], digits, scale=scale) + ran_out_mark(ok, key)
     return text + ("*" if any(r.get("reached_train_loss") is False for r in ok) else "")
 
 
@@ -85,7 +87,7 @@ def tables(saved: dict) -> str:
            f"momentum {s['momentum']}, lr {s['lr']:g} (linear rule: lr·B/{s['base_batch_size']}, {s['warmup_epochs']:g} "
            f"warmup epochs); mean ± std over {len(saved['seeds'])} seed(s); λ_max and ε-sharpness (ε=1e-3, %) on "
            f"{s['analysis']['samples']} training samples.",
-           "Paper (Fig. 4, no table): test accuracy falls and sharpness rises with the batch size."]
+           "Paper (Fig. 4, no table): test accuracy falls and sharpness rises with the batch size.", RAN_OUT_NOTE]
     for protocol, title in (("fixed", plural(s["epochs"], "epoch")),
                             ("matched", f"until train loss < {s['target_loss']:g} (* = cap of {s['max_epochs']} "
                                         "epochs reached first)")):

@@ -36,6 +36,8 @@ from sharpness import Objective, load_dataset  # noqa: E402
 from sharpness.landscape import LineResult, grid, interpolate  # noqa: E402
 from sharpness.plots import parametric_plot, use_style  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
+    RAN_OUT_NOTE,
+    ran_out_mark,
     batch_size_axis, flat_parameters, markdown_table, mean_std, plural, pm, report_numbers, save_and_close, script_main,
     train_config,
 )
@@ -147,10 +149,7 @@ def _select(rows: list[dict], regime: str, B: int) -> list[dict]:
 
 def flagged(rows: list[dict], key: str) -> str:
     """mean ± std of ``key`` over ``rows``, with † when the maximizer's budget ran out in any of them."""
-    values = [r.get(key) for r in rows]
-    if any(v is None for v in values):
-        return "—"
-    return pm(values, 2) + (" †" if any(r.get(f"{key}_ran_out") for r in rows) else "")
+    return pm([r.get(key) for r in rows], 2) + ran_out_mark(rows, key)
 
 
 def tables(saved: dict) -> str:
@@ -191,8 +190,7 @@ def tables(saved: dict) -> str:
         "",
         f"Tables 3-4: ε-sharpness (%) on the training set ({samples} samples), full space and random subspace. "
         "Each pair: our default maximizer (projected sign ascent from box corners), then Keskar's protocol "
-        "(\"paper mode\": L-BFGS-B, 10 iterations from θ), then the paper's number. † the maximizer's budget ran "
-        "out in at least one seed: that mean is a lower bound.",
+        "(\"paper mode\": L-BFGS-B, 10 iterations from θ), then the paper's number. " + RAN_OUT_NOTE,
         markdown_table(eps_header, eps),
         "",
         f"Curvature at the solution ({samples} training samples): Hessian λ_max, λ_min (Lanczos), trace (Hutch++, "

@@ -88,7 +88,8 @@ def compute(run) -> dict:
                 max_change = float((model(ds.x_test) - out_base).abs().max())
             tag = f"alpha{alpha:g}-seed{seed}"
             report = run.analyze(f"analysis-{tag}", model, ds.x_train, ds.y_train, data_spec=ds.spec, seed=seed,
-                                 adaptive_rho=(s["rho_adaptive"],), rho=(s["rho_plain"],), **s["analysis"])
+                                 adaptive_rho=(s["rho_adaptive"],), rho=(s["rho_plain"],),
+                                 average_adaptive_rho=(s["rho_adaptive"],), **s["analysis"])
             obj = Objective(model, x, y, device=run.device)
             filt = random_direction(obj, normalization="filter", seed=s["direction_seed"])
             alphas = grid(-1.0, 1.0, s["line_points"])

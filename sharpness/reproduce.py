@@ -249,6 +249,14 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
     return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0, int(xs.size)
 
 
+def ran_out_mark(rows: Iterable[dict], key: str) -> str:
+    """" †" when the maximizer behind ``key`` ran out of budget in any of ``rows`` (its mean is a lower bound)."""
+    return " †" if any(r.get(f"{key}_ran_out") for r in rows) else ""
+
+
+RAN_OUT_NOTE = "† the ε-sharpness maximizer's budget ran out in at least one seed: that mean is a lower bound."
+
+
 def pm(values: Iterable[float | None] | float | None, digits: int = 2, *, scale: float = 1.0) -> str:
     """``"mean ± std"`` of ``values`` × ``scale`` with ``digits`` decimals (just the value for one; ``—`` for none).
 

@@ -322,7 +322,7 @@ def test_usage_errors_are_one_line(capsys, toolkit_ckpt):
 def test_flatness_measures_in_report_and_gate(capsys, toolkit_ckpt):
     code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-3",
                              "--epsilon", "5e-4", "--subspace-dim", "10", "--adaptive-rho", "0.05",
-                             "--average-draws", "10", "--max-epsilon-sharpness", "1e9", "--json", "-")
+                             "--average-adaptive-rho", "0.05", "--average-draws", "10", "--max-epsilon-sharpness", "1e9", "--json", "-")
     assert code == 0, err
     r = json.loads(out)
     eps = r["epsilon_sharpness"]
@@ -336,7 +336,13 @@ def test_flatness_measures_in_report_and_gate(capsys, toolkit_ckpt):
     (worst,) = r["adaptive_sharpness"]
     (average,) = r["average_sharpness"]
     assert worst["rho"] == 0.05 and worst["adaptive"] is True and worst["p"] == "2"
-    assert set(average) >= {"rho", "adaptive", "value", "stderr"}
+    assert set(average) >= {"rho", "adaptive", "value", "stderr"} and average["distribution"] == "sphere"
+    # The same ρ is the same ball: the sphere's average cannot exceed the worst case reported beside it.
+    assert average["value"] <= worst["value"] and worst["average_floor"] == average["max_value"]
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--top-k", "0",
+                             "--average-rho", "0.05", "--average-draws", "4", "--json", "-")
+    r2 = json.loads(out)
+    assert code == 0 and "adaptive_sharpness" not in r2 and r2["average_sharpness"][0]["adaptive"] is False
     assert r["gate"]["checks"][0]["name"] == "max_epsilon_sharpness" and r["gate"]["passed"]
 
 

@@ -68,7 +68,8 @@ def test_report_numbers_reads_every_measure_of_a_report():
     torch.manual_seed(0)
     model = TinyMLP().double()
     report = analyze(model, x, y, dtype="float64", top_k=1, bottom_k=1, trace_probes=6, epsilon=(1e-3,),
-                     subspace_dim=4, adaptive_rho=(0.05,), rho=(0.05,), average_draws=4, sharpness_steps=2).to_dict()
+                     subspace_dim=4, epsilon_method="both", adaptive_rho=(0.05,), rho=(0.05,),
+                     average_adaptive_rho=(0.05,), average_draws=4, sharpness_steps=2).to_dict()
     got = report_numbers(report)
     assert got["lambda_max"] == report["hessian"]["top"]["values"][0]
     assert got["lambda_min"] == report["hessian"]["bottom"]["values"][0]
@@ -76,6 +77,8 @@ def test_report_numbers_reads_every_measure_of_a_report():
     assert got["loss"] == report["loss"]
     assert got["eps_full_0.001"] == report["epsilon_sharpness"][0]["value"]
     assert got["eps_random_0.001"] == report["epsilon_sharpness"][1]["value"]
+    assert got["eps_paper_full_0.001"] == report["epsilon_sharpness"][2]["value"]
+    assert got["eps_paper_full_0.001_ran_out"] is report["epsilon_sharpness"][2]["budget_exhausted"]
     assert got["adaptive_worst_0.05"] == report["adaptive_sharpness"][0]["value"]
     assert got["plain_worst_0.05"] == report["adaptive_sharpness"][1]["value"]
     assert got["adaptive_average_0.05"] == report["average_sharpness"][0]["value"]

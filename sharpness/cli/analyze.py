@@ -64,7 +64,7 @@ def render_table(report: dict, source: str) -> str:
     for key, label in (("adaptive_sharpness", "worst-case"), ("average_sharpness", "average")):
         for entry in report.get(key) or []:
             kind = "adaptive" if entry.get("adaptive") else "plain"
-            p = f" p={entry['p']}" if "p" in entry else ""
+            p = f" p={entry['p']}" if "p" in entry else f" {entry['distribution']}"
             err = f" ± {_fmt(entry['stderr'], '.2g')}" if entry.get("stderr") is not None else ""
             lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   {_fmt(entry['value'])}{err}")
     for entry in report.get("per_layer") or []:
@@ -127,9 +127,17 @@ def render_table(report: dict, source: str) -> str:
 @click.option("--epsilon-polish", type=click.IntRange(min=0), default=0, show_default=True,
               help="L-BFGS-B iterations from the ascent's best point.")
 @click.option("--adaptive-rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
-              help="Adaptive worst- and average-case sharpness at this ρ (repeatable; Andriushchenko et al. 2023).")
+              help="Adaptive worst-case sharpness at radius ρ (repeatable; Andriushchenko et al. 2023).")
 @click.option("--rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
-              help="Plain (non-adaptive) worst- and average-case sharpness at this ρ (repeatable).")
+              help="Plain (non-adaptive) worst-case sharpness at radius ρ (repeatable).")
+@click.option("--average-adaptive-rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Adaptive average-case sharpness at radius ρ (repeatable; the same ρ as --adaptive-rho is the same ball).")
+@click.option("--average-rho", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Plain average-case sharpness at radius ρ (repeatable).")
+@click.option("--average-distribution", type=click.Choice(["sphere", "gaussian", "gaussian-paper"]), default="sphere",
+              show_default=True,
+              help="Average-case draws: uniform on the sphere of radius ρ (inside the worst-case ball), "
+                   "Gaussian with E‖u‖² = ρ², or the paper's N(0, ρ²I) (‖u‖ ≈ ρ√P: not comparable with the worst case).")
 @click.option("--sharpness-p", type=click.Choice(["2", "inf"]), default="2", show_default=True,
               help="Norm of the worst-case perturbation ball.")
 @click.option("--sharpness-steps", type=click.IntRange(min=1), default=20, show_default=True,
