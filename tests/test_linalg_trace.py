@@ -80,6 +80,33 @@ def test_error_shrinks_like_one_over_sqrt_m_and_stderr_is_honest(distribution):
         assert 0.8 <= reported / observed <= 1.25, (m, reported, observed)
 
 
+@pytest.mark.parametrize("estimator, num_matvecs", [(hutchpp_trace, 30), (hutchpp_trace, 102), (hutchinson_trace, 30)])
+def test_95_percent_interval_covers_the_exact_trace_at_the_nominal_rate(estimator, num_matvecs):
+    """Calibration: over n seeds the interval covers tr(A) a fraction ĉ ≈ 0.95 of the time, with binomial
+    standard error √(0.95·0.05/n) ≈ 0.0056 for n = 1500; ĉ must lie within 3.5 of them (a false alarm 1 in 2000)."""
+    # A PSD spectrum with an exponential tail, Hessian-like: Hutch++'s sketch removes the top, the probes the rest.
+    A = with_spectrum(np.random.default_rng(1).exponential(1.0, 200), 2)
+    truth = torch.trace(A).item()
+    n = 1500
+    runs = [estimator(A, num_matvecs, seed=s) for s in range(n)]
+    covered = np.mean([lo <= truth <= hi for lo, hi in (r.interval(0.95) for r in runs)])
+    se = np.sqrt(0.95 * 0.05 / n)
+    assert abs(covered - 0.95) <= 3.5 * se, (covered, runs[0].num_probes)
+    if runs[0].num_probes <= 10:
+        # the normal quantile is too narrow at 10 probes (measured ≈ 0.92), which is why interval() uses t
+        normal = np.mean([abs(r.value - truth) <= 1.96 * r.stderr for r in runs])
+        assert normal < 0.95 - 3 * se, normal
+
+
+def test_interval_width_and_validation():
+    est = TraceEstimate(10.0, 1.0, 10, 10, "hutchinson-rademacher")
+    lo, hi = est.interval(0.95)
+    assert (lo + hi) / 2 == pytest.approx(10.0) and (hi - lo) / 2 == pytest.approx(2.2621571627, rel=1e-9)  # t₉
+    assert TraceEstimate(4.0, 0.0, 2, 2, "hutchinson-rademacher").interval() == (4.0, 4.0)  # exact: no width
+    with pytest.raises(ValueError, match="level must be in \\(0, 1\\), got 1.5"):
+        est.interval(1.5)
+
+
 def test_probes_are_applied_in_blocks():
     A = CountingOperator(random_symmetric(50, 2))
     est = hutchinson_trace(A, 40, seed=0, block_size=16)
