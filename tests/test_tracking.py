@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import json
 import math
 import random
 
@@ -15,14 +16,18 @@ from torch import nn
 
 from sharpness.data import load_dataset
 from sharpness.errors import InputError
-from sharpness.hessian import dense_hessian
+from sharpness.hessian import HessianOperator, dense_hessian
+from sharpness.linalg import EigenResult, extreme_eigenvalues
 from sharpness.objective import Objective
 from sharpness.report import select_analysis_set
 from sharpness.tracking import (
+    _VERIFY_STREAM,
     RECORD_FIELDS,
     SharpnessTracker,
     preserved_rng,
     progressive_sharpening_summary,
+    _reconcile,
+    _seed_for,
     record_scalars,
     stability_threshold,
 )
@@ -157,7 +162,7 @@ def test_tracked_training_is_bit_identical_to_untracked(blobs):
                          batch_size=16, epochs=3, lr=0.05, momentum=0.9)
     plain = train(config, dataset=blobs)
     tracker = SharpnessTracker(every=4, every_epochs=1, analysis_samples=64, top_k=2, lambda_min=True, trace=True,
-                               trace_matvecs=12, held_out_samples=20)
+                               trace_matvecs=12, held_out_samples=20, verify_every=3)
     tracked = train(config, dataset=blobs, callbacks=[tracker])
     assert states_equal(plain.model.state_dict(), tracked.model.state_dict())
     assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in tracked.history]
@@ -169,6 +174,7 @@ def test_tracked_training_is_bit_identical_to_untracked(blobs):
         assert r["lambda_min"] <= r["lambda_max"] and r["top_eigenvalues"][0] >= r["top_eigenvalues"][1]
         assert r["trace"] is not None and r["trace_stderr"] >= 0 and r["held_out_loss"] > 0
         assert r["num_matvecs"] == r["lanczos_matvecs"] + 12 and r["converged"]
+    assert [r["verified"] for r in tracker.records] == [i in (3, 6) for i in range(9)]  # the cold checks ran too
 
 
 # --- warm start ------------------------------------------------------------------------------------------------
@@ -280,7 +286,7 @@ def test_plain_loop_usage_series_csv_and_scalars(blobs, tmp_path):
 
 def test_resumed_run_continues_the_same_series(blobs, tmp_path):
     config = TrainConfig(data="blobs", model="mlp", model_kwargs={"hidden": [8]}, batch_size=20, epochs=2, lr=0.1)
-    options = dict(every=2, analysis_samples=40, held_out=False)
+    options = dict(every=2, analysis_samples=40, held_out=False, verify_every=2)  # the check schedule resumes too
     reference = SharpnessTracker(**options)
     train(config, dataset=blobs, callbacks=[reference])
 
@@ -295,6 +301,7 @@ def test_resumed_run_continues_the_same_series(blobs, tmp_path):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
     assert strip(second.records) == strip(reference.records)
+    assert sum(r["verified"] for r in reference.records) >= 2
 
 
 def test_progressive_sharpening_summary_on_a_known_series():
@@ -321,3 +328,136 @@ def test_bad_arguments_say_what_was_expected():
         SharpnessTracker().measure(nn.Linear(2, 1), 0)
     with pytest.raises(InputError, match="finite lambda_max"):
         progressive_sharpening_summary([{"step": 0, "lambda_max": math.nan}], lr=0.1)
+
+
+# --- cold-start verification ------------------------------------------------------------------------------------
+
+
+def quadratic_with_spectrum(eigenvalues, n: int = 600, seed: int = 0):
+    """A bias-free linear model with MSE whose Hessian H = 2/N·XᵀX is U diag(λ) Uᵀ for any θ: X = √(N/2)·Q diag(√λ) Uᵀ
+    with Q (N × P) orthonormal. Returns the model, the data and U (eigenvectors in the order of ``eigenvalues``)."""
+    lam = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
+    P = lam.numel()
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, P, generator=g, dtype=torch.float64))
+    U, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=torch.float64))
+    x = math.sqrt(n / 2) * (Q * lam.sqrt()) @ U.T
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(P, 1, bias=False).double()
+    return model, x, y, U
+
+
+def crossing_tracker(verify_every: int):
+    """A tracker whose next warm start is the issue's crossing case: λ₁ = 12, λ₂ = 10, a bulk in [0, 2], and
+    v₀ = u₂ + 1e-3·u₁ + 1e-3·(bulk): yesterday's top eigenvector, now the second."""
+    g = np.random.default_rng(1)
+    model, x, y, U = quadratic_with_spectrum(np.r_[12.0, 10.0, g.uniform(0.0, 2.0, 298)])
+    exact = torch.linalg.eigvalsh(dense_hessian(Objective(model, x, y))).numpy()
+    assert exact[-1] == pytest.approx(12.0, rel=1e-10) and exact[-2] == pytest.approx(10.0, rel=1e-10)
+    tracker = SharpnessTracker(x, y, analysis_samples=None, held_out=False, tol=1e-4, verify_every=verify_every)
+    first = tracker.measure(model, 0)  # a cold start: finds λ₁ and keeps u₁ as the next warm start
+    assert first["lambda_max"] == pytest.approx(12.0, rel=1e-3) and not first["warm_started"]
+    bulk = U[:, 2:] @ torch.as_tensor(g.standard_normal(298))
+    state = tracker.state_dict()
+    state["vectors"] = (U[:, 1] + 1e-3 * U[:, 0] + 1e-3 * bulk / bulk.norm())[:, None]
+    tracker.load_state_dict(state)
+    return tracker, model
+
+
+def test_verification_catches_a_warm_start_that_stopped_at_the_second_eigenvalue(monkeypatch, caplog):
+    # The warm-start rule before the fix (no random component, no minimum step count) stops at 10.000003,
+    # "converged"; the tracker's cold check must see it, keep the larger value, and say so.
+    import sharpness.linalg.eigen as eigen
+
+    monkeypatch.setattr(eigen, "WARM_START_MIN_STEPS", 0)
+    monkeypatch.setattr(eigen, "WARM_START_RANDOM_WEIGHT", 0.0)
+    unverified, model = crossing_tracker(verify_every=0)
+    lied = unverified.measure(model, 1)
+    assert lied["warm_started"] and lied["converged"] and lied["lambda_max"] == pytest.approx(10.0, rel=1e-5)
+    assert not lied["verified"] and lied["cold_lambda_max"] is None and lied["verify_disagreed"] is None
+
+    tracker, model = crossing_tracker(verify_every=1)
+    with caplog.at_level("WARNING", logger="sharpness"):
+        record = tracker.measure(model, 1)
+    assert record["warm_started"] and record["verified"] and record["verify_disagreed"]
+    assert record["lambda_max"] == pytest.approx(12.0, rel=1e-3) == record["cold_lambda_max"]
+    assert record["converged"] and record["lambda_max_error"] <= 1e-4
+    assert "warm 10" in record["verify_note"] and "cold 12" in record["verify_note"]
+    assert len(caplog.records) == 1 and "step 1" in caplog.records[0].getMessage()
+    assert record["lanczos_matvecs"] == lied["lanczos_matvecs"] + record["verify_matvecs"]
+    # both directions seed the next warm start, which then finds λ₁ by itself (even under the old rule)
+    assert tracker.measure(model, 2)["lambda_max"] == pytest.approx(12.0, rel=1e-3)
+    # records stay plain values: JSON and CSV
+    json.dumps(tracker.to_dict())
+    assert all(type(v) in (int, float, bool, str, list, type(None)) for v in record.values())
+
+
+def test_fixed_warm_start_finds_the_top_of_the_crossing_and_the_check_agrees(caplog):
+    tracker, model = crossing_tracker(verify_every=1)
+    with caplog.at_level("WARNING", logger="sharpness"):
+        record = tracker.measure(model, 1)
+    assert record["warm_started"] and record["verified"] and record["verify_disagreed"] is False
+    assert record["lambda_max"] == pytest.approx(12.0, rel=1e-4)
+    assert record["cold_lambda_max"] == pytest.approx(12.0, rel=1e-4) and record["verify_note"] is None
+    assert not caplog.records
+
+
+def test_verification_schedule_and_cost():
+    # H is the same at every step (a quadratic): every warm start agrees with its check, so a tracker that
+    # verifies every 3rd warm measurement spends exactly one cold start more on those, and nothing else.
+    g = np.random.default_rng(2)
+    model, x, y, _ = quadratic_with_spectrum(np.r_[5.0, 4.0, g.uniform(0.0, 1.0, 98)], n=300)
+    options = dict(analysis_samples=None, held_out=False, tol=1e-6, top_k=2, lambda_min=True, seed=4)
+    checked, plain = SharpnessTracker(x, y, verify_every=3, **options), SharpnessTracker(x, y, verify_every=0, **options)
+    for step in range(10):
+        checked.measure(model, step)
+        plain.measure(model, step)
+    assert [r["verified"] for r in checked.records] == [i > 0 and i % 3 == 0 for i in range(10)]
+    assert not any(r["verified"] for r in plain.records) and checked.config["verify_every"] == 3
+    objective = Objective(model, x, y)
+    for c, p in zip(checked.records, plain.records):
+        assert c["lanczos_matvecs"] - c["verify_matvecs"] == p["lanczos_matvecs"]  # the same warm runs
+        if c["verified"]:
+            # the check is one cold start at the same tolerance from the verification stream's seed
+            cold, _ = extreme_eigenvalues(HessianOperator(objective), top_k=2, bottom_k=1, tol=1e-6,
+                                          seed=_seed_for(4, c["step"], _VERIFY_STREAM))
+            assert c["verify_matvecs"] == cold.num_matvecs and c["cold_lambda_max"] == float(cold.values[0])
+            assert c["verify_disagreed"] is False and c["lambda_max"] == pytest.approx(5.0, rel=1e-5)
+        else:
+            assert c["verify_matvecs"] == 0 and c["cold_lambda_max"] is None and c["verify_disagreed"] is None
+    total = sum(r["lanczos_matvecs"] for r in checked.records)
+    assert total == sum(r["lanczos_matvecs"] for r in plain.records) + sum(r["verify_matvecs"] for r in checked.records)
+    # each check costs what the cold first measurement cost, give or take its random start; warm runs less
+    first = checked.records[0]["lanczos_matvecs"]
+    checks = [r["verify_matvecs"] for r in checked.records if r["verified"]]
+    warm = [r["lanczos_matvecs"] - r["verify_matvecs"] for r in checked.records[1:]]
+    assert all(abs(c - first) <= 0.25 * first for c in checks), (checks, first)
+    assert max(warm) < first, (warm, first)
+
+
+def _eigen(values, errors, converged=True):
+    n = len(values)
+    return EigenResult(values=np.asarray(values, dtype=float), residuals=np.asarray(errors, dtype=float),
+                       converged=np.full(n, converged), num_matvecs=0, vectors=None, num_steps=n,
+                       error_bounds=np.asarray(errors, dtype=float))
+
+
+def test_reconcile_keeps_the_more_extreme_value_and_flags_only_real_disagreement():
+    tol = 1e-4
+    empty = _eigen([], [])
+    # within both error estimates: agreement, but still the larger (a Ritz value is a lower bound of λ_max)
+    kept = _reconcile([(_eigen([2.0, 1.0], [1e-5, 1e-5]), empty), (_eigen([2.0002, 1.0], [1e-5, 1e-5]), empty)], tol, False)
+    assert not kept.disagreed and kept.record["lambda_max"] == 2.0002 and kept.record["verify_disagreed"] is False
+    # the cold start stopped at λ₂: the warm value is kept, and the note says what happened
+    kept = _reconcile([(_eigen([2.0, 1.0], [1e-6, 1e-6]), empty), (_eigen([1.0, 0.5], [1e-6, 1e-6]), empty)], tol, False)
+    assert kept.disagreed and kept.record["top_eigenvalues"] == [2.0, 1.0]
+    assert "λ_1 warm 2 vs cold 1" in kept.record["verify_note"] and "λ_2" in kept.record["verify_note"]
+    # an unconverged cold value with a wide error estimate does not count as a disagreement
+    loose = _eigen([1.5], [0.5], converged=False)
+    kept = _reconcile([(_eigen([2.0], [1e-6]), empty), (loose, empty)], tol, False)
+    assert not kept.disagreed and kept.record["converged"]
+    # the bottom end keeps the smaller value, with its run's converged flag
+    kept = _reconcile([(_eigen([2.0], [1e-6]), _eigen([-1.0], [1e-6])),
+                       (_eigen([2.0], [1e-6]), _eigen([-3.0], [1e-6], converged=False))], tol, True)
+    assert kept.disagreed and kept.record["lambda_min"] == -3.0 and not kept.record["converged"]
+    assert "λ_min warm -1 vs cold -3" in kept.record["verify_note"]

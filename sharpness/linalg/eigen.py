@@ -49,9 +49,9 @@ start can hide λ₁:
 * a minimum Krylov dimension: convergence is not declared before k + ``WARM_START_MIN_STEPS`` (5) steps,
   half the cold start's ``COLD_START_MIN_STEPS``: enough for the Krylov space to amplify a new top
   direction at a gap like the one above from either source (measured over 40 bulks × 16 starts whose
-  component along u₁ is 10⁻² to exactly 0: never λ₂, 6–8 products; with 4 steps 5 of the 640 stop at λ₂, without the random
-  component 120 do, without either 639). A crossing of nearly equal eigenvalues (gaps of 1–3 %, seen on an
-  edge-of-stability run) can still stop at λ₂, as a cold start occasionally does at such gaps.
+  component along u₁ is 10⁻² to exactly 0: never λ₂, 6–8 products; with 4 steps 5 of the 640 stop at λ₂,
+  without the random component 120 do, without either 639). A crossing of nearly equal eigenvalues (gaps of
+  1–3 %, seen on an edge-of-stability run) can still stop at λ₂, as a cold start occasionally does there.
 
 So a warm-started value is still a lower bound that is right with high probability, not a certificate:
 compare with a random start now and then (:class:`sharpness.tracking.SharpnessTracker` does, every
