@@ -1,9 +1,11 @@
 """Flatness measures beyond the Hessian; each takes an :class:`~sharpness.objective.Objective`.
 
 * :func:`epsilon_sharpness` — Keskar et al. (ICLR 2017): largest relative loss increase in a box, full space
-  or a random subspace, maximized by L-BFGS-B.
+  or a random subspace, maximized by projected sign ascent from box corners (default) or by the paper's
+  10 L-BFGS-B iterations (``method="paper"``), with the budget's outcome in every result.
 * :func:`worst_case_sharpness`, :func:`average_sharpness` — Andriushchenko et al. (ICML 2023): worst-case
-  (projected ascent) and average-case (Gaussian) sharpness, plain or adaptive (scaled by |w|), m-sharpness.
+  (projected ascent) and average-case (uniform on the same sphere by default) sharpness on one radius
+  convention, plain or adaptive (scaled by |w|), m-sharpness.
 * :func:`rescale_relu_layers` — Dinh et al. (ICML 2017): a function-preserving rescaling that changes raw
   sharpness but not adaptive sharpness.
 """
