@@ -273,7 +273,9 @@ def _ascend(box: _Box, y: Tensor, max_evals: int, base: float) -> tuple[Tensor, 
 
 
 def _lbfgsb(box: _Box, y0: Tensor, max_iter: int, base: float = 0.0) -> tuple[Tensor, float, int, str, str]:
-    """L-BFGS-B on −F from y0 with the box as bounds and zero tolerances (the budget is ``max_iter``)."""
+    """L-BFGS-B on −F from y0 with the box as bounds and zero tolerances (the budget is ``max_iter``).
+
+    ``base`` is unused: it keeps the signature of :func:`_ascend`, whose stall rule needs f(θ)."""
     like = box.bound
 
     def negative(y: np.ndarray) -> tuple[float, np.ndarray]:
