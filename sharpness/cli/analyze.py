@@ -9,6 +9,7 @@ import click
 from .. import distributed
 from ..errors import GateFailed
 from ..loading import load_model_and_data
+from ..measures.epsilon import budget_outcome
 from ..report import Report, analyze as run_analysis
 from . import cli
 from .options import common_options, parse_json_option, resolve_device, setup_logging, write_json
@@ -29,13 +30,8 @@ def epsilon_line(entry: dict) -> str:
         # From `analyze` the bound uses λ_max at θ: a bound only while the Hessian stays below it across the box.
         exceeded = ", exceeded: not quadratic over the box" if entry["value"] > entry["upper_bound"] else ""
         upper = f"; quadratic model at θ ≤ {_fmt(entry['upper_bound'], '.4g')} %{exceeded}"
-    unit = "evaluations" if entry["method"] == "ascent" else "L-BFGS-B iterations"
-    starts, ran_out = len(entry["status"]), sum(s == "max_iter" for s in entry["status"])
-    outcome = f"BUDGET RAN OUT on {ran_out} of {starts} starts" if ran_out else "converged"
-    if "abnormal" in entry["status"]:
-        outcome += ", LINE SEARCH FAILED"
-    return (f"  ε-sharpness ε={entry['epsilon']:g} {space}   {_fmt(entry['value'], '.4g')} %   "
-            f"[{entry['method']}: {starts} × ≤ {entry['max_iter']} {unit}, {outcome}{upper}]")
+    outcome = budget_outcome(entry["method"], entry["status"], entry["max_iter"])
+    return f"  ε-sharpness ε={entry['epsilon']:g} {space}   {_fmt(entry['value'], '.4g')} %   [{outcome}{upper}]"
 
 
 def render_table(report: dict, source: str) -> str:

@@ -136,16 +136,19 @@ class EpsilonSharpness:
 
     @property
     def summary(self) -> str:
-        """One line for people: method, budget, and whether the budget ran out."""
-        unit = "evaluations" if self.method == "ascent" else "L-BFGS-B iterations"
-        starts = len(self.status)
-        ran_out = sum(s == "max_iter" for s in self.status)
-        text = f"{self.method}, {starts} start{'s' if starts > 1 else ''} × ≤ {self.max_iter} {unit}"
-        if ran_out:
-            text += f", BUDGET RAN OUT on {ran_out} of {starts}"
-        if "abnormal" in self.status:
-            text += ", LINE SEARCH FAILED"
-        return text
+        """One line for people: method, budget, and whether the budget ran out (:func:`budget_outcome`)."""
+        return budget_outcome(self.method, self.status, self.max_iter)
+
+
+def budget_outcome(method: str, status: tuple[str, ...] | list[str], max_iter: int) -> str:
+    """``"ascent: 5 × ≤ 100 evaluations, converged"`` or ``"paper: 1 × ≤ 10 L-BFGS-B iterations, BUDGET RAN
+    OUT on 1 of 1 starts"``: the budget and its outcome, from the fields a report's JSON also holds."""
+    unit = "evaluations" if method == "ascent" else "L-BFGS-B iterations"
+    ran_out = sum(s == "max_iter" for s in status)
+    outcome = f"BUDGET RAN OUT on {ran_out} of {len(status)} starts" if ran_out else "converged"
+    if "abnormal" in status:
+        outcome += ", LINE SEARCH FAILED"
+    return f"{method}: {len(status)} × ≤ {max_iter} {unit}, {outcome}"
 
 
 @dataclass(frozen=True)
