@@ -112,6 +112,23 @@ class AnalysisConfig:
             raise InputError(f"epsilon_method must be one of {', '.join(EPSILON_METHODS)}, got {self.epsilon_method!r}")
         if self.sharpness_p not in ("2", "inf"):
             raise InputError(f"sharpness_p must be 2 or inf, got {self.sharpness_p!r}")
+        if self.max_steps is not None and self.max_steps < max(self.top_k, self.bottom_k):
+            raise InputError(f"expected --max-steps ≥ {max(self.top_k, self.bottom_k)} (the number of requested "
+                             f"eigenvalues), got {self.max_steps}")
+        # The two halves of the baseline gate only mean something together; say so before any work is done.
+        if self.max_increase is not None and self.baseline is None:
+            raise InputError(f"expected --baseline REPORT.json with --max-increase {self.max_increase}, got "
+                             "--max-increase alone (it compares against a baseline report)")
+        if self.baseline is not None and self.max_increase is None:
+            raise InputError("expected --max-increase (e.g. 25%) with --baseline, got --baseline alone")
+        parse_increase(self.max_increase)
+
+    def check_counts(self, num_params: int) -> None:
+        """Refuse counts the model cannot supply, before any estimator runs: Lanczos cannot return more
+        eigenvalues than the P parameters have, and a random subspace cannot exceed R^P."""
+        for option, k in (("--top-k", self.top_k), ("--bottom-k", self.bottom_k), ("--subspace-dim", self.subspace_dim)):
+            if k is not None and k > num_params:
+                raise InputError(f"expected {option} ≤ {num_params} (the number of parameters analyzed), got {k}")
 
 
 @dataclass(frozen=True)
@@ -184,11 +201,16 @@ def tensor_sha256(*tensors: Tensor) -> str:
 
 
 def select_analysis_set(
-    inputs: Tensor, targets: Tensor, *, samples: int | None, seed: int
+    inputs: Tensor, targets: Tensor, *, samples: int | None, seed: int, split: str = "train"
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """All samples, or a seeded subset of ``samples`` of them (indices sorted, so order is canonical)."""
+    """All samples, or a seeded subset of ``samples`` of them (indices sorted, so order is canonical).
+
+    More samples than the ``split`` holds is refused: clamping silently would analyze another set than the
+    one asked for (and a report would claim a size nobody requested)."""
     n = inputs.shape[0]
-    if samples is None or samples >= n:
+    if samples is not None and samples > n:
+        raise InputError(f"expected --samples ≤ {n} (the size of the {split} split), got {samples}")
+    if samples is None or samples == n:
         return inputs, targets, None
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(n, generator=g)[:samples].sort().values
@@ -265,8 +287,9 @@ def analyze(
         raise InputError("worst-/average-case sharpness (--adaptive-rho/--rho/--average-*) is single-process only "
                          "for now; run it without torchrun")
     clock = _Clock()
+    baseline = load_baseline(cfg.baseline) if cfg.baseline else None  # a bad baseline fails before the work
 
-    x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed)
+    x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed, split=cfg.split)
     analysis_set = {
         "dataset": (data_spec or {}).get("name"),
         "split": cfg.split,
@@ -281,6 +304,7 @@ def analyze(
         model, xs, ys, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
         dtype=dtype, device=device, reduce=all_reduce_sum if ctx is not None else None,
     )
+    cfg.check_counts(objective.numel)
     evaluation = clock.time("loss", objective.evaluate)
     if not math.isfinite(evaluation.loss):
         raise InputError(f"expected a finite loss at the checkpoint, got {evaluation.loss}")
@@ -346,7 +370,7 @@ def analyze(
         gate={"passed": True, "checks": []},
         measures=measures,
     )
-    return with_gates(report, cfg)
+    return with_gates(report, cfg, baseline=baseline)
 
 
 def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], None], lambda_max: float | None) -> dict:
@@ -393,9 +417,11 @@ def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], No
     return out
 
 
-def with_gates(report: Report, cfg: AnalysisConfig) -> Report:
-    """``report`` with its ``gate`` filled from the thresholds in ``cfg``."""
-    baseline = load_baseline(cfg.baseline) if cfg.baseline else None
+def with_gates(report: Report, cfg: AnalysisConfig, *, baseline: dict | None = None) -> Report:
+    """``report`` with its ``gate`` filled from the thresholds in ``cfg`` (``baseline``: the loaded
+    ``cfg.baseline``, when the caller has read it already)."""
+    if baseline is None and cfg.baseline:
+        baseline = load_baseline(cfg.baseline)
     checks = evaluate_gates(
         report.to_dict(),
         max_eigenvalue=cfg.max_eigenvalue,

@@ -37,11 +37,18 @@ def _range(text: str) -> tuple[float, float]:
 
 
 def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, dtype, with_test=True):
-    """Objectives on the training split (the analysis set) and, when the data has one, the test split."""
+    """Objectives on the training split (the analysis set) and, when the data has one, the test split.
+
+    ``--samples`` larger than the training split is refused (as in ``analyze``); the test curve, only a
+    companion, takes the whole test split when it is smaller, and says so on stderr."""
     out = []
     for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
         x, y = loaded.dataset.split(split)
-        x, y, _ = select_analysis_set(x, y, samples=samples, seed=seed)
+        if split == "test" and samples is not None and samples > x.shape[0]:
+            click.echo(f"sharpness: the test split has {x.shape[0]} samples, fewer than --samples {samples}; "
+                       f"the test curve uses all {x.shape[0]}", err=True)
+            samples = int(x.shape[0])
+        x, y, _ = select_analysis_set(x, y, samples=samples, seed=seed, split=split)
         out.append(Objective(loaded.model, x, y, chunk_size=chunk_size, bn_mode=bn_mode,
                              dtype=DTYPES[dtype], device=device))
     return out[0], (out[1] if len(out) > 1 else None)
