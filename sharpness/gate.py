@@ -70,6 +70,11 @@ def load_baseline(path: str) -> dict:
     return data
 
 
+def _relation(passed: bool) -> str:
+    """The comparison as it holds: ``1.04 > 0.1`` for a failed check reads true, ``1.04 ≤ 0.1`` would not."""
+    return "≤" if passed else ">"
+
+
 def evaluate_gates(
     report: dict,
     *,
@@ -92,7 +97,9 @@ def evaluate_gates(
         value = lookup(report, path)
         if value is None:
             raise InputError(f"--{name.replace('_', '-')} needs {path} in the report, but it was not computed")
-        checks.append(Check(name, path, float(value), float(threshold), float(value) <= threshold, f"{value:.6g} ≤ {threshold:.6g}"))
+        passed = float(value) <= threshold
+        checks.append(Check(name, path, float(value), float(threshold), passed,
+                            f"{value:.6g} {_relation(passed)} {threshold:.6g}"))
     if baseline is not None:
         if max_increase is None:
             raise InputError("--baseline needs --max-increase (e.g. 25%)")
@@ -109,9 +116,10 @@ def evaluate_gates(
                 continue
             compared += 1
             limit = float(base) + abs(float(base)) * max_increase
+            passed = float(value) <= limit
             checks.append(Check(
-                f"{name}_increase", path, float(value), limit, float(value) <= limit,
-                f"{value:.6g} ≤ {base:.6g} + {100 * max_increase:.4g}%",
+                f"{name}_increase", path, float(value), limit, passed,
+                f"{value:.6g} {_relation(passed)} {base:.6g} + {100 * max_increase:.4g}%",
             ))
         if compared == 0:
             raise InputError("--baseline shares no metric with this report (compute the same measures)")

@@ -71,7 +71,7 @@ from .data import Dataset, hash_tensors, load_dataset
 from .errors import InputError
 from .models import build_model, model_spec
 from .objective import per_sample_loss
-from .rundir import atomic_write
+from .rundir import atomic_write, check_writable
 
 __all__ = [
     "TrainConfig",
@@ -571,18 +571,6 @@ def snapshot_path(out: str | os.PathLike, epoch: int) -> str:
     return f"{stem}.epoch{epoch}.pt"
 
 
-def _check_writable(out: str) -> None:
-    directory = Path(out).expanduser().resolve().parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"expected a writable output directory for {out!r}, got {e.strerror or e} creating {str(directory)!r}") from None
-    if Path(out).is_dir():
-        raise InputError(f"expected an output file path, got directory {out!r}")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise InputError(f"expected a writable output directory for {out!r}, got {str(directory)!r} (permission denied)")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Signals: defer Ctrl-C / SIGTERM to a step boundary
 # ----------------------------------------------------------------------------------------------------------
@@ -749,7 +737,7 @@ def train(
         raise InputError(f"expected a TrainConfig, got {type(config).__name__}")
     out = None if out is None else os.fspath(out)
     if out is not None:
-        _check_writable(out)
+        check_writable(out)
     device = _device(config.device)
     dtype = DTYPES[config.dtype]
     dataset = dataset if dataset is not None else load_data(config)

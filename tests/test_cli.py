@@ -6,6 +6,7 @@ Every bad-input case must exit 2 with exactly one line on stderr and no tracebac
 from __future__ import annotations
 
 import gzip
+import re
 import json
 import pickle
 import struct
@@ -440,3 +441,60 @@ def test_bare_state_dict_names_every_missing_flag_at_once(capsys, foreign):
                            "expected --model NAME|FILE.py:FN and --data NAME|FILE.npz", "bare state_dict")
     assert_input_error(run_cli(capsys, "analyze", d / "weights.pt", "--model", f"{d / 'factory.py'}:make"),
                        "--data")
+
+
+# --- the first hour: what a new user sees (issue #14) ------------------------------------------------------
+
+
+def test_failed_gate_prints_the_condition_that_holds(capsys, toolkit_ckpt):
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-eigenvalue", "1e-9")
+    assert code == 3
+    (line,) = [line for line in out.splitlines() if "max_eigenvalue" in line]
+    assert re.fullmatch(r"\s+FAIL max_eigenvalue: [0-9.e+-]+ > 1e-09", line), line
+    code, out, _ = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-eigenvalue", "1e9")
+    (line,) = [line for line in out.splitlines() if "max_eigenvalue" in line]
+    assert code == 0 and re.fullmatch(r"\s+ok   max_eigenvalue: [0-9.e+-]+ ≤ 1e\+09", line), line
+
+
+def test_gate_on_a_measure_that_is_not_computed_is_refused_before_the_work(capsys, toolkit_ckpt):
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-trace", "5"), "--trace", "--max-trace 5")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--top-k", "0", "--max-eigenvalue", "5"), "--top-k ≥ 1")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--max-epsilon-sharpness", "5"), "--epsilon")
+
+
+def test_info_prints_words_not_python_literals(capsys, toolkit_ckpt):
+    code, out, _ = run_cli(capsys, "info", toolkit_ckpt)
+    assert code == 0
+    assert not re.search(r"\b(None|True|False)\b", out), out
+    assert "num_parameters_exact: yes" in out and "subset: —" in out
+
+
+def test_analyze_prints_one_stage_line_per_measure_when_stderr_is_a_pipe(capsys, toolkit_ckpt):
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--epsilon", "1e-3", "--average-rho", "0.05",
+                             "--average-draws", "3")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert [line.split(" done (")[0] for line in lines] == [
+        "sharpness: loss on 120 samples", "sharpness: λ_max/λ_min (Lanczos, top 1, bottom 1)",
+        "sharpness: trace (hutch++, 99 matvecs)", "sharpness: ε-sharpness (ascent) ε=0.001 full space",
+        "sharpness: plain average-case sharpness ρ=0.05 (sphere)"], err
+    assert all(re.search(r" done \([0-9.]+ s\)$", line) for line in lines)
+    # The table gives ε-sharpness its unit: it is a loss increase in percent.
+    assert re.search(r"ε-sharpness ε=0.001 full\s+[0-9.e+-]+ %", out), out
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "-q")
+    assert code == 0 and err == ""
+
+
+def test_json_output_path_is_checked_before_the_analysis(capsys, toolkit_ckpt, tmp_path):
+    # A missing folder is created up front (as `train --out` does) and the report lands in it.
+    target = tmp_path / "new" / "deeper" / "report.json"
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--json", target)
+    assert code == 0, err
+    assert json.loads(target.read_text())["schema"] == "sharpness.report/1"
+    # A folder that cannot exist (a file is in the way) is refused before any measure runs, naming the flag.
+    (tmp_path / "plain-file").write_text("")
+    result = run_cli(capsys, "analyze", toolkit_ckpt, "--json", tmp_path / "plain-file" / "report.json")
+    assert_input_error(result, "--json", "plain-file")
+    assert ".tmp" not in result[2] and "done" not in result[2]
+    assert_input_error(run_cli(capsys, "info", toolkit_ckpt, "--json", tmp_path), "--json", "a directory")
+    assert_input_error(run_cli(capsys, "landscape", toolkit_ckpt, "--out", tmp_path / "plain-file" / "l"), "--out")

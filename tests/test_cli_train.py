@@ -175,3 +175,26 @@ def test_track_every_records_the_series(tmp_path, capsys):
     code, _, err = run(["train", "--data", "blobs", "--model", "mlp", "--steps", "2", "--track-out", str(csv),
                         "--out", str(out)], capsys)
     one_line_error(code, err, "--track-every")
+
+
+def test_resume_without_a_saved_state_is_refused(tmp_path, capsys):
+    out = tmp_path / "r.pt"
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--resume", "--out", out], capsys)
+    one_line_error(code, err, r"expected a saved state .*r\.pt\.resume to continue with --resume, got none; drop --resume")
+    assert not out.exists()
+    assert run(["train", *BLOBS, "--epochs", 1, "--out", out], capsys)[0] == 0
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--resume", "--out", out], capsys)
+    one_line_error(code, err, r"got none; .*r\.pt is a finished run")
+
+
+def test_sweep_help_advertises_only_options_it_has(capsys):
+    code, out, _ = run(["sweep", "--help"], capsys)
+    assert code == 0 and "--resume" not in out and "rerun the same command" in " ".join(out.split())
+
+
+def test_train_json_path_is_checked_before_training(tmp_path, capsys):
+    (tmp_path / "plain-file").write_text("")
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--out", tmp_path / "r.pt", "--json",
+                        tmp_path / "plain-file" / "m.json"], capsys)
+    one_line_error(code, err, r"--json .*plain-file")
+    assert not (tmp_path / "r.pt").exists()

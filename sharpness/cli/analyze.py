@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -12,7 +11,7 @@ from ..loading import load_model_and_data
 from ..measures.epsilon import budget_outcome
 from ..report import Report, analyze as run_analysis
 from . import cli
-from .options import common_options, parse_json_option, resolve_device, setup_logging, write_json
+from .options import check_outputs, common_options, parse_json_option, resolve_device, setup_logging, write_json
 
 EXIT_CODES = """\b
 Exit codes: 0 success · 2 bad usage or input · 3 a gate failed (the report is still written)."""
@@ -162,6 +161,7 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path,
     --model FILE.py:FACTORY and --data FILE.npz.
     """
     level = setup_logging(verbose, quiet)
+    check_outputs(json_path=json_path)
     dev = resolve_device(device)
     # Under `torchrun -m sharpness analyze`, every rank computes on its shard; only rank 0 prints and writes.
     with distributed.session(backend, device=dev) as ctx:
@@ -172,7 +172,8 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path,
         )
         x, y = loaded.dataset.split(options["split"])
         rank0 = distributed.is_rank0()
-        chatty = rank0 and (level > 0 or (level == 0 and sys.stderr.isatty()))
+        # One line per finished measure, terminal or not: a pipeline must not sit through minutes of silence.
+        chatty = rank0 and level >= 0
         say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if chatty else None
         report: Report = run_analysis(
             loaded.model, x, y, data_spec=loaded.dataset.spec, progress=say,

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
 from ..report import select_analysis_set
+from ..rundir import check_writable
 from . import cli
 from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging
 
@@ -173,6 +174,7 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
     25 points on [−1, 2]. Writes OUT/interpolation.{npz,csv,png,pdf}.
     """
     setup_logging(verbose, quiet)
+    check_writable(Path(out) / "interpolation.npz", "--out")
     a, b = _load(checkpoint_a, opts), _load(checkpoint_b, opts)
     kw = dict(samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode, device=resolve_device(device), dtype=dtype)
     train_a, test_a = _objectives(a, **kw)
@@ -207,6 +209,7 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     """
     setup_logging(verbose, quiet)
     dims = int(dims)
+    check_writable(Path(out) / f"landscape_{dims}d.npz", "--out")
     loaded = _load(checkpoint, opts)
     obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
                                 device=resolve_device(device), dtype=dtype)
