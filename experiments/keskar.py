@@ -243,7 +243,8 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
             ax.set_ylabel(label)
         axes[0].legend()
         n = len(saved["seeds"])
-        fig.suptitle(f"Keskar et al. on MNIST-1D: sharpness and accuracy vs batch size (mean ± std, {n} seed{'s' * (n > 1)})")
+        spread = f"mean ± std over {n} seeds" if n > 1 else "one seed"  # a std over one seed does not exist
+        fig.suptitle(f"Keskar et al. on MNIST-1D: sharpness and accuracy vs batch size ({spread})")
         written += save_and_close(fig, figures / "keskar_sharpness")
     return written
 

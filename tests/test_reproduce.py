@@ -241,3 +241,18 @@ def test_script_entry_point_runs_the_same_study(smoke):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (Path(results) / "figs2" / "edge_of_stability.png").is_file()
+
+
+def test_keskar_figure_title_claims_a_spread_only_over_several_seeds(smoke, capsys, monkeypatch, tmp_path):
+    # The smoke and --quick budgets run one seed: a "mean ± std" over it would be a claim nobody measured.
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, *a, **k: titles.append(t) or original(self, t, *a, **k))
+    code, out, err = run_cli(capsys, "reproduce", "keskar", "--smoke", "--plot-only",
+                             "--out", smoke["keskar"].results_dir, "--figures", tmp_path)
+    assert code == 0, err
+    (title,) = [t for t in titles if "vs batch size" in t]
+    assert title.endswith("(one seed)") and "±" not in title

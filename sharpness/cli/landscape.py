@@ -154,12 +154,42 @@ def _draw_json(path: Path, plots, plt, log: bool):
     if schema.startswith("sharpness.tracking/"):
         return _draw_tracking(data["records"], plots, plt)
     if isinstance(data, dict) and "rows" in data and data["rows"] and "batch_size" in data["rows"][0]:
-        rows = [r for r in data["rows"] if r.get("lambda_max") is not None] or data["rows"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        plots.sharpness_vs_batch(ax, [r["batch_size"] for r in rows], [r.get("lambda_max") for r in rows],
-                                 [r.get("test_acc") for r in rows])
-        return fig
+        return _draw_sweep(data, path, plots, plt)
     raise InputError(f"expected a sharpness report, tracking or sweep summary JSON, got another JSON in {path}")
+
+
+def _draw_sweep(data: dict, path: Path, plots, plt):
+    """λ_max (or the final train loss, without ``--analyze``) and test accuracy against batch size: the mean
+    ± std over seeds at each batch size, with each seed's own line beneath (one line per learning rate)."""
+    from ..reproduce import mean_std
+
+    rows = [r for r in data["rows"] if r.get("status", "ok") == "ok"]
+    if not rows:
+        raise InputError(f"expected finished runs to plot in {path}, got none (status: "
+                         f"{', '.join(sorted({str(r.get('status')) for r in data['rows']}))})")
+    key, label = ("lambda_max", r"sharpness $\lambda_{\max}$") if any(r.get("lambda_max") is not None for r in rows) \
+        else ("train_loss", "final train loss")
+    lrs = sorted({r.get("lr") for r in rows}, key=lambda v: (v is None, v))
+    seeds = sorted({r.get("seed") for r in rows}, key=str)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, lr in enumerate(lrs):
+        mine = [r for r in rows if r.get("lr") == lr]
+        sizes = sorted({r["batch_size"] for r in mine})
+        stats = {B: [mean_std(r.get(k) for r in mine if r["batch_size"] == B) for k in (key, "test_acc")] for B in sizes}
+        runs = {}
+        if len(seeds) > 1:
+            for seed in seeds:
+                own = sorted((r for r in mine if r.get("seed") == seed), key=lambda r: r["batch_size"])
+                runs[f"seed {seed}"] = ([r["batch_size"] for r in own], [r.get(key) for r in own],
+                                        [r.get("test_acc") for r in own])
+        suffix = f" (lr {lr:g})" if len(lrs) > 1 else ""
+        plots.sharpness_vs_batch(
+            ax, sizes, [stats[B][0][0] for B in sizes], [stats[B][1][0] for B in sizes],
+            sharpness_err=[stats[B][0][1] for B in sizes], acc_err=[stats[B][1][1] for B in sizes],
+            ylabel=label + suffix, color=f"C{2 * i}", acc_color=f"C{2 * i + 1}", runs=runs)
+    spread = f"mean ± std over {len(seeds)} seeds, thin lines: each seed" if len(seeds) > 1 else "one seed"
+    ax.set_title(f"sweep summary ({spread})", fontsize=9)
+    return fig
 
 
 @cli.command()
