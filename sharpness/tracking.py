@@ -470,6 +470,9 @@ class SharpnessTracker:
     def _measure(self, model: nn.Module, step: int) -> dict:
         x, y = self._analysis
         objective = Objective(model, x, y, check_determinism=not self._checked, **self.objective_options)
+        if self.top_k > objective.numel:  # Lanczos cannot return more eigenvalues than there are parameters
+            raise InputError(f"expected --track-top-k (top_k) ≤ {objective.numel}, the number of parameters "
+                             f"tracked, got {self.top_k}")
         self._checked = True
         ev = objective.evaluate()
         rec: dict[str, Any] = {"step": step, "loss": ev.loss, "accuracy": ev.accuracy, "warm_started": False,

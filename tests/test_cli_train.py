@@ -246,3 +246,10 @@ def test_killed_sweep_leaves_a_summary_marked_partial_and_resumes_the_killed_run
     assert a.extra["resumed"] is True and b.extra["resumed"] is False
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not (out / "runs" / "bs20_seed0.pt.resume").exists()
+
+
+def test_more_tracked_eigenvalues_than_parameters_is_refused(tmp_path, capsys):
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--track-every", 2, "--track-top-k", 5000,
+                        "--out", tmp_path / "t.pt"], capsys)
+    one_line_error(code, err, r"expected --track-top-k \(top_k\) ≤ 59, .* got 5000")
+    assert not (tmp_path / "t.pt").exists()
