@@ -70,6 +70,17 @@ def load_baseline(path: str) -> dict:
     return data
 
 
+def check_same_analysis_set(baseline: dict, sha256: str | None) -> None:
+    """Refuse a baseline computed on other data: its numbers are not comparable with ours. ``analyze`` calls
+    this as soon as it knows its analysis set, before any measure runs."""
+    theirs = lookup(baseline, "analysis_set.sha256")
+    if theirs != sha256:
+        raise InputError(
+            f"--baseline was computed on another analysis set (sha256 {str(theirs)[:12]}…, ours {str(sha256)[:12]}…); "
+            "compare reports on the same data"
+        )
+
+
 def _relation(passed: bool) -> str:
     """The comparison as it holds: ``1.04 > 0.1`` for a failed check reads true, ``1.04 ≤ 0.1`` would not."""
     return "≤" if passed else ">"
@@ -103,12 +114,7 @@ def evaluate_gates(
     if baseline is not None:
         if max_increase is None:
             raise InputError("--baseline needs --max-increase (e.g. 25%)")
-        ours, theirs = lookup(report, "analysis_set.sha256"), lookup(baseline, "analysis_set.sha256")
-        if ours != theirs:
-            raise InputError(
-                f"--baseline was computed on another analysis set (sha256 {str(theirs)[:12]}…, ours {str(ours)[:12]}…); "
-                "compare reports on the same data"
-            )
+        check_same_analysis_set(baseline, lookup(report, "analysis_set.sha256"))
         compared = 0
         for name, path in BASELINE_METRICS:
             value, base = lookup(report, path), lookup(baseline, path)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from . import __version__
 from .errors import InputError
 from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
-from .gate import evaluate_gates, load_baseline, lookup, parse_increase
+from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
@@ -309,10 +309,8 @@ def analyze(
         "subset_seed": cfg.seed if idx is not None else None,
         "sha256": tensor_sha256(x, y),
     }
-    if baseline is not None and lookup(baseline, "analysis_set.sha256") != analysis_set["sha256"]:
-        theirs = str(lookup(baseline, "analysis_set.sha256"))[:12]
-        raise InputError(f"--baseline was computed on another analysis set (sha256 {theirs}…, ours "
-                         f"{analysis_set['sha256'][:12]}…); compare reports on the same data")
+    if baseline is not None:
+        check_same_analysis_set(baseline, analysis_set["sha256"])
     xs, ys = shard_tensors(x, y, ctx=ctx)
     objective = Objective(
         model, xs, ys, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
