@@ -481,6 +481,7 @@ def test_analyze_prints_one_stage_line_per_measure_when_stderr_is_a_pipe(capsys,
     assert all(re.search(r" done \([0-9.]+ s\)$", line) for line in lines)
     # The table gives ε-sharpness its unit: it is a loss increase in percent.
     assert re.search(r"ε-sharpness ε=0.001 full\s+[0-9.e+-]+ %", out), out
+    assert re.search(r"average\s+ρ=0.05 sphere plain\s+Δloss [0-9.e+-]+ ± ", out), out
     code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "-q")
     assert code == 0 and err == ""
 

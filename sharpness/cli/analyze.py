@@ -61,7 +61,8 @@ def render_table(report: dict, source: str) -> str:
             kind = "adaptive" if entry.get("adaptive") else "plain"
             p = f" p={entry['p']}" if "p" in entry else f" {entry['distribution']}"
             err = f" ± {_fmt(entry['stderr'], '.2g')}" if entry.get("stderr") is not None else ""
-            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   {_fmt(entry['value'])}{err}")
+            # An absolute loss increase (not a percentage like ε-sharpness): say which.
+            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   Δloss {_fmt(entry['value'])}{err}")
     for entry in report.get("per_layer") or []:
         trace = f"   trace {_fmt(entry['trace']['value'])}" if entry.get("trace") else ""
         lines.append(f"  layer {entry['name']:<20} λ_max {_fmt(entry['lambda_max'])}{trace}")
@@ -84,7 +85,7 @@ def render_table(report: dict, source: str) -> str:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which split forms the analysis set.")
-@click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples.")
+@click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples (at most the split's size).")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
 @click.option("--loss", type=click.Choice(["auto", "cross-entropy", "mse"]), default="auto", show_default=True)

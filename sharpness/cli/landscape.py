@@ -59,7 +59,7 @@ def grid_options(fn):
     for decorator in reversed([
         click.option("--points", type=click.IntRange(min=2), help="Grid points per axis."),
         click.option("--range", "range_", metavar="LO,HI", help="Coordinate range of each axis."),
-        click.option("--samples", type=click.IntRange(min=1), help="A seeded subset of each split (default: all)."),
+        click.option("--samples", type=click.IntRange(min=1), help="A seeded subset of this many training samples, at most the split's size (the test curve takes at most its whole split; default: all)."),
         click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only)."),
         click.option("--bn-mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True),
         click.option("--data", metavar="NAME|FILE.npz", help="Dataset (default: the one the checkpoint records)."),
