@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -41,13 +42,13 @@ def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, d
     """Objectives on the training split (the analysis set) and, when the data has one, the test split.
 
     ``--samples`` larger than the training split is refused (as in ``analyze``); the test curve, only a
-    companion, takes the whole test split when it is smaller, and says so on stderr."""
+    companion, takes the whole test split when it is smaller, and says so on stderr (unless ``-q``)."""
     out = []
     for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
         x, y = loaded.dataset.split(split)
         if split == "test" and samples is not None and samples > x.shape[0]:
-            click.echo(f"sharpness: the test split has {x.shape[0]} samples, fewer than --samples {samples}; "
-                       f"the test curve uses all {x.shape[0]}", err=True)
+            logging.getLogger(__name__).warning(f"the test split has {x.shape[0]} samples, fewer than --samples "
+                                                f"{samples}; the test curve uses all {x.shape[0]}")
             samples = int(x.shape[0])
         x, y, _ = select_analysis_set(x, y, samples=samples, seed=seed, split=split)
         out.append(Objective(loaded.model, x, y, chunk_size=chunk_size, bn_mode=bn_mode,
