@@ -253,3 +253,14 @@ def test_more_tracked_eigenvalues_than_parameters_is_refused(tmp_path, capsys):
                         "--out", tmp_path / "t.pt"], capsys)
     one_line_error(code, err, r"expected --track-top-k \(top_k\) ≤ 59, .* got 5000")
     assert not (tmp_path / "t.pt").exists()
+
+
+def test_train_refuses_float_labels_for_cross_entropy(tmp_path, capsys):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "f.npz", x=g.normal(size=(40, 3)).astype(np.float32), y=g.integers(0, 3, 40).astype(np.float32))
+    code, _, err = run(["train", "--data", tmp_path / "f.npz", "--model", "mlp", "--loss", "cross-entropy",
+                        "--epochs", 1, "--out", tmp_path / "r.pt"], capsys)
+    one_line_error(code, err, r"cross-entropy expects .* integer labels, got .* float targets")
+    assert not (tmp_path / "r.pt").exists()
