@@ -122,8 +122,8 @@ class HessianOperator:
         tangent = obj.unflatten(v)
         grad_fn = torch.func.grad(obj.chunk_loss_sum)
         total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
-        for x, y, w in obj.chunks():
-            _, hv = torch.func.jvp(lambda p: grad_fn(p, x, y, w), (self._point,), (tangent,))
+        for chunk in obj.chunks():
+            _, hv = torch.func.jvp(lambda p: grad_fn(p, *chunk), (self._point,), (tangent,))
             total += obj.flatten(hv)
         return total
 
@@ -150,10 +150,10 @@ class HessianOperator:
     def _reverse_over_reverse(self, v: Tensor) -> Tensor:
         obj = self.objective
         total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
-        for x, y, w in obj.chunks():
+        for chunk in obj.chunks():
             with torch.enable_grad():
                 theta = obj.theta.detach().clone().requires_grad_(True)
-                loss = obj.chunk_loss_sum(obj.unflatten(theta), x, y, w)
+                loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True)
                 (hv,) = torch.autograd.grad(g, theta, grad_outputs=v)
             total += hv.detach()

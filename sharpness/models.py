@@ -25,6 +25,11 @@ regression target width), ``input_shape`` the per-sample shape without the batch
              widths (w, 2w, 4w), the 2nd and 3rd stage striding by 2 (1×1 conv shortcut when the shape
              changes) → global average pool → Linear. ``width=16, blocks=1`` (8 layers) by default;
              ``blocks=3`` is He et al.'s ResNet-20. ``batchnorm=False`` swaps every BN for Identity.
+``gpt``      a small causal transformer for token sequences (input ``(T,)`` token ids, ``num_classes`` the
+             vocabulary V, output ``(B, T, V)`` next-token logits): token + learned position embeddings →
+             ``layers`` pre-LN blocks [x + attn(LN x); x + MLP(LN x)] with ``heads``-head causal
+             ``scaled_dot_product_attention`` and a 4× GELU MLP → LN → Linear(V, no bias); GPT-2's N(0, 0.02²)
+             initialization. ``d_model=96, layers=2, heads=4``: 0.28 M parameters for V = 256, T = 64.
 
 Seeding: with ``seed`` the parameters are drawn inside ``torch.random.fork_rng`` after
 ``torch.manual_seed(seed)``, so the same seed gives bit-identical weights and the caller's global RNG state
@@ -235,12 +240,74 @@ def _resnet(*, input_shape, num_classes, width: int = 16, blocks: int = 1, batch
                    _bool(batchnorm, "batchnorm", "resnet"))
 
 
+class _CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4× GELU MLP."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = _CausalSelfAttention(d_model, heads)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class _GPT(nn.Module):
+    def __init__(self, vocab: int, context: int, d_model: int, layers: int, heads: int):
+        super().__init__()
+        self.context = context
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(context, d_model)
+        self.blocks = nn.Sequential(*[_Block(d_model, heads) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+        for m in self.modules():  # GPT-2's initialization: N(0, 0.02²) weights, zero biases
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        t = idx.shape[1]
+        if t > self.context:
+            raise ValueError(f"expected sequences of at most {self.context} tokens, got {t}")
+        x = self.tok(idx) + self.pos.weight[:t]
+        return self.head(self.ln_f(self.blocks(x)))
+
+
+def _gpt(*, input_shape, num_classes, d_model: int = 96, layers: int = 2, heads: int = 4) -> nn.Module:
+    (context,) = _int_tuple(input_shape, "input_shape", "gpt")
+    d_model, layers, heads = (_pos_int(d_model, "d_model", "gpt"), _pos_int(layers, "layers", "gpt"),
+                              _pos_int(heads, "heads", "gpt"))
+    if d_model % heads:
+        raise InputError(f"expected d_model divisible by heads for model 'gpt', got d_model={d_model}, heads={heads}")
+    return _GPT(num_classes, context, d_model, layers, heads)
+
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "linear": _linear,
     "mlp": _mlp,
     "cnn1d": _cnn1d,
     "convnet": _convnet,
     "resnet": _resnet,
+    "gpt": _gpt,
 }
 
 
