@@ -768,7 +768,7 @@ def train(
         if x is None or y is None:
             return None, None
         y = y.to(device, dtype=dtype) if y.is_floating_point() else y.to(device)
-        return x.to(device, dtype=dtype), y
+        return x.to(device, dtype=dtype if x.is_floating_point() else None), y  # token ids stay integers
 
     x_train, y_train = to_device(x_train, y_train)
     x_test, y_test = to_device(dataset.x_test, dataset.y_test)

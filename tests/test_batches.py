@@ -308,3 +308,30 @@ def test_streamed_batches_split_by_chunk_size_and_shards_add_up(mlp):
     total = sum(p.total_weight for p in parts)
     g = sum(p.value_and_grad()[1] * p.total_weight for p in parts) / total
     assert total == N and max_rel(g, whole) < 1e-12
+
+
+# --- sharpness.analyze on the researcher's own pipeline -----------------------------------------------------
+def test_analyze_takes_a_dataloader_a_loss_and_a_forward(mlp):
+    import sharpness
+
+    x, y = make_classification()
+    options = dict(top_k=2, bottom_k=1, trace_probes=12, dtype="float64", tol=1e-10)
+    ref = sharpness.analyze(mlp, x, y, **options).to_dict()
+    batches = DataLoader(DictDataset(x, y), batch_size=7, shuffle=True)
+
+    def ce(outputs, batch):
+        return F.cross_entropy(outputs, batch["labels"], reduction="none")
+
+    got = sharpness.analyze(mlp, batches, loss=ce, forward=lambda m, b: m(b["x"]), **options).to_dict()
+    assert got["loss"] == pytest.approx(ref["loss"], rel=1e-12)
+    for key in ("top", "bottom"):
+        assert got["hessian"][key]["values"] == pytest.approx(ref["hessian"][key]["values"], rel=1e-10)
+    assert got["hessian"]["trace"]["value"] == pytest.approx(ref["hessian"]["trace"]["value"], rel=1e-10)
+    assert got["accuracy"] is None and ref["accuracy"] is not None  # a callable loss has no accuracy
+    assert got["analysis_set"]["n_samples"] == N and got["analysis_set"]["source"] == "DataLoader"
+    assert got["config"]["loss"].startswith("callable:") and got["config"]["objective"]["forward"].endswith("<lambda>")
+    # tensors and a Dataset of the same samples have one content hash
+    ds = sharpness.analyze(mlp, TensorDataset(x, y), top_k=1, bottom_k=0, trace=False).to_dict()
+    assert ds["analysis_set"]["sample_sha256"] == ref["analysis_set"]["sample_sha256"]
+    sub = sharpness.analyze(mlp, TensorDataset(x, y), samples=9, top_k=1, bottom_k=0, trace=False).to_dict()
+    assert sub["analysis_set"]["n_samples"] == 9 and sub["analysis_set"]["n_available"] == N
