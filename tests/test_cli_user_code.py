@@ -46,6 +46,11 @@ USER = textwrap.dedent('''
 
     def generator():
         return (b for b in loader())
+
+    def tuple_loader():
+        from torch.utils.data import TensorDataset
+        d = Dicts()
+        return DataLoader(TensorDataset(d.x, d.y), batch_size=8, shuffle=True)
 ''')
 
 
@@ -95,3 +100,18 @@ def test_user_code_errors_are_one_line(capsys, user):
                        "re-iterable", "generator")
     assert_input_error(run_cli(capsys, *base, "--data", f"{path}:nope"), "data function", "no such attribute")
     assert_input_error(run_cli(capsys, *base, "--data", f"{path}:loader", "--loss", "hinge"), "--loss expects", "hinge")
+
+
+def test_landscape_slices_the_users_loader(capsys, user, tmp_path):
+    path, ckpt, ns = user
+    code, out, err = run_cli(capsys, "landscape", ckpt, "--model", f"{path}:net", "--data", f"{path}:tuple_loader",
+                             "--dims", "1", "--points", "3", "--device", "cpu", "--dtype", "float64",
+                             "--out", tmp_path / "land")
+    assert code == 0, err
+    import numpy as np
+
+    arrays = np.load(tmp_path / "land" / "landscape_1d.npz")
+    x, y = ns["tensors"]()
+    with torch.no_grad():
+        want = torch.nn.functional.cross_entropy(ns["net"]()(x), y).item()
+    assert float(arrays["train_loss"][1]) == pytest.approx(want, rel=1e-12)  # alpha = 0 is the checkpoint
