@@ -13,7 +13,9 @@ sample, or a token of a sequence):
 Names (:data:`LOSSES`): ``"cross-entropy"`` (integer labels, optional label smoothing and ``ignore_index``),
 ``"mse"`` (per-sample mean of squared errors over the output dimensions, so a scalar-output linear model has
 the textbook Hessian H = 2/N·XᵀX), ``"bce"`` (binary cross-entropy on logits, float targets in [0, 1],
-per-sample mean over the output dimensions).
+per-sample mean over the output dimensions), ``"causal-lm"`` (cross-entropy of the logits at position t
+against the label at t + 1, for models such as Hugging Face's ``*ForCausalLM`` that take unshifted ``labels``;
+with ``ignore_index``, exactly the loss those models compute themselves).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from .errors import InputError
 
-LOSSES = ("cross-entropy", "mse", "bce")
+LOSSES = ("cross-entropy", "mse", "bce", "causal-lm")
 #: The label that marks an example to leave out (PyTorch's and Hugging Face's convention).
 IGNORE_INDEX = -100
 
@@ -122,6 +124,8 @@ def example_losses(
     ``weights`` is None when every example counts fully; ``hits`` is [argmax z = y] per example.
     ``"mse"`` / ``"bce"``: one example per sample, as :func:`per_sample_loss`; no weights.
     """
+    if kind == "causal-lm":  # position t predicts label t + 1
+        output, target, kind = output[:, :-1], target[:, 1:], "cross-entropy"
     if kind == "cross-entropy":
         if target.is_floating_point():
             raise InputError(f"cross-entropy expects integer class labels, got {str(target.dtype).removeprefix('torch.')} targets")

@@ -284,11 +284,12 @@ class _GPT(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        t = idx.shape[1]
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # Named as in Hugging Face models, so dict batches {"input_ids", "labels"} need no forward adapter.
+        t = input_ids.shape[1]
         if t > self.context:
             raise ValueError(f"expected sequences of at most {self.context} tokens, got {t}")
-        x = self.tok(idx) + self.pos.weight[:t]
+        x = self.tok(input_ids) + self.pos.weight[:t]
         return self.head(self.ln_f(self.blocks(x)))
 
 

@@ -229,7 +229,7 @@ class Objective:
             if loss not in LOSSES:
                 raise InputError(f"loss must be one of {', '.join(LOSSES)}, 'auto' or a callable, got {loss!r}")
             self.loss_kind = loss
-        self.has_accuracy = self._loss_fn is None and self.loss_kind in ("cross-entropy", "bce")
+        self.has_accuracy = self._loss_fn is None and self.loss_kind in ("cross-entropy", "bce", "causal-lm")
         self._forward_fn = forward
         self.forward_name = "default" if forward is None else callable_name(forward)
         self.target_key = target_key
@@ -295,9 +295,9 @@ class Objective:
         self.chunk_size = min(chunk_size or n, n)
         self.num_batches = None
         self.inputs = inputs.to(self.device, dtype=self.dtype if inputs.is_floating_point() else None)
-        if self.loss_kind == "cross-entropy":
+        if self.loss_kind in ("cross-entropy", "causal-lm"):
             if targets.is_floating_point():
-                raise InputError("cross-entropy expects integer class labels, got floating-point targets")
+                raise InputError(f"{self.loss_kind} expects integer class labels, got floating-point targets")
             self.targets = targets.to(self.device, dtype=torch.long)
         elif self._loss_fn is None:
             self.targets = targets.to(self.device, dtype=self.dtype)
@@ -305,7 +305,7 @@ class Objective:
             self.targets = targets.to(self.device, dtype=self.dtype if targets.is_floating_point() else None)
         # The exact per-sample path of the toolkit's own data (bit-identical to what it always computed);
         # token weights (ignored labels), label smoothing and callables take the general path.
-        self._plain = self._loss_fn is None and self.label_smoothing == 0.0 and not (
+        self._plain = self._loss_fn is None and self.label_smoothing == 0.0 and self.loss_kind != "causal-lm" and not (
             self.loss_kind == "cross-entropy" and bool((self.targets == self.ignore_index).any()))
         if weights is None:
             self.weights = None
@@ -316,7 +316,7 @@ class Objective:
         if self._plain:
             local_weight = float(n) if self.weights is None else float(self.weights.sum())
         else:
-            if self.loss_kind == "cross-entropy" and self._loss_fn is None:
+            if self.loss_kind in ("cross-entropy", "causal-lm") and self._loss_fn is None:
                 self._check_labels_range(self.targets)
             local_weight = self._weight_pass()
         # float64 whatever the compute dtype: a float32 count is inexact beyond 2^24 samples.
@@ -526,7 +526,7 @@ class Objective:
             h = None
         else:
             target = self._target(batch)
-            if self.loss_kind != "cross-entropy":
+            if self.loss_kind not in ("cross-entropy", "causal-lm"):
                 target = target.to(self.dtype)
             losses, lw, h = example_losses(self.loss_kind, out, target, ignore_index=self.ignore_index,
                                            label_smoothing=self.label_smoothing)
@@ -647,7 +647,7 @@ class Objective:
                     log.warning("the model calls scaled_dot_product_attention, whose fused kernels have no double "
                                 "backward: evaluating it with the math backend")
                     out = self.forward(params, batch)
-                if self._loss_fn is None and self.loss_kind == "cross-entropy":
+                if self._loss_fn is None and self.loss_kind in ("cross-entropy", "causal-lm"):
                     self._check_labels(out, self._target(batch))
                 a = self.chunk_loss_sum(params, batch, w)
                 b = self.chunk_loss_sum(params, batch, w) if repeat else a

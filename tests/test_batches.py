@@ -335,3 +335,24 @@ def test_analyze_takes_a_dataloader_a_loss_and_a_forward(mlp):
     assert ds["analysis_set"]["sample_sha256"] == ref["analysis_set"]["sample_sha256"]
     sub = sharpness.analyze(mlp, TensorDataset(x, y), samples=9, top_k=1, bottom_k=0, trace=False).to_dict()
     assert sub["analysis_set"]["n_samples"] == 9 and sub["analysis_set"]["n_available"] == N
+
+
+def test_causal_lm_loss_shifts_unshifted_labels():
+    model = tiny_gpt().eval()
+    ids, labels = token_batches()
+    labels = ids.clone()
+    labels[1, :2] = -100
+    batches = [{"input_ids": ids[i:i + 3], "labels": labels[i:i + 3]} for i in (0, 3)]
+    obj = Objective(model, batches, loss="causal-lm")
+    theta = obj.theta.detach().clone().requires_grad_(True)
+    params = obj.unflatten(theta)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        logits = functional_call(model, params, (ids,))
+    want = F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
+    (want_grad,) = torch.autograd.grad(want, theta)
+    value, grad = obj.value_and_grad()
+    assert float(value) == pytest.approx(float(want), rel=1e-13)
+    assert max_rel(grad, want_grad) < 1e-12
+    assert obj.total_weight == int((labels[:, 1:] != -100).sum()) and obj.evaluate().accuracy is not None

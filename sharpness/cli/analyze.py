@@ -107,7 +107,7 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples.")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
-@click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|FILE.py:FN", default="auto", show_default=True,
+@click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|causal-lm|FILE.py:FN", default="auto", show_default=True,
               help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it).")
 @click.option("--forward", "forward_ref", metavar="FILE.py:FN|pkg.mod:FN",
               help="FN(model, batch) -> outputs instead of model(x) / model(**batch) (naming code RUNS it).")
