@@ -64,6 +64,7 @@ BN_MODES = ("eval", "train")
 #: Samples a ``Dataset`` is batched into when it is streamed (memory is one batch plus the model).
 DEFAULT_DATASET_BATCH = 256
 log = logging.getLogger(__name__)
+_SDPA_NOTICED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ class Objective:
             are held fixed at their values. Default: every parameter.
         weights: optional non-negative per-sample weights ``(N,)`` (tensor path).
         dtype, device: where and in which floating type to compute (default: the model's).
-        check_determinism: evaluate the first chunk twice and refuse a model whose outputs differ.
+        check_determinism: evaluate the first chunk twice and refuse a model whose outputs differ. (It is always
+            evaluated once: shapes, labels and the loss are checked, and SDPA is detected.)
         reduce: the hook that makes the objective span several processes. Every sum over the local samples
             (the loss sum, the gradient sum, the correct count, the Hessian-vector product sum, the total
             weight) passes through ``reduce`` *before* it is divided by the total weight, so with the
@@ -644,8 +646,12 @@ class Objective:
                     out = self.forward(params, batch)
                 if spy.seen:
                     self.attention = "math"
-                    log.warning("the model calls scaled_dot_product_attention, whose fused kernels have no double "
-                                "backward: evaluating it with the math backend")
+                    kind = type(self._module).__qualname__
+                    # One line per model class and process (a landscape builds several objectives of one model).
+                    log.log(logging.INFO if kind in _SDPA_NOTICED else logging.WARNING,
+                            "the model calls scaled_dot_product_attention, whose fused kernels have no double "
+                            "backward: evaluating it with the math backend")
+                    _SDPA_NOTICED.add(kind)
                     out = self.forward(params, batch)
                 if self._loss_fn is None and self.loss_kind in ("cross-entropy", "causal-lm"):
                     self._check_labels(out, self._target(batch))
