@@ -115,3 +115,33 @@ def test_landscape_slices_the_users_loader(capsys, user, tmp_path):
     with torch.no_grad():
         want = torch.nn.functional.cross_entropy(ns["net"]()(x), y).item()
     assert float(arrays["train_loss"][1]) == pytest.approx(want, rel=1e-12)  # alpha = 0 is the checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_two_ranks_stream_the_users_loader_to_the_one_process_report(capsys, user, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not on PATH")
+    path, ckpt, _ = user
+    args = ["analyze", str(ckpt), "--model", f"{path}:net", "--data", f"{path}:loader", "--forward", f"{path}:fwd",
+            "--dtype", "float64", "--device", "cpu", "--top-k", "1", "--bottom-k", "1", "--trace-probes", "9"]
+    one = tmp_path / "one.json"
+    assert run_cli(capsys, *args, "--json", one)[0] == 0
+    two = tmp_path / "two.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "sharpness", *args, "--json", str(two)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=200,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert b["environment"]["distributed"]["world_size"] == 2
+    assert a["analysis_set"] == b["analysis_set"]  # every rank hashes the whole set; each evaluates its batches
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-12)
+    assert b["hessian"]["top"]["values"] == pytest.approx(a["hessian"]["top"]["values"], rel=1e-10)
+    assert b["hessian"]["trace"]["value"] == pytest.approx(a["hessian"]["trace"]["value"], rel=1e-10)
