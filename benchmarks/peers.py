@@ -665,8 +665,8 @@ class VmapBlockHessian:
         point = obj.unflatten(obj.theta)
         tangents = {k: t.T.reshape(K, *s) for k, t, s in zip(obj.names, V.to(obj.dtype).split(obj.sizes, dim=0), obj.shapes)}
         total = torch.zeros(K, obj.numel, dtype=obj.dtype, device=obj.device)
-        for x, y, w in obj.chunks():
-            column = lambda t: torch.func.jvp(lambda q: self._grad(q, x, y, w), (point,), (t,))[1]  # noqa: E731
+        for chunk in obj.chunks():
+            column = lambda t: torch.func.jvp(lambda q: self._grad(q, *chunk), (point,), (t,))[1]  # noqa: E731
             hv = torch.func.vmap(column)(tangents)
             total += torch.cat([hv[k].reshape(K, -1) for k in obj.names], dim=1)
         self._block_columns += K

@@ -27,6 +27,14 @@ Names (:func:`dataset_names`)
                      ``.npz`` is taken as such a path.
 ``blobs``            Gaussian blobs (classification).
 ``teacher-student``  regression on the outputs of a random linear or one-hidden-layer tanh teacher plus noise.
+``text``             byte-level language modelling: ``x`` = windows of ``context`` bytes (``int64``, ``(N, T)``),
+                     ``y`` = the same windows shifted by one byte (next-byte targets), vocabulary 256; the last
+                     ``test_fraction`` of the windows is the test split. From ``path`` (any file), or by default
+                     from the documentation text every CPython ships: ``pydoc_data.topics`` (the language
+                     reference's topics as ``help()`` shows them, 466 117 bytes on CPython 3.11.7), joined in sorted
+                     key order and UTF-8 encoded — present wherever ``help("if")`` works, never downloaded. Its
+                     SHA-256 and the Python version are recorded (``spec["text_sha256"]``, ``spec["text_source"]``):
+                     another Python's docs are another dataset, and rebuilding refuses the mismatch.
 
 Spec layout
 -----------
@@ -163,6 +171,7 @@ _ALIASES = {
     "npz": "npz",
     "blobs": "blobs",
     "teacher-student": "teacher-student",
+    "text": "text",
 }
 
 
@@ -281,6 +290,7 @@ class _Raw:
     num_classes: int | None
     args: dict
     source: str | None = None
+    extra: dict = field(default_factory=dict)
 
 
 def _to_tensor(a, dtype: torch.dtype) -> Tensor:
@@ -291,6 +301,8 @@ def _to_tensor(a, dtype: torch.dtype) -> Tensor:
 
 def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int) -> Dataset:
     label = f"dataset {name!r}"
+    if raw.task == "language-model":
+        return _finalize_tokens(name, raw, subset=subset, seed=seed)
     if raw.x_test is None and raw.y_test is not None or raw.x_test is not None and raw.y_test is None:
         raise InputError(f"expected both x_test and y_test or neither for {label}, got only one of them")
     x_train = _to_tensor(raw.x_train, torch.float32)
@@ -354,6 +366,38 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int) -> Dataset
         "output_dim": output_dim,
         "task": raw.task,
         "source": raw.source,
+        "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
+    }
+    return Dataset(x_train, y_train, x_test, y_test, spec)
+
+
+def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int) -> Dataset:
+    """The language-model case of :func:`_finalize`: int64 token windows ``(N, T)`` and next-token targets."""
+    x_train, y_train = _to_tensor(raw.x_train, torch.int64), _to_tensor(raw.y_train, torch.int64)
+    x_test = None if raw.x_test is None else _to_tensor(raw.x_test, torch.int64)
+    y_test = None if raw.y_test is None else _to_tensor(raw.y_test, torch.int64)
+    args = dict(raw.args)
+    args["seed"] = seed
+    args["subset"] = subset
+    n_full = x_train.shape[0]
+    if subset is not None:
+        if not 1 <= subset <= n_full:
+            raise InputError(f"expected subset in [1, {n_full}] (the train size of dataset {name!r}), got {subset}")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(n_full, generator=g)[:subset].sort().values
+        x_train, y_train = x_train[idx].contiguous(), y_train[idx].contiguous()
+        args["subset_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
+    spec = {
+        "name": name,
+        "args": _jsonable(args),
+        "n_train": int(x_train.shape[0]),
+        "n_test": None if x_test is None else int(x_test.shape[0]),
+        "input_shape": [int(d) for d in x_train.shape[1:]],
+        "num_classes": int(raw.num_classes),
+        "output_dim": int(raw.num_classes),
+        "task": raw.task,
+        "source": raw.source,
+        **raw.extra,
         "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
     }
     return Dataset(x_train, y_train, x_test, y_test, spec)
@@ -864,6 +908,51 @@ def _load_teacher_student(
 
 
 # name → (loader, accepted extra keyword arguments)
+def default_text() -> tuple[bytes, str]:
+    """The text every CPython ships (module docstring, ``text``) and a description of where it came from."""
+    import platform
+
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # a stripped-down Python without its docs
+        raise InputError("expected Python's bundled docs (pydoc_data.topics) for dataset 'text', got none in this "
+                         "Python; pass path= (--data-kwargs '{\"path\": \"FILE\"}') to use a file of your own") from None
+    text = "".join(topics[k] for k in sorted(topics)).encode("utf-8")
+    return text, f"pydoc_data.topics of Python {platform.python_version()}"
+
+
+def _load_text(*, data_dir, seed, path: str | None = None, context: int = 64, max_bytes: int | None = None,
+               test_fraction: float = 0.1) -> _Raw:
+    context = _check_int("context", context, minimum=1, label="dataset 'text'")
+    test_fraction = _check_float("test_fraction", test_fraction, minimum=0.0, label="dataset 'text'")
+    if test_fraction >= 1:
+        raise InputError(f"expected test_fraction in [0, 1) for dataset 'text', got {test_fraction}")
+    if path is None:
+        text, where = default_text()
+        source = None
+    else:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InputError(f"expected a text file for dataset 'text', got {str(p)!r} (not found)")
+        text, where, source = p.read_bytes(), str(p.resolve()), str(p.resolve())
+    if max_bytes is not None:
+        text = text[: _check_int("max_bytes", max_bytes, minimum=2, label="dataset 'text'")]
+    tokens = torch.tensor(np.frombuffer(text, dtype=np.uint8).astype(np.int64))
+    n = (tokens.numel() - 1) // context
+    n_test = math.ceil(test_fraction * n) if test_fraction else 0
+    if n - n_test < 1:
+        raise InputError(f"expected at least one training window of {context + 1} bytes for dataset 'text', got "
+                         f"{tokens.numel()} bytes")
+    x = tokens[: n * context].reshape(n, context)
+    y = tokens[1 : n * context + 1].reshape(n, context)
+    split = n - n_test
+    return _Raw(x[:split], y[:split], x[split:] if n_test else None, y[split:] if n_test else None,
+                task="language-model", num_classes=256,
+                args={"path": path, "context": context, "max_bytes": max_bytes, "test_fraction": test_fraction},
+                source=source, extra={"text_sha256": hashlib.sha256(text).hexdigest(), "text_source": where,
+                                      "vocabulary": "bytes"})
+
+
 _LOADERS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "mnist1d": (_load_mnist1d, _MNIST1D_KEYS + ("mnist1d_seed",)),
     "fashion-mnist": (
@@ -878,4 +967,5 @@ _LOADERS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "npz": (_load_npz, ("path", "num_classes")),
     "blobs": (_load_blobs, ("n", "n_test", "dim", "classes", "std", "center_scale")),
     "teacher-student": (_load_teacher_student, ("n", "n_test", "dim", "out_dim", "teacher", "hidden", "noise")),
+    "text": (_load_text, ("path", "context", "max_bytes", "test_fraction")),
 }

@@ -122,8 +122,8 @@ class HessianOperator:
         tangent = obj.unflatten(v)
         grad_fn = torch.func.grad(obj.chunk_loss_sum)
         total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
-        for x, y, w in obj.chunks():
-            _, hv = torch.func.jvp(lambda p: grad_fn(p, x, y, w), (self._point,), (tangent,))
+        for chunk in obj.chunks():
+            _, hv = torch.func.jvp(lambda p: grad_fn(p, *chunk), (self._point,), (tangent,))
             total += obj.flatten(hv)
         return total
 
@@ -150,10 +150,10 @@ class HessianOperator:
     def _reverse_over_reverse(self, v: Tensor) -> Tensor:
         obj = self.objective
         total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
-        for x, y, w in obj.chunks():
+        for chunk in obj.chunks():
             with torch.enable_grad():
                 theta = obj.theta.detach().clone().requires_grad_(True)
-                loss = obj.chunk_loss_sum(obj.unflatten(theta), x, y, w)
+                loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True)
                 (hv,) = torch.autograd.grad(g, theta, grad_outputs=v)
             total += hv.detach()
@@ -188,10 +188,10 @@ def dense_hessian(objective: Objective, *, weight_decay: float = 0.0, block_size
         basis = torch.zeros(stop - start, P, dtype=theta.dtype, device=theta.device)
         basis[:, start:stop] = torch.eye(stop - start, dtype=theta.dtype, device=theta.device)
         block = torch.zeros_like(basis)
-        for x, y, w in obj.chunks():
-            def hvp(v: Tensor) -> Tensor:
+        for chunk in obj.chunks():
+            def hvp(v: Tensor, chunk=chunk) -> Tensor:
                 tangent = obj.unflatten(v)
-                _, hv = torch.func.jvp(lambda p: grad_fn(p, x, y, w), (point,), (tangent,))
+                _, hv = torch.func.jvp(lambda p: grad_fn(p, *chunk), (point,), (tangent,))
                 return obj.flatten(hv)
 
             block += torch.func.vmap(hvp)(basis)

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InputError
-from .objective import Objective, cross_entropy_and_argmax, per_sample_loss
+from .objective import Objective, cross_entropy_and_argmax
 from .rundir import RunDir, array_digest, atomic_write
 
 NORMALIZATIONS = ("filter", "layer", "none")
@@ -452,25 +452,25 @@ def _check_compatible(objective: Objective, other: Objective | None, what: str) 
 
 
 def _chunk_sums(
-    objective: Objective, params: dict[str, Tensor], x: Tensor, y: Tensor, w: Tensor | None, fast: bool = False
+    objective: Objective, params: dict[str, Tensor], batch: Any, w: Tensor | None, fast: bool = False
 ) -> tuple[Tensor, Tensor]:
     """(Σ w_i ℓ_i, Σ w_i·[argmax = y_i]) over one chunk from a single forward pass.
 
     ``fast=False`` computes the loss sum exactly as :meth:`Objective.chunk_loss_sum` does, so a point
     evaluated this way reproduces ``objective.value()`` bit for bit. ``fast=True`` (cross-entropy on
-    ``(N, C)`` logits) gets the loss and the prediction from the one max-reduction that
+    ``(N, C)`` logits of in-memory tensors) gets the loss and the prediction from the one max-reduction that
     :func:`~sharpness.objective.cross_entropy_and_argmax` needs anyway (the same exact formula, so values near
     zero loss keep their digits), instead of a second argmax over classes.
     """
+    if not fast:
+        return objective.chunk_sums(params, batch, w)
+    x, y = batch
     out = objective.forward(params, x)
-    if fast and out.ndim == 2:
-        losses, pred = cross_entropy_and_argmax(out, y)
-    else:
-        losses = per_sample_loss(objective.loss_kind, out, y)
-        pred = out.argmax(dim=-1) if objective.loss_kind == "cross-entropy" else None
+    if out.ndim != 2:  # sequences: the objective's own per-sample token means
+        loss, hit, _ = objective._sums(out, batch, w, hits=True)
+        return loss, hit
+    losses, pred = cross_entropy_and_argmax(out, y)
     loss = losses.sum() if w is None else (losses * w).sum()
-    if pred is None:
-        return loss, torch.zeros((), dtype=loss.dtype, device=loss.device)
     hits = (pred == y).to(loss.dtype)
     return loss, hits.sum() if w is None else (hits * w).sum()
 
@@ -487,8 +487,9 @@ class _Evaluator:
         self.objective = objective
         self.batched = batched
         # class labels in range (no ignore_index) allow the fast cross-entropy
-        self.fast = objective.loss_kind == "cross-entropy" and bool((objective.targets >= 0).all())
-        self._vmapped = torch.func.vmap(lambda p, x, y, w: _chunk_sums(objective, p, x, y, w, self.fast), in_dims=(0, None, None, None))
+        self.fast = (objective.loss_kind == "cross-entropy" and objective.inputs is not None
+                     and getattr(objective, "_plain", True) and bool((objective.targets >= 0).all()))
+        self._vmapped = torch.func.vmap(lambda p, batch, w: _chunk_sums(objective, p, batch, w, self.fast), in_dims=(0, None, None))
 
     def __call__(self, stacked: dict[str, Tensor], count: int, *, reference: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         obj = self.objective
@@ -517,7 +518,7 @@ class _Evaluator:
                     corrects.append(sum(s[1] for s in sums))
                 loss, correct = torch.stack(losses), torch.stack(corrects)
         loss_np = loss.to(torch.float64).cpu().numpy()
-        if obj.loss_kind != "cross-entropy":
+        if not obj.has_accuracy:
             return loss_np, None
         return loss_np, correct.to(torch.float64).cpu().numpy() / obj.total_weight
 
@@ -713,6 +714,9 @@ def plane_manifest(
     def data_digest(obj: Objective | None) -> str | None:
         if obj is None:
             return None
+        if obj.inputs is None:  # a streamed set: its order-independent content hash stands for the data
+            content = np.frombuffer(bytes.fromhex(obj.fingerprint()["sample_sha256"]), dtype=np.uint8)
+            return array_digest(content, *_float_buffers(obj).values())
         extras = [] if obj.weights is None else [obj.weights]
         return array_digest(obj.inputs, obj.targets, *extras, *_float_buffers(obj).values())
 
@@ -800,7 +804,7 @@ def plane(
     present = {m for row in rows.values() for m, v in row.items() if v is not None}
     if not rows:  # nothing computed yet: report which metrics the run will have
         present = {"train_loss", "test_loss"} if test_objective is not None else {"train_loss"}
-        if objective.loss_kind == "cross-entropy":
+        if objective.has_accuracy:
             present |= {m.replace("loss", "acc") for m in present}
     metrics: dict[str, np.ndarray | None] = {}
     for m in _METRICS:

@@ -3,24 +3,32 @@
 A checkpoint the toolkit wrote records its model and dataset, so it needs nothing else. A foreign checkpoint
 (a bare ``state_dict`` or ``.safetensors``) needs ``model`` (a name or ``file.py:factory``) and ``data``
 (a dataset name or ``.npz`` file). Explicit arguments always win over what the checkpoint records.
+
+The researcher's own code — ``--data FILE.py:fn`` returning a Dataset, DataLoader or tensors, ``--loss`` and
+``--forward`` callables — is run only when the user names it on the command line (as for ``--model``); a
+reference recorded in a checkpoint or report is never followed without that.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from .checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint
 from .data import Dataset, dataset_from_spec, load_dataset
 from .errors import InputError
+from .models import _accepts, _one_line, load_factory
 
 
 @dataclass(frozen=True)
 class Loaded:
     model: nn.Module
-    dataset: Dataset
+    dataset: Dataset | None
     checkpoint: Checkpoint
+    #: what ``--data FILE.py:fn`` returned (then ``dataset`` is None)
+    user_data: Any = None
 
 
 def load_data(data: str | None, ckpt: Checkpoint | None, *, data_dir: str | None = None, subset: int | None = None,
@@ -41,18 +49,68 @@ def load_model_and_data(
     data: str | None = None,
     data_dir: str | None = None,
     trust_checkpoint: bool = False,
+    split: str = "train",
 ) -> Loaded:
-    """Load ``path`` (safely unless ``trust_checkpoint``), its dataset and a model holding its weights."""
+    """Load ``path`` (safely unless ``trust_checkpoint``), its dataset and a model holding its weights.
+
+    ``data="FILE.py:fn"`` runs ``fn`` (the user named it) for the analysis set of ``split``."""
     ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
     # Name every missing flag at once: a user who fixes one should not discover the next on the second try.
     missing = []
     if model is None and not ckpt.model and ckpt.module is None:
         missing.append("--model NAME|FILE.py:FN")
     if data is None and not ckpt.data:
-        missing.append("--data NAME|FILE.npz")
+        missing.append("--data NAME|FILE.npz|FILE.py:FN")
     if len(missing) > 1:
         raise InputError(f"expected {' and '.join(missing)} for {str(path)!r}, a bare {ckpt.kind} that records "
                          "neither its architecture nor its dataset")
+    if is_code_ref(data):
+        user_data = load_user_data(data, split=split)
+        net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=None)
+        return Loaded(net, None, ckpt, user_data)
     dataset = load_data(data, ckpt, data_dir=data_dir)
     net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=dataset.spec)
     return Loaded(net, dataset, ckpt)
+
+
+def is_code_ref(text: str | None) -> bool:
+    """True for ``"file.py:fn"`` / ``"pkg.mod:fn"`` (code to run), not a dataset name or an ``.npz`` path."""
+    return isinstance(text, str) and ":" in text and not text.lower().endswith(".npz")
+
+
+class NamedCallable:
+    """A user's callable loaded from ``ref``, recorded in reports by that reference."""
+
+    def __init__(self, fn: Callable, ref: str) -> None:
+        self.fn = fn
+        self.sharpness_ref = ref
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+def load_user_callable(ref: str, what: str) -> NamedCallable:
+    """The callable ``ref`` names (``--loss FILE.py:fn``, ``--forward FILE.py:fn``). This RUNS the user's code:
+    the CLI calls it only for a reference the user typed, never for one recorded in a checkpoint."""
+    return NamedCallable(load_factory(ref, what), ref)
+
+
+def load_user_data(ref: str, *, split: str = "train") -> Any:
+    """The analysis set ``fn()`` returns for ``--data FILE.py:fn``: a ``Dataset``, a ``DataLoader``, a
+    re-iterable of batches, or ``(x, y)`` tensors. ``fn`` receives ``split=`` when its signature names it.
+    This RUNS the user's code (see :func:`load_user_callable`)."""
+    fn = load_factory(ref, "data function")
+    try:
+        out = fn(split=split) if _accepts(fn, "split") else fn()
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"expected data function {ref!r} to return an analysis set, got {_one_line(e)}") from None
+    if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out):
+        return tuple(out)
+    if isinstance(out, Tensor) or out is None or isinstance(out, (str, bytes, dict)) or not hasattr(out, "__iter__"):
+        raise InputError(
+            f"expected data function {ref!r} to return a Dataset, a DataLoader, a re-iterable of batches or (x, y) "
+            f"tensors, got {type(out).__name__}"
+        )
+    return out

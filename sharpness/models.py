@@ -25,6 +25,11 @@ regression target width), ``input_shape`` the per-sample shape without the batch
              widths (w, 2w, 4w), the 2nd and 3rd stage striding by 2 (1×1 conv shortcut when the shape
              changes) → global average pool → Linear. ``width=16, blocks=1`` (8 layers) by default;
              ``blocks=3`` is He et al.'s ResNet-20. ``batchnorm=False`` swaps every BN for Identity.
+``gpt``      a small causal transformer for token sequences (input ``(T,)`` token ids, ``num_classes`` the
+             vocabulary V, output ``(B, T, V)`` next-token logits): token + learned position embeddings →
+             ``layers`` pre-LN blocks [x + attn(LN x); x + MLP(LN x)] with ``heads``-head causal
+             ``scaled_dot_product_attention`` and a 4× GELU MLP → LN → Linear(V, no bias); GPT-2's N(0, 0.02²)
+             initialization. ``d_model=96, layers=2, heads=4``: 0.28 M parameters for V = 256, T = 64.
 
 Seeding: with ``seed`` the parameters are drawn inside ``torch.random.fork_rng`` after
 ``torch.manual_seed(seed)``, so the same seed gives bit-identical weights and the caller's global RNG state
@@ -235,12 +240,75 @@ def _resnet(*, input_shape, num_classes, width: int = 16, blocks: int = 1, batch
                    _bool(batchnorm, "batchnorm", "resnet"))
 
 
+class _CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4× GELU MLP."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = _CausalSelfAttention(d_model, heads)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class _GPT(nn.Module):
+    def __init__(self, vocab: int, context: int, d_model: int, layers: int, heads: int):
+        super().__init__()
+        self.context = context
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(context, d_model)
+        self.blocks = nn.Sequential(*[_Block(d_model, heads) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+        for m in self.modules():  # GPT-2's initialization: N(0, 0.02²) weights, zero biases
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # Named as in Hugging Face models, so dict batches {"input_ids", "labels"} need no forward adapter.
+        t = input_ids.shape[1]
+        if t > self.context:
+            raise ValueError(f"expected sequences of at most {self.context} tokens, got {t}")
+        x = self.tok(input_ids) + self.pos.weight[:t]
+        return self.head(self.ln_f(self.blocks(x)))
+
+
+def _gpt(*, input_shape, num_classes, d_model: int = 96, layers: int = 2, heads: int = 4) -> nn.Module:
+    (context,) = _int_tuple(input_shape, "input_shape", "gpt")
+    d_model, layers, heads = (_pos_int(d_model, "d_model", "gpt"), _pos_int(layers, "layers", "gpt"),
+                              _pos_int(heads, "heads", "gpt"))
+    if d_model % heads:
+        raise InputError(f"expected d_model divisible by heads for model 'gpt', got d_model={d_model}, heads={heads}")
+    return _GPT(num_classes, context, d_model, layers, heads)
+
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "linear": _linear,
     "mlp": _mlp,
     "cnn1d": _cnn1d,
     "convnet": _convnet,
     "resnet": _resnet,
+    "gpt": _gpt,
 }
 
 
@@ -264,8 +332,10 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def load_factory(ref: str) -> Callable[..., nn.Module]:
+def load_factory(ref: str, what: str = "model factory") -> Callable[..., Any]:
     """Resolve ``"pkg.module:fn"`` (importable) or ``"path/to/file.py:fn"`` to the callable ``fn``.
+
+    ``what`` names the callable in error messages (``"model factory"``, ``"data function"``, ``"loss"``, …).
 
     A file is executed as a module named ``sharpness_user_<file stem>_<hash of its absolute path>`` and
     registered in ``sys.modules`` (so its classes pickle and repeated loads reuse it). ``fn`` may be a dotted
@@ -276,42 +346,42 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
             missing attribute, or an attribute that is not callable.
     """
     if not isinstance(ref, str) or ":" not in ref:
-        raise InputError(f"expected a model factory reference 'pkg.module:fn' or 'path/to/file.py:fn', got {ref!r}")
+        raise InputError(f"expected a {what} reference 'pkg.module:fn' or 'path/to/file.py:fn', got {ref!r}")
     target, attr = ref.rsplit(":", 1)
     if not target or not attr:
-        raise InputError(f"expected a model factory reference 'pkg.module:fn' or 'path/to/file.py:fn', got {ref!r}")
+        raise InputError(f"expected a {what} reference 'pkg.module:fn' or 'path/to/file.py:fn', got {ref!r}")
     if target.endswith(".py") or os.sep in target or "/" in target:
         path = Path(target).expanduser()
         if not path.is_file():
-            raise InputError(f"expected a Python file for model factory {ref!r}, got {str(path)!r} (not found)")
+            raise InputError(f"expected a Python file for {what} {ref!r}, got {str(path)!r} (not found)")
         resolved = path.resolve()
         mod_name = f"sharpness_user_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
         module = sys.modules.get(mod_name)
         if module is None:
             spec = importlib.util.spec_from_file_location(mod_name, resolved)
             if spec is None or spec.loader is None:
-                raise InputError(f"expected an importable Python file for model factory {ref!r}, got {str(path)!r}")
+                raise InputError(f"expected an importable Python file for {what} {ref!r}, got {str(path)!r}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
             except Exception as e:
                 del sys.modules[mod_name]
-                raise InputError(f"expected {str(path)!r} to import cleanly for model factory {ref!r}, got {_one_line(e)}") from None
+                raise InputError(f"expected {str(path)!r} to import cleanly for {what} {ref!r}, got {_one_line(e)}") from None
     else:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as e:
-            raise InputError(f"expected an importable module for model factory {ref!r}, got {_one_line(e)}") from None
+            raise InputError(f"expected an importable module for {what} {ref!r}, got {_one_line(e)}") from None
         except Exception as e:
-            raise InputError(f"expected module {target!r} to import cleanly for model factory {ref!r}, got {_one_line(e)}") from None
+            raise InputError(f"expected module {target!r} to import cleanly for {what} {ref!r}, got {_one_line(e)}") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise InputError(f"expected attribute {attr!r} in {target!r} for model factory {ref!r}, got no such attribute")
+            raise InputError(f"expected attribute {attr!r} in {target!r} for {what} {ref!r}, got no such attribute")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise InputError(f"expected {ref!r} to be a callable model factory, got {type(obj).__name__}")
+        raise InputError(f"expected {ref!r} to be a callable {what}, got {type(obj).__name__}")
     return obj
 
 

@@ -16,27 +16,55 @@ Evaluation policy (recorded in :attr:`Objective.config`):
   are neither used nor updated); everything else, dropout included, stays in eval mode. f then depends on the
   chunk size, which is recorded with it.
 
-Losses: ``"cross-entropy"`` for integer class labels, ``"mse"`` for float targets (per-sample mean over output
-dimensions, so a scalar-output linear model has the textbook Hessian H = 2/N·XᵀX), ``"auto"`` picks by the
-target dtype.
+Losses (:mod:`sharpness.losses`): ``"cross-entropy"`` for integer class labels (``(N, C)`` logits, or
+``(N, T, V)`` sequences weighting every token, with ``ignore_index`` and label smoothing), ``"mse"`` for float
+targets (per-sample mean over output dimensions, so a scalar-output linear model has the textbook Hessian
+H = 2/N·XᵀX), ``"bce"``, ``"auto"`` (by the target dtype), or any callable ``loss(outputs, batch)`` returning
+per-example losses, or ``(losses, weights)``: f is then Σ w ℓ / Σ w over every example of every batch.
+
+Data (:mod:`sharpness.batches`): in-memory tensors ``(x, y)`` (sliced into chunks, the fast path), or the
+researcher's own pipeline — a ``Dataset``, a ``DataLoader`` or any re-iterable of batches that are nests of
+tensors — streamed batch by batch, so memory is one batch plus the model, never N. ``forward(model, batch)``
+replaces the default model call. A streamed set must be *fixed*: ``data_policy="verify"`` (default) passes
+over it twice at construction and refuses it when the order-independent fingerprint of its samples changes
+(an augmenting loader; a shuffling one keeps its fingerprint and is accepted), ``"cache"`` keeps the batches of
+one pass in memory (f is that one draw), ``"trust"`` skips the second pass. Each pass runs under a forked,
+seeded RNG, so a shuffling loader visits its samples in the same order every pass (bitwise-repeatable sums)
+and the user's random state and loader are left as they were.
+
+Attention: ``F.scaled_dot_product_attention``'s fused kernels (flash, memory-efficient, and the CPU flash
+kernel) have no double backward, so a model that calls it is evaluated under the math backend for every value,
+gradient and Hessian-vector product (one function of θ throughout); the objective says so once on the log and
+records ``"attention": "math"`` in :attr:`Objective.config`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
+import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
+from . import batches as B
 from .errors import InputError
+from .losses import IGNORE_INDEX, LOSSES, cross_entropy_and_argmax, example_losses, per_sample_hits, per_sample_loss
 
-LOSSES = ("cross-entropy", "mse")
+__all__ = ["Objective", "Evaluation", "per_sample_loss", "cross_entropy_and_argmax", "select_parameters", "LOSSES"]
+
 BN_MODES = ("eval", "train")
+#: Samples a ``Dataset`` is batched into when it is streamed (memory is one batch plus the model).
+DEFAULT_DATASET_BATCH = 256
+log = logging.getLogger(__name__)
+_SDPA_NOTICED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -45,76 +73,6 @@ class Evaluation:
 
     loss: float
     accuracy: float | None
-
-
-def per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
-    """ℓ_i for each sample: ``"cross-entropy"`` −log softmax(z_i)[y_i], or ``"mse"`` mean_j (z_ij − t_ij)².
-
-    Cross-entropy of logits z ∈ R^C and label y, with d = z − z_y (so d_y = 0) and any constant m:
-
-        ℓ = logsumexp(z) − z_y = logsumexp(d) = m + log1p(Σ_{j≠y} exp(d_j − m) + expm1(−m)),
-
-    an identity in d for every m; m = max_j d_j ≥ 0 at the point, then held constant (detached), so every
-    exponent is ≤ 0 (no overflow, no inf in any value or derivative) and the derivatives of the formula are the
-    exact derivatives of ℓ. Why it keeps its digits in float32:
-
-    * correctly classified (m = 0): expm1(0) = 0 exactly and ℓ = log1p(S), S = Σ_{j≠y} exp(d_j), keeps all
-      its digits however small ℓ is. The textbook logsumexp(z) − z_y computes log(1 + S) and cancels: in
-      float32 it loses the whole loss below S ≈ 6e-8 (−24 % at a mean loss of 1e-6, measured;
-      F.cross_entropy in float32 is off by a median 9 % per sample there);
-    * misclassified (m > 0): ℓ ≥ m + log(1 + e^{−m}) > log 2 and both terms are ≥ 0: nothing cancels;
-    * the gradient: ∂ℓ/∂d_j = p_j for j ≠ y, and ∂ℓ/∂z_y = −Σ_{j≠y} p_j is a sum of the small p_j rather than
-      1 − p_y, which would round to 0 (the pitfall of a max-based form whose ∂/∂z_y is (1 − …) − 1).
-
-    Shapes: ``output`` ``(N, C)``, ``target`` ``(N,)`` long → ``(N,)``. No ``torch.where`` over branches: one
-    formula, so no discarded branch can feed inf·0 = NaN into a gradient. Cost, measured on a CPU (one thread,
-    N = 1000, C = 10, float32): the loss alone takes 1.5–1.9× the cancelling formula for value, gradient and
-    HVP, and 0.8–1.7× F.cross_entropy (which cancels too); through a 40-32-32-10 MLP the whole value, gradient
-    or HVP costs 1.14–1.26× the old formula, through 40-256-256-10 0.95–1.06×. Every value, gradient and grid
-    point of the toolkit goes through here.
-    """
-    check_loss_shapes(kind, output, target)
-    if kind == "cross-entropy":
-        return cross_entropy_and_argmax(output, target)[0]
-    diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
-    return diff.pow(2).mean(dim=1)
-
-
-def check_loss_shapes(kind: str, output: Tensor, target: Tensor) -> None:
-    """Refuse outputs and targets that do not pair up sample by sample, whatever the loss.
-
-    Broadcasting would otherwise turn a mistake into a number: ``(N, 10)`` logits minus ``(N,)`` float labels
-    is an ``(N, 10)`` difference, and its mean squared error is reported as if it meant something."""
-    n = output.shape[0] if output.ndim else None
-    if kind == "cross-entropy":
-        if output.ndim != 2 or target.shape != (n,) or target.is_floating_point():
-            raise InputError(
-                f"cross-entropy expects outputs of shape (N, classes) and N integer labels, got outputs of shape "
-                f"{tuple(output.shape)} and {'float' if target.is_floating_point() else 'integer'} targets of shape "
-                f"{tuple(target.shape)}")
-        return
-    if target.ndim == 0 or n != target.shape[0] or output[0].numel() != target[0].numel():
-        hint = " (class labels? store them as integers for cross-entropy)" if target.ndim == 1 and output.ndim == 2 else ""
-        raise InputError(
-            f"mse expects targets with the model's output shape {tuple(output.shape[1:])} per sample, got targets "
-            f"of shape {tuple(target.shape[1:])} per sample{hint}")
-
-
-def cross_entropy_and_argmax(output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(ℓ_i, k_i) for ``(N, C)`` logits: the loss of :func:`per_sample_loss` and an index of the largest logit.
-
-    The index comes free with the max the stable formula needs, so a caller that also counts hits (the loss
-    landscape's grid) needs neither a second reduction nor a formula of its own. It is the first maximal index
-    of d = z − z_y, and ``k_i == y_i`` exactly when ``torch.argmax(z_i) == y_i`` (d_j = 0 iff z_j = z_y, since a
-    difference of distinct floats never rounds to zero; d preserves the order of z up to rounding ties that
-    never involve y).
-    """
-    d = output - output.gather(-1, target.unsqueeze(-1))
-    m, k = d.detach().max(dim=-1, keepdim=True)  # m ≥ 0 because d_y = 0; a constant, see per_sample_loss
-    # The y term leaves the sum by masking (exp(−inf) = 0, with zero derivatives), never by subtracting 1.
-    rest = torch.exp((d - m).scatter(-1, target.unsqueeze(-1), -math.inf)).sum(dim=-1, keepdim=True)
-    losses = m + torch.log1p(rest + torch.expm1(-m))
-    return losses.squeeze(-1), k.squeeze(-1)
 
 
 def _local(total: Tensor) -> Tensor:
@@ -137,20 +95,70 @@ def select_parameters(names: Sequence[str], patterns: str | Sequence[str] | None
     return chosen
 
 
+def callable_name(fn: Callable) -> str:
+    """How a user's callable is recorded: ``module:qualname`` (what ``--loss FILE.py:fn`` names, too)."""
+    ref = getattr(fn, "sharpness_ref", None)
+    if isinstance(ref, str):
+        return ref
+    mod = getattr(fn, "__module__", None) or "?"
+    return f"{mod}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+class _SdpaSpy(TorchFunctionMode):
+    """Notes whether a forward pass calls ``F.scaled_dot_product_attention`` (and changes nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.scaled_dot_product_attention:
+            self.seen = True
+        return func(*args, **(kwargs or {}))
+
+
+class _Call(nn.Module):
+    """``fn(model, batch)`` as a module, so :func:`functional_call` can run a user's forward on θ."""
+
+    def __init__(self, model: nn.Module, fn: Callable) -> None:
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, batch: Any) -> Any:
+        return self.fn(self.model, batch)
+
+
 class Objective:
     """Mean loss over an analysis set as a function of a flat parameter vector θ ∈ R^P.
 
     Args:
         model: the user's module; it is copied, never modified.
-        inputs, targets: the analysis set, ``(N, ...)`` and ``(N,)`` (labels) or ``(N, ...)`` (regression).
-        loss: ``"cross-entropy"``, ``"mse"`` or ``"auto"`` (integer targets → cross-entropy).
-        chunk_size: samples per forward pass; a memory knob only (default: all N at once).
+        inputs: the analysis set: an ``(N, ...)`` tensor of inputs (with ``targets``), a pair ``(x, y)``, a
+            map-style ``Dataset``, a ``DataLoader`` or any re-iterable of batches (module docstring).
+        targets: ``(N,)`` labels, ``(N, T)`` token labels or ``(N, ...)`` regression targets, with a tensor
+            ``inputs``; None otherwise.
+        loss: ``"cross-entropy"``, ``"mse"``, ``"bce"``, ``"auto"`` (integer targets → cross-entropy), or a
+            callable ``loss(outputs, batch) -> losses | (losses, weights)`` with losses of shape ``(B, ...)``
+            (one per example; ``reduction="none"``) and optional weights of the same shape that do not depend on
+            θ (a token mask). A batch of the tensor path is the pair ``(x, y)``.
+        forward: ``forward(model, batch) -> outputs`` replacing the default call (module docstring of
+            :mod:`sharpness.batches`); ``.logits`` or the first tuple element of what it returns is used.
+        target_key: the key of the targets in dict batches (default ``"labels"``); dropped from the default
+            model call.
+        batch_size_fn: ``fn(batch) -> B`` for batches whose first tensor does not lead with the batch size.
+        data_policy: ``"verify"``, ``"cache"`` or ``"trust"`` for a streamed set (module docstring).
+        ignore_index: the label of tokens that do not count (built-in cross-entropy).
+        label_smoothing: α of the built-in cross-entropy (:func:`sharpness.losses.example_losses`).
+        chunk_size: samples per forward pass; a memory knob only (default: all N at once, or each streamed
+            batch whole; a smaller value splits streamed batches).
         bn_mode: ``"eval"`` or ``"train"`` (see the module docstring).
         params: glob(s) selecting the parameters θ that vary (comma-separated string or list); the others
             are held fixed at their values. Default: every parameter.
-        weights: optional non-negative per-sample weights ``(N,)``.
+        weights: optional non-negative per-sample weights ``(N,)`` (tensor path).
         dtype, device: where and in which floating type to compute (default: the model's).
-        check_determinism: evaluate the first chunk twice and refuse a model whose outputs differ.
+        check_determinism: evaluate the first chunk twice and refuse a model whose outputs differ. (It is always
+            evaluated once: shapes, labels and the loss are checked, and SDPA is detected.)
         reduce: the hook that makes the objective span several processes. Every sum over the local samples
             (the loss sum, the gradient sum, the correct count, the Hessian-vector product sum, the total
             weight) passes through ``reduce`` *before* it is divided by the total weight, so with the
@@ -159,6 +167,10 @@ class Objective:
             as one process over the whole set (up to summation order). It must not modify its argument in
             place; it is a collective, so every rank must make the same calls in the same order.
             Default: identity (one process). The determinism check stays local.
+        shard: ``(rank, world_size)`` for a streamed set under ``torchrun``: this rank evaluates batches
+            ``rank, rank + W, …`` of each pass (disjoint, together every batch once; no padding). Tensors
+            are sharded by the caller instead (:func:`sharpness.distributed.shard_tensors`).
+        seed: the seed of each pass's forked RNG (the order of a shuffling loader).
 
     Shapes: :attr:`numel` is P; flat vectors are ``(P,)`` in the order of :attr:`names`.
     """
@@ -166,10 +178,16 @@ class Objective:
     def __init__(
         self,
         model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor,
+        inputs: Any,
+        targets: Tensor | None = None,
         *,
-        loss: str = "auto",
+        loss: str | Callable = "auto",
+        forward: Callable | None = None,
+        target_key: str = "labels",
+        batch_size_fn: Callable[[Any], int] | None = None,
+        data_policy: str = "verify",
+        ignore_index: int = IGNORE_INDEX,
+        label_smoothing: float = 0.0,
         chunk_size: int | None = None,
         bn_mode: str = "eval",
         params: str | Sequence[str] | None = None,
@@ -178,31 +196,60 @@ class Objective:
         device: torch.device | str | None = None,
         check_determinism: bool = True,
         reduce: Callable[[Tensor], Tensor] | None = None,
+        shard: tuple[int, int] | None = None,
+        seed: int = 0,
     ) -> None:
-        if inputs.shape[0] != targets.shape[0]:
-            raise InputError(f"expected as many targets as inputs, got {targets.shape[0]} and {inputs.shape[0]}")
-        n = int(inputs.shape[0])
-        if n == 0:
-            raise InputError("expected a non-empty analysis set, got 0 samples")
-        if loss == "auto":
-            loss = "mse" if targets.is_floating_point() else "cross-entropy"
-        if loss not in LOSSES:
-            raise InputError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if targets is None and isinstance(inputs, (tuple, list)) and len(inputs) == 2 and all(
+                isinstance(t, Tensor) for t in inputs):
+            inputs, targets = inputs
+        tensor_path = isinstance(inputs, Tensor)
+        if tensor_path and not isinstance(targets, Tensor):
+            raise InputError(f"expected targets as a tensor with tensor inputs, got {type(targets).__name__}")
+        if not tensor_path and targets is not None:
+            raise InputError(f"expected targets only with tensor inputs (a batch carries its own), got {type(inputs).__name__} and targets")
         if bn_mode not in BN_MODES:
             raise InputError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
         if chunk_size is not None and chunk_size < 1:
             raise InputError(f"chunk_size must be a positive integer, got {chunk_size}")
+        if data_policy not in B.DATA_POLICIES:
+            raise InputError(f"data_policy must be one of {', '.join(B.DATA_POLICIES)}, got {data_policy!r}")
+        if not (0.0 <= float(label_smoothing) < 1.0):
+            raise InputError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if forward is not None and not callable(forward):
+            raise InputError(f"forward must be a callable forward(model, batch), got {type(forward).__name__}")
+        if weights is not None and not tensor_path:
+            raise InputError("expected per-sample weights only with tensor inputs; a loss callable can return (losses, weights)")
+
+        if callable(loss):
+            self._loss_fn: Callable | None = loss
+            self.loss_kind = f"callable:{callable_name(loss)}"
+        else:
+            self._loss_fn = None
+            self._auto_pending = loss == "auto" and not tensor_path  # settled on the first batch
+            if loss == "auto":
+                loss = "cross-entropy" if not tensor_path or not targets.is_floating_point() else "mse"
+            if loss not in LOSSES:
+                raise InputError(f"loss must be one of {', '.join(LOSSES)}, 'auto' or a callable, got {loss!r}")
+            self.loss_kind = loss
+        self.has_accuracy = self._loss_fn is None and self.loss_kind in ("cross-entropy", "bce", "causal-lm")
+        self._forward_fn = forward
+        self.forward_name = "default" if forward is None else callable_name(forward)
+        self.target_key = target_key
+        self.batch_size_fn = batch_size_fn
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
+        self.data_policy = data_policy if not tensor_path else None
+        self.seed = int(seed)
+        self.shard = shard
+        self.attention: str | None = None
+        self.bn_mode = bn_mode
+        self.reduce: Callable[[Tensor], Tensor] = reduce or _local
 
         first = next(iter(model.parameters()), None)
         if first is None:
             raise InputError("expected a model with parameters, got one with none")
         self.dtype = dtype or first.dtype
         self.device = torch.device(device) if device is not None else first.device
-        self.loss_kind = loss
-        self.bn_mode = bn_mode
-        self.n_samples = n
-        self.chunk_size = min(chunk_size or n, n)
-        self.reduce: Callable[[Tensor], Tensor] = reduce or _local
 
         # A private copy: moving, casting or switching mode here can never leak into the user's model.
         module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
@@ -218,6 +265,7 @@ class Objective:
         for p in module.parameters():
             p.requires_grad_(False)
         self._module = module
+        self._call = None if forward is None else _Call(module, forward)
 
         all_params = {k: v.detach().clone() for k, v in module.named_parameters()}
         self.names: list[str] = select_parameters(list(all_params), params)
@@ -229,25 +277,137 @@ class Objective:
         self.numel = sum(self.sizes)
         self.theta = torch.cat([all_params[k].reshape(-1) for k in self.names])
 
-        self.inputs = inputs.to(self.device, dtype=self.dtype if inputs.is_floating_point() else None)
-        if loss == "cross-entropy":
-            if targets.is_floating_point():
-                raise InputError("cross-entropy expects integer class labels, got floating-point targets")
-            self.targets = targets.to(self.device, dtype=torch.long)
+        self.source: Any = None
+        self._fingerprint: dict | None = None
+        if tensor_path:
+            self._init_tensors(inputs, targets, weights, chunk_size)
         else:
+            self.inputs = self.targets = self.weights = None
+            self._init_stream(inputs, chunk_size)
+        self._check_determinism(repeat=check_determinism)
+
+    # --- the analysis set -----------------------------------------------------------------------------------
+    def _init_tensors(self, inputs: Tensor, targets: Tensor, weights: Tensor | None, chunk_size: int | None) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise InputError(f"expected as many targets as inputs, got {targets.shape[0]} and {inputs.shape[0]}")
+        n = int(inputs.shape[0])
+        if n == 0:
+            raise InputError("expected a non-empty analysis set, got 0 samples")
+        self.n_samples = n
+        self.chunk_size = min(chunk_size or n, n)
+        self.num_batches = None
+        self.inputs = inputs.to(self.device, dtype=self.dtype if inputs.is_floating_point() else None)
+        if self.loss_kind in ("cross-entropy", "causal-lm"):
+            if targets.is_floating_point():
+                raise InputError(f"{self.loss_kind} expects integer class labels, got floating-point targets")
+            self.targets = targets.to(self.device, dtype=torch.long)
+        elif self._loss_fn is None:
             self.targets = targets.to(self.device, dtype=self.dtype)
+        else:
+            self.targets = targets.to(self.device, dtype=self.dtype if targets.is_floating_point() else None)
+        # The exact per-sample path of the toolkit's own data (bit-identical to what it always computed);
+        # token weights (ignored labels), label smoothing and callables take the general path.
+        self._plain = self._loss_fn is None and self.label_smoothing == 0.0 and self.loss_kind != "causal-lm" and not (
+            self.loss_kind == "cross-entropy" and bool((self.targets == self.ignore_index).any()))
         if weights is None:
             self.weights = None
-            local_weight = float(n)
         else:
             if weights.shape != (n,) or bool((weights < 0).any()):
                 raise InputError(f"expected non-negative weights of shape ({n},), got shape {tuple(weights.shape)}")
             self.weights = weights.to(self.device, dtype=self.dtype)
-            local_weight = float(self.weights.sum())
+        if self._plain:
+            local_weight = float(n) if self.weights is None else float(self.weights.sum())
+        else:
+            if self.loss_kind in ("cross-entropy", "causal-lm") and self._loss_fn is None:
+                self._check_labels_range(self.targets)
+            local_weight = self._weight_pass()
         # float64 whatever the compute dtype: a float32 count is inexact beyond 2^24 samples.
         self.total_weight = float(self.reduce(torch.tensor(local_weight, dtype=torch.float64, device=self.device)))
-        if check_determinism:
-            self._check_determinism()
+
+    def _init_stream(self, data: Any, chunk_size: int | None) -> None:
+        self._plain = False
+        source = B.BatchSource(data, batch_size=chunk_size or DEFAULT_DATASET_BATCH)
+        self.source = source
+        rank, world = self.shard or (0, 1)
+        if not (isinstance(world, int) and world >= 1 and 0 <= rank < world):
+            raise InputError(f"expected shard=(rank, world_size) with 0 <= rank < world_size, got {self.shard!r}")
+        digests: list[bytes] = []
+        cached: list[Any] = []
+        n = count = largest = 0
+        local_weight = 0.0
+        for i, raw in enumerate(source.passes(self.seed)):
+            b = B.batch_size(raw, self.batch_size_fn)
+            if b == 0:
+                continue
+            if getattr(self, "_auto_pending", False):
+                self._auto_pending = False
+                if self._target(raw).is_floating_point():
+                    self.loss_kind = "mse"
+                    self.has_accuracy = False
+            digests.extend(B.sample_digests(raw, b))
+            n += b
+            count += 1
+            largest = max(largest, b)
+            if self.data_policy == "cache":
+                cached.append(B.tree_map(lambda t: t.detach().cpu().clone(), raw))
+            if i % world == rank:
+                local_weight += self._batch_weight(B.to_device(raw, self.device, self.dtype), where=f"batch {i}")
+        if n == 0:
+            raise InputError(f"expected a non-empty analysis set, got a {source.kind} with no samples")
+        if count < world:
+            raise InputError(f"expected at least one batch per rank, got {count} batches for {world} ranks")
+        self.n_samples = n
+        self.num_batches = count
+        self.chunk_size = min(chunk_size, largest) if chunk_size else largest
+        self._fingerprint = {"n_samples": n, "sample_sha256": B.combine_digests(digests), "method": "sorted per-sample sha256"}
+        if self.data_policy == "verify":
+            again: list[bytes] = []
+            for raw in source.passes(self.seed + 1):
+                again.extend(B.sample_digests(raw, B.batch_size(raw, self.batch_size_fn)))
+            second = B.combine_digests(again)
+            if len(again) != n or second != self._fingerprint["sample_sha256"]:
+                raise InputError(
+                    f"expected a fixed analysis set, got a {source.kind} whose samples change between passes "
+                    f"({n} then {len(again)} samples, content sha256 {self._fingerprint['sample_sha256'][:12]}… then "
+                    f"{second[:12]}…): random augmentation or resampling makes the loss a random function; remove it, "
+                    "or opt into data_policy='cache' to analyze one recorded draw"
+                )
+        elif self.data_policy == "cache":
+            self.source = B.CachedSource(cached, source.kind)
+        self.total_weight = float(self.reduce(torch.tensor(local_weight, dtype=torch.float64, device=self.device)))
+        if not self.total_weight > 0:
+            raise InputError(f"expected a positive total example weight, got {self.total_weight} (every token ignored?)")
+
+    def _weight_pass(self) -> float:
+        """Σ of the example weights over the local chunks (the loss's masks, times the sample weights)."""
+        return sum(self._batch_weight(batch, w) for batch, w in self.chunks())
+
+    def _batch_weight(self, batch: Any, w: Tensor | None = None, *, where: str = "the first batch") -> float:
+        with torch.no_grad():
+            try:
+                out = self.forward(self._point(None), batch)
+                _, _, weight = self._sums(out, batch, w, hits=False)
+            except InputError:
+                raise
+            except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as err:
+                raise self._eval_error(err, batch, where) from None
+        return float(weight)
+
+    def _eval_error(self, err: BaseException, batch: Any, where: str) -> InputError:
+        # The first contact of model and data: a shape or label mismatch is the user's input, not a bug.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return InputError(f"the model could not be evaluated on {where} ({B.describe(batch)}): {first}")
+
+    def fingerprint(self) -> dict:
+        """``{"n_samples", "sample_sha256", "method"}``: the order- and batching-independent content hash of
+        the analysis set (:func:`sharpness.batches.combine_digests`), the same for every source holding the same
+        samples. A streamed set is hashed as the loader yields it (before any cast); in-memory tensors as stored
+        (after the cast to :attr:`dtype`), so :func:`sharpness.report.analyze` hashes the caller's tensors itself."""
+        if self._fingerprint is None:
+            digests = B.sample_digests((self.inputs, self.targets), self.n_samples)
+            self._fingerprint = {"n_samples": self.n_samples, "sample_sha256": B.combine_digests(digests),
+                                 "method": "sorted per-sample sha256"}
+        return dict(self._fingerprint)
 
     # --- flat vectors ------------------------------------------------------------------------------------
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
@@ -263,7 +423,7 @@ class Objective:
     @property
     def config(self) -> dict:
         """The evaluation policy, as recorded in reports."""
-        return {
+        out = {
             "loss": self.loss_kind,
             "bn_mode": self.bn_mode,
             "chunk_size": self.chunk_size,
@@ -273,6 +433,24 @@ class Objective:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
         }
+        if not self._is_default_call():
+            out.update({
+                "forward": self.forward_name,
+                "source": "tensors" if self.source is None else self.source.kind,
+                "data_policy": self.data_policy,
+                "num_batches": self.num_batches,
+                "total_weight": self.total_weight,
+                "target_key": self.target_key,
+                "ignore_index": self.ignore_index,
+                "label_smoothing": self.label_smoothing,
+                "attention": self.attention,
+            })
+        return out
+
+    def _is_default_call(self) -> bool:
+        """The toolkit's own case (tensors, a built-in per-sample loss, the default call): its config keys are
+        exactly those reports always had."""
+        return self.source is None and self._plain and self._forward_fn is None and self.attention is None
 
     def restrict(self, params: str | Sequence[str]) -> "Objective":
         """The same objective with only the parameters matching ``params`` varying (shares the data)."""
@@ -289,20 +467,110 @@ class Objective:
         return new
 
     # --- evaluation ---------------------------------------------------------------------------------------
-    def chunks(self) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
-        """``(inputs, targets, weights)`` chunks of at most :attr:`chunk_size` samples, in order."""
-        for start in range(0, self.n_samples, self.chunk_size):
-            sl = slice(start, start + self.chunk_size)
-            yield self.inputs[sl], self.targets[sl], None if self.weights is None else self.weights[sl]
+    def chunks(self) -> Iterator[tuple[Any, Tensor | None]]:
+        """``(batch, weights)`` chunks, in order: ``((x, y), w)`` slices of at most :attr:`chunk_size` samples of
+        in-memory tensors, or this rank's streamed batches moved to the device (split to :attr:`chunk_size`)."""
+        if self.source is None:
+            for start in range(0, self.n_samples, self.chunk_size):
+                sl = slice(start, start + self.chunk_size)
+                yield (self.inputs[sl], self.targets[sl]), None if self.weights is None else self.weights[sl]
+            return
+        rank, world = self.shard or (0, 1)
+        for i, raw in enumerate(self.source.passes(self.seed)):
+            if i % world != rank:
+                continue
+            b = B.batch_size(raw, self.batch_size_fn)
+            if b == 0:
+                continue
+            batch = B.to_device(raw, self.device, self.dtype)
+            if b <= self.chunk_size:
+                yield batch, None
+            else:
+                for start in range(0, b, self.chunk_size):
+                    yield B.slice_batch(batch, slice(start, start + self.chunk_size), b), None
 
-    def forward(self, params: dict[str, Tensor], inputs: Tensor) -> Tensor:
-        """Model outputs for ``inputs`` with the varying parameters set to ``params``."""
-        return functional_call(self._module, {**self._fixed, **params}, (inputs,))
+    def _attention(self) -> contextlib.AbstractContextManager:
+        if self.attention == "math":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            return sdpa_kernel([SDPBackend.MATH])
+        return contextlib.nullcontext()
 
-    def chunk_loss_sum(self, params: dict[str, Tensor], inputs: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
+    def forward(self, params: dict[str, Tensor], batch: Any) -> Tensor:
+        """Model outputs for ``batch`` (or a bare input tensor) with the varying parameters set to ``params``."""
+        state = {**self._fixed, **params}
+        with self._attention():
+            if self._call is not None:
+                out = functional_call(self._call, {f"model.{k}": v for k, v in state.items()}, (batch,))
+            elif isinstance(batch, Tensor):
+                return functional_call(self._module, state, (batch,))
+            else:
+                args, kwargs = B.model_inputs(batch, self.target_key)
+                out = functional_call(self._module, state, args, kwargs)
+        return B.unpack_outputs(out)
+
+    def _target(self, batch: Any) -> Tensor:
+        return B.batch_target(batch, self.target_key)
+
+    def _sums(self, out: Tensor, batch: Any, w: Tensor | None, *, hits: bool) -> tuple[Tensor, Tensor | None, Any]:
+        """(Σ w ℓ, Σ w·hit or None, Σ w) over the examples of one chunk (weights w per sample, times the loss's)."""
+        if self._plain:
+            y = self._target(batch)
+            losses = per_sample_loss(self.loss_kind, out, y)
+            loss_sum = losses.sum() if w is None else (losses * w).sum()
+            weight = float(losses.shape[0]) if w is None else w.sum()
+            hit_sum = None
+            if hits and self.has_accuracy:
+                h = per_sample_hits(self.loss_kind, out, y).to(self.dtype)
+                hit_sum = h.sum() if w is None else (h * w).sum()
+            return loss_sum, hit_sum, weight
+        if self._loss_fn is not None:
+            losses, lw = self._call_loss(out, batch)
+            h = None
+        else:
+            target = self._target(batch)
+            if self.loss_kind not in ("cross-entropy", "causal-lm"):
+                target = target.to(self.dtype)
+            losses, lw, h = example_losses(self.loss_kind, out, target, ignore_index=self.ignore_index,
+                                           label_smoothing=self.label_smoothing)
+        if w is not None:
+            wb = w.reshape(w.shape[0], *([1] * (losses.ndim - 1))).to(losses.dtype)
+            lw = wb.expand_as(losses) if lw is None else lw * wb
+        if lw is None:
+            loss_sum = losses.sum()
+            weight = float(losses.numel())
+            hit_sum = None if not (hits and h is not None) else h.sum()
+        else:
+            lw = lw.detach()
+            loss_sum = (losses * lw).sum()
+            weight = lw.sum()
+            hit_sum = None if not (hits and h is not None) else (h * lw).sum()
+        return loss_sum, hit_sum, weight
+
+    def _call_loss(self, out: Tensor, batch: Any) -> tuple[Tensor, Tensor | None]:
+        res = self._loss_fn(out, batch)
+        losses, lw = (res if isinstance(res, tuple) and len(res) == 2 else (res, None))
+        n = B.batch_size(batch, self.batch_size_fn)
+        if not isinstance(losses, Tensor) or losses.ndim == 0 or losses.shape[0] != n:
+            got = "a scalar" if isinstance(losses, Tensor) and losses.ndim == 0 else (
+                f"shape {tuple(losses.shape)}" if isinstance(losses, Tensor) else type(losses).__name__)
+            raise InputError(
+                f"loss {self.loss_kind.removeprefix('callable:')} must return per-example losses of shape ({n}, ...) "
+                f"(reduction='none'), optionally with weights, got {got}"
+            )
+        if lw is not None and (not isinstance(lw, Tensor) or lw.shape != losses.shape):
+            got = f"shape {tuple(lw.shape)}" if isinstance(lw, Tensor) else type(lw).__name__
+            raise InputError(f"loss {self.loss_kind.removeprefix('callable:')} must return weights shaped like its "
+                             f"losses {tuple(losses.shape)}, got {got}")
+        return losses, (None if lw is None else lw.to(losses.dtype))
+
+    def chunk_loss_sum(self, params: dict[str, Tensor], batch: Any, weights: Tensor | None = None) -> Tensor:
         """Σ_i w_i ℓ_i over one chunk (not divided by anything: chunks add up exactly)."""
-        losses = per_sample_loss(self.loss_kind, self.forward(params, inputs), targets)
-        return losses.sum() if weights is None else (losses * weights).sum()
+        return self._sums(self.forward(params, batch), batch, weights, hits=False)[0]
+
+    def chunk_sums(self, params: dict[str, Tensor], batch: Any, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(Σ w ℓ, Σ w·[prediction right]) over one chunk from one forward pass (zero hits where accuracy is undefined)."""
+        loss, hit, _ = self._sums(self.forward(params, batch), batch, weights, hits=True)
+        return loss, torch.zeros((), dtype=loss.dtype, device=loss.device) if hit is None else hit
 
     def _point(self, theta: Tensor | None) -> dict[str, Tensor]:
         return self.unflatten(self.theta if theta is None else theta.to(self.device, self.dtype))
@@ -331,53 +599,75 @@ class Objective:
         return sums[0], sums[1:]
 
     def evaluate(self, theta: Tensor | None = None) -> Evaluation:
-        """Loss and (for classification) weighted accuracy at θ."""
+        """Loss and (where defined: classification, token accuracy for sequences, binary) weighted accuracy at θ."""
         params = self._point(theta)
         # [loss sum, correct count], accumulated in float64 and reduced together in one call.
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         with torch.no_grad():
-            for x, y, w in self.chunks():
-                out = self.forward(params, x)
-                losses = per_sample_loss(self.loss_kind, out, y)
-                sums[0] += (losses.sum() if w is None else (losses * w).sum()).to(torch.float64)
-                if self.loss_kind == "cross-entropy":
-                    hits = (out.argmax(dim=1) == y).to(self.dtype)
-                    sums[1] += (hits.sum() if w is None else (hits * w).sum()).to(torch.float64)
+            for batch, w in self.chunks():
+                loss, hits = self.chunk_sums(params, batch, w)
+                sums[0] += loss.to(torch.float64)
+                sums[1] += hits.to(torch.float64)
         loss_sum, correct = self.reduce(sums).tolist()
-        accuracy = correct / self.total_weight if self.loss_kind == "cross-entropy" else None
+        accuracy = correct / self.total_weight if self.has_accuracy else None
         return Evaluation(loss=loss_sum / self.total_weight, accuracy=accuracy)
 
-    def _check_labels(self, output: Tensor) -> None:
-        if output.ndim != 2:
-            raise InputError(f"cross-entropy expects model outputs of shape (N, classes), got {tuple(output.shape)}")
-        classes = output.shape[1]
-        low, high = int(self.targets.min()), int(self.targets.max())
-        if low < 0 or high >= classes:
+    def _check_labels_range(self, y: Tensor, classes: int | None = None) -> None:
+        valid = y[y != self.ignore_index] if not self._plain else y
+        if valid.numel() == 0:
+            return
+        low, high = int(valid.min()), int(valid.max())
+        if low < 0 or (classes is not None and high >= classes):
             raise InputError(
                 f"expected class labels in [0, {classes}) for a model with {classes} outputs, got labels in [{low}, {high}]"
             )
 
-    def _check_determinism(self) -> None:
-        x, y, w = next(self.chunks())
-        x, y = x[:256], y[:256]
-        w = None if w is None else w[:256]
+    def _check_labels(self, output: Tensor, y: Tensor) -> None:
+        if output.ndim < 2 or output.shape[:-1] != y.shape:
+            raise InputError(
+                f"cross-entropy expects model outputs of shape (N, classes) or (N, T, vocabulary) matching targets "
+                f"{tuple(y.shape)}, got {tuple(output.shape)}"
+            )
+        self._check_labels_range(self.targets if self.source is None else y, output.shape[-1])
+
+    def _check_determinism(self, *, repeat: bool = True) -> None:
+        """Evaluate the first chunk (≤ 256 samples) once (twice with ``repeat``): shapes, labels and loss are
+        checked, SDPA is detected (math backend from then on), and a model whose two evaluations differ refused."""
+        batch, w = next(self.chunks())
+        n = B.batch_size(batch, self.batch_size_fn)
+        m = min(n, 256)
+        batch = B.slice_batch(batch, slice(0, m), n)
+        w = None if w is None else w[:m]
         params = self._point(None)
+        spy = _SdpaSpy()
         try:
             with torch.no_grad():
-                out = self.forward(params, x)
-                if self.loss_kind == "cross-entropy":
-                    self._check_labels(out)
-                a = self.chunk_loss_sum(params, x, y, w)
-                b = self.chunk_loss_sum(params, x, y, w)
+                with spy:
+                    out = self.forward(params, batch)
+                if spy.seen:
+                    self.attention = "math"
+                    kind = type(self._module).__qualname__
+                    # One line per model class and process (a landscape builds several objectives of one model).
+                    log.log(logging.INFO if kind in _SDPA_NOTICED else logging.WARNING,
+                            "the model calls scaled_dot_product_attention, whose fused kernels have no double "
+                            "backward: evaluating it with the math backend")
+                    _SDPA_NOTICED.add(kind)
+                    out = self.forward(params, batch)
+                if self._loss_fn is None and self.loss_kind in ("cross-entropy", "causal-lm"):
+                    self._check_labels(out, self._target(batch))
+                a = self.chunk_loss_sum(params, batch, w)
+                b = self.chunk_loss_sum(params, batch, w) if repeat else a
         except InputError:
             raise
-        except (RuntimeError, IndexError, ValueError) as err:
-            # The first contact of model and data: a shape or label mismatch is the user's input, not a bug.
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(
-                f"the model could not be evaluated on the analysis set (samples of shape {tuple(x.shape[1:])}, "
-                f"targets of shape {tuple(y.shape[1:])}): {first}"
-            ) from None
+        except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as err:
+            if self.source is None:
+                x, y = batch
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise InputError(
+                    f"the model could not be evaluated on the analysis set (samples of shape {tuple(x.shape[1:])}, "
+                    f"targets of shape {tuple(y.shape[1:])}): {first}"
+                ) from None
+            raise self._eval_error(err, batch, "the first batch") from None
         if not torch.isfinite(a):
             raise InputError(f"expected a finite loss at the checkpoint, got {float(a)}")
         if not torch.equal(a, b):

@@ -28,7 +28,9 @@ from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
-from .objective import Objective
+from .batches import DATA_POLICIES, combine_digests, sample_digests
+from .losses import IGNORE_INDEX
+from .objective import Objective, callable_name
 
 SCHEMA = "sharpness.report/1"
 TRACE_METHODS = ("hutch++", "hutchinson")
@@ -82,6 +84,10 @@ class AnalysisConfig:
     max_epsilon_sharpness: float | None = None
     baseline: str | None = None
     max_increase: float | str | None = None
+    data_policy: str = "verify"
+    target_key: str = "labels"
+    ignore_index: int = IGNORE_INDEX
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
@@ -110,6 +116,8 @@ class AnalysisConfig:
                              f"got {self.average_distribution!r}")
         if self.epsilon_method not in EPSILON_METHODS:
             raise InputError(f"epsilon_method must be one of {', '.join(EPSILON_METHODS)}, got {self.epsilon_method!r}")
+        if self.data_policy not in DATA_POLICIES:
+            raise InputError(f"data_policy must be one of {', '.join(DATA_POLICIES)}, got {self.data_policy!r}")
         if self.sharpness_p not in ("2", "inf"):
             raise InputError(f"sharpness_p must be 2 or inf, got {self.sharpness_p!r}")
         if self.max_steps is not None and self.max_steps < max(self.top_k, self.bottom_k):
@@ -272,22 +280,43 @@ def _trace(op: Any, cfg: AnalysisConfig, seed: int) -> Any:
 
 def analyze(
     model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
+    inputs: Any,
+    targets: Tensor | None = None,
     *,
     data_spec: dict | None = None,
     progress: Callable[[str], None] | None = None,
+    loss: str | Callable = "auto",
+    forward: Callable | None = None,
+    batch_size_fn: Callable[[Any], int] | None = None,
     **options: Any,
 ) -> Report:
-    """Curvature and flatness of ``model`` at its current weights, over an analysis set drawn from
-    ``(inputs, targets)`` (the split named in ``data_spec``; a seeded subset with ``samples=``).
+    """Curvature and flatness of ``model`` at its current weights, over an analysis set.
+
+    The analysis set is ``(inputs, targets)`` tensors (the split named in ``data_spec``; a seeded subset with
+    ``samples=``), or the researcher's own pipeline: a ``Dataset`` (``samples=`` takes a seeded
+    ``Subset``), a ``DataLoader`` or any re-iterable of batches that are tensors, tuples or dicts
+    (:class:`~sharpness.objective.Objective`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
+    ``"auto"``) or a callable ``loss(outputs, batch) -> per-example losses | (losses, weights)``;
+    ``forward(model, batch) -> outputs`` replaces the default model call; ``batch_size_fn(batch) -> B``
+    counts samples in unusual batches.
 
     ``options`` are the fields of :class:`AnalysisConfig` (``top_k``, ``bottom_k``, ``trace``, ``density``,
-    ``per_layer``, ``chunk_size``, ``params``, ``device``, ``dtype``, ``seed``, gate thresholds, ...).
-    The model is not modified: all computation runs on a private copy through ``torch.func``.
+    ``per_layer``, ``chunk_size``, ``params``, ``device``, ``dtype``, ``seed``, ``data_policy``,
+    ``target_key``, ``ignore_index``, ``label_smoothing``, gate thresholds, ...).
+    The model and the loader are not modified: all computation runs on a private copy through ``torch.func``,
+    and each pass over a loader runs under a forked RNG.
+
+    Example (a DataLoader of dict batches and a masked token loss)::
+
+        report = sharpness.analyze(model, loader, loss=my_token_loss, forward=lambda m, b: m(b["input_ids"]),
+                                   top_k=1, trace_probes=30)
 
     Returns a :class:`Report`; ``report.to_dict()`` is the ``sharpness.report/1`` JSON.
     """
+    if callable(loss):
+        options["loss"] = f"callable:{callable_name(loss)}"
+    else:
+        options["loss"] = loss
     cfg = AnalysisConfig(**options)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     # Under torchrun every rank holds a disjoint shard of the analysis set and all sums are all-reduced;
@@ -299,25 +328,56 @@ def analyze(
                          "for now; run it without torchrun")
     clock = _Clock(progress)
     baseline = load_baseline(cfg.baseline) if cfg.baseline else None  # a bad baseline fails before the work
-
-    x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed, split=cfg.split)
-    analysis_set = {
-        "dataset": (data_spec or {}).get("name"),
-        "split": cfg.split,
-        "n_samples": int(x.shape[0]),
-        "n_available": int(inputs.shape[0]),
-        "subset_seed": cfg.seed if idx is not None else None,
-        "sha256": tensor_sha256(x, y),
-    }
-    if baseline is not None:
-        check_same_analysis_set(baseline, analysis_set["sha256"])
-    xs, ys = shard_tensors(x, y, ctx=ctx)
-    objective = Objective(
-        model, xs, ys, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
-        dtype=dtype, device=device, reduce=all_reduce_sum if ctx is not None else None,
+    objective_kw = dict(
+        loss=loss, forward=forward, batch_size_fn=batch_size_fn, target_key=cfg.target_key,
+        ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing, chunk_size=cfg.chunk_size,
+        bn_mode=cfg.bn_mode, params=cfg.params, dtype=dtype, device=device,
+        reduce=all_reduce_sum if ctx is not None else None,
     )
+    if targets is None and isinstance(inputs, (tuple, list)) and len(inputs) == 2 and all(isinstance(t, Tensor) for t in inputs):
+        inputs, targets = inputs
+
+    if isinstance(inputs, Tensor):
+        if not isinstance(targets, Tensor):
+            raise InputError(f"expected targets as a tensor with tensor inputs, got {type(targets).__name__}")
+        x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed, split=cfg.split)
+        analysis_set = {
+            "dataset": (data_spec or {}).get("name"),
+            "split": cfg.split,
+            "n_samples": int(x.shape[0]),
+            "n_available": int(inputs.shape[0]),
+            "subset_seed": cfg.seed if idx is not None else None,
+            "sha256": tensor_sha256(x, y),
+            "sample_sha256": combine_digests(sample_digests((x, y), int(x.shape[0]))),
+            "source": "tensors",
+        }
+        if baseline is not None:
+            check_same_analysis_set(baseline, analysis_set["sha256"])
+        xs, ys = shard_tensors(x, y, ctx=ctx)
+        objective = Objective(model, xs, ys, **objective_kw)
+    else:
+        data, idx = inputs, None
+        if cfg.samples is not None:
+            data, idx = _dataset_subset(inputs, cfg.samples, cfg.seed)
+        shard = (ctx.rank, ctx.world_size) if ctx is not None else None
+        objective = Objective(model, data, **objective_kw, data_policy=cfg.data_policy, shard=shard, seed=cfg.seed)
+        fp = objective.fingerprint()
+        analysis_set = {
+            "dataset": (data_spec or {}).get("name"),
+            "split": cfg.split,
+            "n_samples": fp["n_samples"],
+            "n_available": len(inputs) if idx is not None else fp["n_samples"],
+            "subset_seed": cfg.seed if idx is not None else None,
+            "sha256": fp["sample_sha256"],
+            "sample_sha256": fp["sample_sha256"],
+            "source": objective.source.kind,
+            "data_policy": cfg.data_policy,
+            "total_weight": objective.total_weight,
+        }
+        if baseline is not None:
+            check_same_analysis_set(baseline, analysis_set["sha256"])
     cfg.check_counts(objective.numel)
-    evaluation = clock.time("loss", objective.evaluate, f"loss on {int(x.shape[0])} samples")
+    evaluation = clock.time("loss", objective.evaluate, f"loss on {analysis_set['n_samples']} samples")
     if not math.isfinite(evaluation.loss):
         raise InputError(f"expected a finite loss at the checkpoint, got {evaluation.loss}")
     H = HessianOperator(objective, weight_decay=cfg.weight_decay)
@@ -369,7 +429,7 @@ def analyze(
         "num_matvecs": total_matvecs,
         "seconds_by_measure": clock.seconds,
     }
-    config = {**dataclasses.asdict(cfg), "objective": {**objective.config, "n_samples": int(x.shape[0])}}
+    config = {**dataclasses.asdict(cfg), "objective": {**objective.config, "n_samples": analysis_set["n_samples"]}}
     report = Report(
         loss=evaluation.loss,
         accuracy=evaluation.accuracy,
@@ -383,6 +443,20 @@ def analyze(
         measures=measures,
     )
     return with_gates(report, cfg, baseline=baseline)
+
+
+def _dataset_subset(data: Any, samples: int, seed: int) -> tuple[Any, Tensor | None]:
+    """A seeded ``Subset`` of ``samples`` items of a map-style Dataset (indices sorted), or all of it."""
+    from torch.utils.data import Dataset as TorchDataset, Subset
+
+    if not isinstance(data, TorchDataset) or not hasattr(data, "__len__"):
+        raise InputError(f"samples= needs tensors or a map-style Dataset, got a {type(data).__name__}; "
+                         "subset it yourself (torch.utils.data.Subset) or drop samples=")
+    n = len(data)
+    if samples >= n:
+        return data, None
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:samples].sort().values
+    return Subset(data, idx.tolist()), idx
 
 
 def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_max: float | None) -> dict:

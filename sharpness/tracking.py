@@ -82,7 +82,8 @@ from torch import Tensor, nn
 from .errors import InputError
 from .hessian import HessianOperator
 from .linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
-from .objective import Objective, per_sample_loss
+from .losses import per_sample_hits, per_sample_loss
+from .objective import Objective
 from .report import select_analysis_set, tensor_sha256
 
 __all__ = [
@@ -627,16 +628,17 @@ def _evaluate_on(objective: Objective, x: Tensor, y: Tensor) -> tuple[float, flo
     params = objective.unflatten(objective.theta)
     x = x.to(objective.device, dtype=objective.dtype if x.is_floating_point() else None)
     y = y.to(objective.device, dtype=objective.targets.dtype)
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct = 0.0, 0.0
     with torch.no_grad():
         for start in range(0, x.shape[0], objective.chunk_size):
             out = objective.forward(params, x[start:start + objective.chunk_size])
             target = y[start:start + objective.chunk_size]
             loss_sum += float(per_sample_loss(objective.loss_kind, out, target).double().sum())
-            if objective.loss_kind == "cross-entropy":
-                correct += int((out.argmax(dim=1) == target).sum())
+            hits = per_sample_hits(objective.loss_kind, out, target)
+            if hits is not None:
+                correct += float(hits.double().sum())
     n = int(x.shape[0])
-    return loss_sum / n, (correct / n if objective.loss_kind == "cross-entropy" else None)
+    return loss_sum / n, (correct / n if objective.has_accuracy else None)
 
 
 def record_scalars(record: Mapping[str, Any], *, prefix: str = "sharpness/") -> dict[str, float]:

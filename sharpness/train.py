@@ -70,7 +70,7 @@ from .checkpoint import load_state_strict, load_checkpoint, save_checkpoint
 from .data import Dataset, hash_tensors, load_dataset
 from .errors import InputError
 from .models import build_model, model_spec
-from .objective import per_sample_loss
+from .losses import per_sample_hits, per_sample_loss
 from .rundir import atomic_write, check_writable
 
 __all__ = [
@@ -663,17 +663,18 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, kind: str, chunk: int) -> 
     model.eval()
     try:
         loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-        correct = torch.zeros((), dtype=torch.int64, device=x.device)
+        correct = torch.zeros((), dtype=torch.float64, device=x.device)
         for start in range(0, x.shape[0], chunk):
             out = model(x[start:start + chunk])
             target = y[start:start + chunk]
             loss_sum += per_sample_loss(kind, out, target).sum().double()
-            if kind == "cross-entropy":
-                correct += (out.argmax(dim=1) == target).sum()
+            hits = per_sample_hits(kind, out, target)  # token accuracy for sequences
+            if hits is not None:
+                correct += hits.double().sum()
     finally:
         model.train(was_training)
     n = x.shape[0]
-    return float(loss_sum) / n, (int(correct) / n if kind == "cross-entropy" else None)
+    return float(loss_sum) / n, (float(correct) / n if kind in ("cross-entropy", "bce") else None)
 
 
 def load_data(config: TrainConfig) -> Dataset:
@@ -760,7 +761,7 @@ def train(
         if x is None or y is None:
             return None, None
         y = y.to(device, dtype=dtype) if y.is_floating_point() else y.to(device)
-        return x.to(device, dtype=dtype), y
+        return x.to(device, dtype=dtype if x.is_floating_point() else None), y  # token ids stay integers
 
     x_train, y_train = to_device(x_train, y_train)
     x_test, y_test = to_device(dataset.x_test, dataset.y_test)

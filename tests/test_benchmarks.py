@@ -227,3 +227,15 @@ def test_task_hvp_measures_a_reference_of_each_peer_kind(peers, peer_batches):
         assert ours is not None and ours["library"] == "sharpness" and ours["num_hvps"] == 1, e["setting"]
         expected = {"retained graph": peers.OURS_RETAINED, "fresh": peers.OURS_FRESH if peer_batches == 1 else peers.OURS_STREAMED_RR.format(chunks=4)}
         assert ours["setting"] == expected[kind]
+
+
+def test_vmapped_block_product_equals_column_products(peers):
+    from sharpness.hessian import HessianOperator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(11, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (11,), generator=g)
+    H = HessianOperator(Objective(model, x, y, chunk_size=4))
+    V = torch.randn(H.shape[0], 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(peers.VmapBlockHessian(H) @ V, H @ V, rtol=1e-12, atol=1e-14)

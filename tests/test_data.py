@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import hashlib
 import json
 import pickle
@@ -97,7 +98,29 @@ class _CreatesFile:
 
 def test_dataset_names_lists_every_loader():
     assert dataset_names() == sorted(["blobs", "cifar10", "cifar100", "digits", "fashion-mnist", "idx", "mnist",
-                                      "mnist1d", "npz", "teacher-student"])
+                                      "mnist1d", "npz", "teacher-student", "text"])
+
+
+def test_text_is_next_byte_windows_of_pythons_docs_and_rebuilds_from_its_spec(tmp_path):
+    from sharpness.data import default_text
+
+    text, where = default_text()
+    ds = load_dataset("text", context=16, max_bytes=4000, test_fraction=0.25)
+    n = (4000 - 1) // 16
+    assert ds.x_train.dtype == torch.int64 and ds.x_train.shape == (n - math.ceil(0.25 * n), 16)
+    assert ds.x_test.shape == (math.ceil(0.25 * n), 16)
+    tokens = torch.tensor(list(text[:4000]))
+    assert torch.equal(ds.x_train[3], tokens[48:64]) and torch.equal(ds.y_train[3], tokens[49:65])
+    assert torch.equal(ds.y_test[-1], tokens[16 * (n - 1) + 1 : 16 * n + 1])
+    assert ds.spec["text_sha256"] == hashlib.sha256(text[:4000]).hexdigest() and "pydoc_data" in where
+    assert ds.spec["num_classes"] == 256 and ds.spec["input_shape"] == [16] and ds.spec["task"] == "language-model"
+    assert dataset_from_spec(ds.spec).spec["sha256"] == ds.spec["sha256"]
+    f = tmp_path / "mine.txt"
+    f.write_bytes(b"abcabcabcabcabc")
+    mine = load_dataset("text", path=str(f), context=4, test_fraction=0.0)
+    assert mine.x_test is None and mine.x_train.tolist() == [[97, 98, 99, 97], [98, 99, 97, 98], [99, 97, 98, 99]]
+    with pytest.raises(InputError, match="at least one training window"):
+        load_dataset("text", path=str(f), context=40)
 
 
 def test_unknown_name_lists_known_names():

@@ -33,7 +33,22 @@ CASES = [
 
 
 def test_model_names():
-    assert model_names() == ["cnn1d", "convnet", "linear", "mlp", "resnet"]
+    assert model_names() == ["cnn1d", "convnet", "gpt", "linear", "mlp", "resnet"]
+
+
+def test_gpt_is_causal_and_sized_as_documented():
+    net = build_model("gpt", input_shape=(64,), num_classes=256, seed=0)
+    assert sum(p.numel() for p in net.parameters()) == 279168
+    ids = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = net(ids)
+        changed = ids.clone()
+        changed[:, 40] = (changed[:, 40] + 1) % 256
+        out2 = net(changed)
+    assert out.shape == (2, 64, 256)
+    assert torch.equal(out[:, :40], out2[:, :40]) and not torch.equal(out[:, 40:], out2[:, 40:])  # no peeking
+    with pytest.raises(InputError, match="divisible by heads"):
+        build_model("gpt", input_shape=(8,), num_classes=5, d_model=6, heads=4)
 
 
 @pytest.mark.parametrize("name,shape,kwargs", CASES)
@@ -205,7 +220,7 @@ def test_factory_reference_errors(tmp_path):
 
 
 def test_builtin_errors():
-    with pytest.raises(InputError, match=r"one of cnn1d, convnet, linear, mlp, resnet.*got 'vgg'"):
+    with pytest.raises(InputError, match=r"one of cnn1d, convnet, gpt, linear, mlp, resnet.*got 'vgg'"):
         build_model("vgg", input_shape=(4,), num_classes=2)
     with pytest.raises(InputError, match="unknown widht"):
         build_model("mlp", input_shape=(4,), num_classes=2, widht=3)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import click
 
 from .. import distributed
-from ..errors import GateFailed
-from ..loading import load_model_and_data
+from ..errors import GateFailed, InputError
+from ..loading import is_code_ref, load_model_and_data, load_user_callable
+from ..losses import LOSSES
 from ..measures.epsilon import budget_outcome
 from ..report import Report, analyze as run_analysis
 from . import cli
@@ -76,19 +77,47 @@ def render_table(report: dict, source: str) -> str:
     return "\n".join(lines)
 
 
+def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
+    """``loss=`` and ``forward=`` for the library call: names as they are, code references loaded (and so run)."""
+    out: dict = {}
+    if is_code_ref(loss_ref):
+        out["loss"] = load_user_callable(loss_ref, "loss")
+    elif loss_ref in ("auto", *LOSSES):
+        out["loss"] = loss_ref
+    else:
+        raise InputError(f"--loss expects one of auto, {', '.join(LOSSES)} or FILE.py:FN / pkg.mod:FN, got {loss_ref!r}")
+    if forward_ref is not None:
+        if not is_code_ref(forward_ref):
+            raise InputError(f"--forward expects FILE.py:FN or pkg.mod:FN, got {forward_ref!r}")
+        out["forward"] = load_user_callable(forward_ref, "forward function")
+    return out
+
+
 @cli.command(epilog=EXIT_CODES)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--model", "model_ref", metavar="NAME|FILE.py:FN|pkg.mod:FN",
               help="Architecture for a foreign state_dict (a toolkit checkpoint records its own).")
 @click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model, as a JSON object.")
-@click.option("--data", metavar="NAME|FILE.npz", help="Dataset (default: the one the checkpoint records).")
+@click.option("--data", metavar="NAME|FILE.npz|FILE.py:FN",
+              help="Dataset (default: the one the checkpoint records), or FILE.py:FN / pkg.mod:FN returning a Dataset, "
+                   "a DataLoader or (x, y) tensors (FN gets split= if it takes it). Naming code here RUNS it.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which split forms the analysis set.")
 @click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples (at most the split's size).")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
-@click.option("--loss", type=click.Choice(["auto", "cross-entropy", "mse"]), default="auto", show_default=True)
+@click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|causal-lm|FILE.py:FN", default="auto", show_default=True,
+              help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it).")
+@click.option("--forward", "forward_ref", metavar="FILE.py:FN|pkg.mod:FN",
+              help="FN(model, batch) -> outputs instead of model(x) / model(**batch) (naming code RUNS it).")
+@click.option("--target-key", default="labels", show_default=True, help="Key of the targets in dict batches.")
+@click.option("--ignore-index", type=int, default=-100, show_default=True,
+              help="Label of tokens that do not count (built-in cross-entropy).")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--data-policy", type=click.Choice(["verify", "cache", "trust"]), default="verify", show_default=True,
+              help="Streamed data: verify two passes hold the same samples (refuse augmentation), cache one pass in "
+                   "memory, or trust it.")
 @click.option("--bn-mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
               help="BatchNorm with running statistics (eval) or per-chunk batch statistics (train).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -153,13 +182,14 @@ def render_table(report: dict, source: str) -> str:
 @click.option("--backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
               help="torch.distributed backend under torchrun (ignored in a single process).")
 @common_options
-def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path, trust_checkpoint, backend,
-            device, dtype, seed, verbose, quiet, **options) -> None:
+def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, forward_ref, json_path, trust_checkpoint,
+            backend, device, dtype, seed, verbose, quiet, **options) -> None:
     """Curvature of the loss at CHECKPOINT: top/bottom Hessian eigenvalues (Lanczos), trace (Hutch++),
     spectral density, per-layer breakdown, and flatness measures; a table on stdout, or JSON.
 
     A checkpoint written by `sharpness train` needs no other flag. A foreign state_dict needs
-    --model FILE.py:FACTORY and --data FILE.npz.
+    --model FILE.py:FACTORY and --data FILE.npz, or your own pipeline: --data FILE.py:FN (a Dataset or
+    DataLoader), with --loss FILE.py:FN and --forward FILE.py:FN where the defaults do not fit.
     """
     level = setup_logging(verbose, quiet)
     check_outputs(json_path=json_path)
@@ -169,16 +199,20 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path,
         dev = distributed.rank_device(dev, ctx)
         loaded = load_model_and_data(
             checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
-            data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint,
+            data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint, split=options["split"],
         )
-        x, y = loaded.dataset.split(options["split"])
+        user = _user_code(loss_ref, forward_ref)
+        if loaded.dataset is None:
+            x, y, spec = loaded.user_data, None, {"name": data}
+        else:
+            (x, y), spec = loaded.dataset.split(options["split"]), loaded.dataset.spec
         rank0 = distributed.is_rank0()
         # One line per finished measure, terminal or not: a pipeline must not sit through minutes of silence.
         chatty = rank0 and level >= 0
         say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if chatty else None
         report: Report = run_analysis(
-            loaded.model, x, y, data_spec=loaded.dataset.spec, progress=say,
-            device=str(dev), dtype=dtype, seed=seed, **options,
+            loaded.model, x, y, data_spec=spec, progress=say,
+            device=str(dev), dtype=dtype, seed=seed, **user, **options,
         )
         result = report.to_dict()
         result["checkpoint"] = {"path": checkpoint, "kind": loaded.checkpoint.kind}

@@ -43,6 +43,11 @@ def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, d
 
     ``--samples`` larger than the training split is refused (as in ``analyze``); the test curve, only a
     companion, takes the whole test split when it is smaller, and says so on stderr (unless ``-q``)."""
+    if loaded.dataset is None:  # --data FILE.py:FN: the user's own pipeline (default forward and loss)
+        if samples is not None:
+            raise InputError("--samples needs a named dataset; subset the data your --data FILE.py:FN returns")
+        return Objective(loaded.model, loaded.user_data, chunk_size=chunk_size, bn_mode=bn_mode,
+                         dtype=DTYPES[dtype], device=device), None
     out = []
     for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
         x, y = loaded.dataset.split(split)
@@ -63,7 +68,9 @@ def grid_options(fn):
         click.option("--samples", type=click.IntRange(min=1), help="A seeded subset of this many training samples, at most the split's size (the test curve takes at most its whole split; default: all)."),
         click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only)."),
         click.option("--bn-mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True),
-        click.option("--data", metavar="NAME|FILE.npz", help="Dataset (default: the one the checkpoint records)."),
+        click.option("--data", metavar="NAME|FILE.npz|FILE.py:FN",
+                     help="Dataset (default: the one the checkpoint records), or FILE.py:FN returning a Dataset, "
+                          "DataLoader or (x, y) tensors (naming code RUNS it)."),
         click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live."),
         click.option("--model", "model_ref", metavar="NAME|FILE.py:FN", help="Architecture of a foreign state_dict."),
         click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model."),

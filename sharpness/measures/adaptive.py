@@ -165,14 +165,18 @@ def perturbation_scale(objective: Objective, *, adaptive: bool = True, eta: floa
     return theta.abs() + eta if adaptive else torch.ones_like(theta)
 
 
-def batches(objective: Objective, batch_size: int | None, *, seed: int = 0) -> list[Batch]:
-    """The analysis set as one batch (``batch_size=None``) or ⌊N/m⌋ seeded-shuffled batches of m samples."""
+def batches(objective: Objective, batch_size: int | None, *, seed: int = 0) -> list[Batch | None]:
+    """The analysis set as one batch (``batch_size=None``: ``[None]``, the objective's own chunks) or ⌊N/m⌋
+    seeded-shuffled batches ``(x, y, w)`` of m samples (in-memory tensors only)."""
     n = objective.n_samples
-    whole = (objective.inputs, objective.targets, objective.weights)
     if batch_size is None:
-        return [whole]
+        return [None]
+    if objective.inputs is None:
+        raise InputError(f"m-sharpness (batch_size={batch_size}) needs an in-memory analysis set (tensors), got a "
+                         f"streamed {objective.config.get('source')}; use the whole set (batch_size=None)")
     if not 1 <= batch_size <= n:
         raise InputError(f"batch_size must be in [1, {n}] (the analysis-set size) or None, got {batch_size}")
+    whole = (objective.inputs, objective.targets, objective.weights)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(objective.device)
     return [
         tuple(None if t is None else t[order[k : k + batch_size]] for t in whole)
@@ -180,14 +184,19 @@ def batches(objective: Objective, batch_size: int | None, *, seed: int = 0) -> l
     ]
 
 
-def _chunks(objective: Objective, batch: Batch) -> Iterator[Batch]:
+def _chunks(objective: Objective, batch: Batch | None) -> Iterator[tuple]:
+    if batch is None:
+        yield from objective.chunks()
+        return
     x, y, w = batch
     step = objective.chunk_size
     for k in range(0, x.shape[0], step):
-        yield x[k : k + step], y[k : k + step], None if w is None else w[k : k + step]
+        yield (x[k : k + step], y[k : k + step]), None if w is None else w[k : k + step]
 
 
-def _batch_weight(batch: Batch) -> float:
+def _batch_weight(objective: Objective, batch: Batch | None) -> float:
+    if batch is None:
+        return objective.total_weight
     x, _, w = batch
     return float(x.shape[0]) if w is None else float(w.sum())
 
@@ -197,7 +206,7 @@ def batch_loss(objective: Objective, theta: Tensor, batch: Batch) -> float:
     params = objective.unflatten(theta)
     with torch.no_grad():
         total = sum(float(objective.chunk_loss_sum(params, *c)) for c in _chunks(objective, batch))
-    return total / _batch_weight(batch)
+    return total / _batch_weight(objective, batch)
 
 
 def _batch_loss_and_grad(objective: Objective, theta: Tensor, batch: Batch) -> tuple[float, Tensor]:
@@ -208,7 +217,7 @@ def _batch_loss_and_grad(objective: Objective, theta: Tensor, batch: Batch) -> t
         g, v = grad_fn(params, *c)
         total += float(v)
         grad += objective.flatten(g)
-    weight = _batch_weight(batch)
+    weight = _batch_weight(objective, batch)
     return total / weight, grad / weight
 
 
