@@ -223,7 +223,7 @@ def _describe(name: str, net: dict, info: dict) -> str:
     else:
         arch = f"CNN conv {'-'.join(map(str, kw['channels']))} + {kw['hidden']} hidden"
     arch += ", batch norm (analysed in eval mode)" if kw.get("batchnorm") else ", no batch norm"
-    data = net["data"] + (f" (seeded subsets: {net['subset']} training, {net['test_subset']} test images)"
+    data = net["data"] + (f" (seeded subsets: {net['subset']} training, {net['test_subset']} test samples)"
                           if net["subset"] and net.get("test_subset") else
                           f" (seeded subset of {net['subset']} training samples)" if net["subset"] else "")
     B = info["batch_sizes"]
