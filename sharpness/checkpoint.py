@@ -268,6 +268,34 @@ def _disallowed_global(message: str) -> str | None:
     return None
 
 
+class _Global(Exception):
+    """Raised by :class:`_GlobalScanner` with the first global a pickle names."""
+
+
+class _GlobalScanner(pickle.Unpickler):
+    """Reads a pickle up to its first global and stops there, so nothing the file names is ever imported or
+    called (every object a pickle can build without a global is a plain dict/list/str/number)."""
+
+    def find_class(self, module: str, name: str):
+        raise _Global(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise _Global(f"a persistent id {str(pid)[:40]}")
+
+
+def _first_global(path: Path) -> str | None:
+    """The first global a bare pickle references (``"posix.system"``), or None for a pickle of plain values
+    or a file that is not a readable pickle. Never builds an object from a global."""
+    try:
+        with open(path, "rb") as f:
+            _GlobalScanner(f).load()
+    except _Global as found:
+        return str(found)
+    except Exception:
+        return None
+    return None
+
+
 def _describe_foreign(path: Path, head: bytes, size: int) -> str:
     if size == 0:
         return "an empty file"
@@ -331,15 +359,21 @@ def load_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) 
         return _load_safetensors(p, head, size, trust_checkpoint)
 
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns (3 lines on stderr) about any pickle protocol it does not write itself; the outcome
+            # of this load is reported as one line below, whatever it is.
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         offending = _disallowed_global(str(e))
+        if offending is None and head[:1] == b"\x80":
+            offending = _first_global(p)  # a bare pickle the weights-only reader cannot parse (protocol ≥ 3)
         if offending is None:
             raise _foreign(p, head, size) from None
         if not trust_checkpoint:
             raise InputError(
-                f"expected a checkpoint of tensors and plain values, got {str(p)!r} referencing {offending}; "
-                "refusing to unpickle arbitrary objects; pass --trust-checkpoint to run code from this file"
+                f"expected a checkpoint of tensors and plain values, got {str(p)!r} referencing {offending}: "
+                "refused as unsafe (unpickling it could run code); pass --trust-checkpoint to run code from this file"
             ) from None
         warnings.warn(
             f"loading {p} with weights_only=False because trust_checkpoint=True: this runs code from the file "

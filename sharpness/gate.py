@@ -70,6 +70,22 @@ def load_baseline(path: str) -> dict:
     return data
 
 
+def check_same_analysis_set(baseline: dict, sha256: str | None) -> None:
+    """Refuse a baseline computed on other data: its numbers are not comparable with ours. ``analyze`` calls
+    this as soon as it knows its analysis set, before any measure runs."""
+    theirs = lookup(baseline, "analysis_set.sha256")
+    if theirs != sha256:
+        raise InputError(
+            f"--baseline was computed on another analysis set (sha256 {str(theirs)[:12]}…, ours {str(sha256)[:12]}…); "
+            "compare reports on the same data"
+        )
+
+
+def _relation(passed: bool) -> str:
+    """The comparison as it holds: ``1.04 > 0.1`` for a failed check reads true, ``1.04 ≤ 0.1`` would not."""
+    return "≤" if passed else ">"
+
+
 def evaluate_gates(
     report: dict,
     *,
@@ -92,16 +108,13 @@ def evaluate_gates(
         value = lookup(report, path)
         if value is None:
             raise InputError(f"--{name.replace('_', '-')} needs {path} in the report, but it was not computed")
-        checks.append(Check(name, path, float(value), float(threshold), float(value) <= threshold, f"{value:.6g} ≤ {threshold:.6g}"))
+        passed = float(value) <= threshold
+        checks.append(Check(name, path, float(value), float(threshold), passed,
+                            f"{value:.6g} {_relation(passed)} {threshold:.6g}"))
     if baseline is not None:
         if max_increase is None:
             raise InputError("--baseline needs --max-increase (e.g. 25%)")
-        ours, theirs = lookup(report, "analysis_set.sha256"), lookup(baseline, "analysis_set.sha256")
-        if ours != theirs:
-            raise InputError(
-                f"--baseline was computed on another analysis set (sha256 {str(theirs)[:12]}…, ours {str(ours)[:12]}…); "
-                "compare reports on the same data"
-            )
+        check_same_analysis_set(baseline, lookup(report, "analysis_set.sha256"))
         compared = 0
         for name, path in BASELINE_METRICS:
             value, base = lookup(report, path), lookup(baseline, path)
@@ -109,9 +122,10 @@ def evaluate_gates(
                 continue
             compared += 1
             limit = float(base) + abs(float(base)) * max_increase
+            passed = float(value) <= limit
             checks.append(Check(
-                f"{name}_increase", path, float(value), limit, float(value) <= limit,
-                f"{value:.6g} ≤ {base:.6g} + {100 * max_increase:.4g}%",
+                f"{name}_increase", path, float(value), limit, passed,
+                f"{value:.6g} {_relation(passed)} {base:.6g} + {100 * max_increase:.4g}%",
             ))
         if compared == 0:
             raise InputError("--baseline shares no metric with this report (compute the same measures)")

@@ -163,19 +163,41 @@ class HessianOperator:
         return f"HessianOperator(P={self.objective.numel}, dtype={self.dtype}, device={self.device}, mode={self.mode})"
 
 
-def dense_hessian(objective: Objective, *, weight_decay: float = 0.0) -> Tensor:
-    """The full ``(P, P)`` Hessian by ``torch.func.hessian`` — for small models and as the tests' reference.
+def dense_hessian(objective: Objective, *, weight_decay: float = 0.0, block_size: int = 64) -> Tensor:
+    """The full ``(P, P)`` Hessian, built ``block_size`` columns at a time — for small models and as the
+    tests' reference.
 
-    Costs O(P) Hessian-vector products worth of memory and time; refuse it for large P yourself.
+    Each block is H·[e_j … e_{j+b−1}], forward-over-reverse (``jvp`` of ``grad``) vmapped over the b basis
+    vectors and summed over the objective's chunks, so the working memory is b tangent copies of one chunk's
+    activations on top of the P² result. ``torch.func.hessian`` vmaps all P directions at once: on the
+    README's 2 410-parameter MLP over 1 438 samples (float64) the process peaked at 5.5 GB of RSS for a 46 MB
+    matrix; in blocks of 64 it peaks at 0.75 GB, 0.32 GB of which the interpreter, torch and the data held
+    before the call (``/usr/bin/time -v``; 25 s against 21 s on 2 CPU threads). Costs P Hessian-vector products; refuse
+    it for large P yourself.
     """
+    if block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size}")
     obj = objective
+    theta = obj.theta
+    P = obj.numel
+    grad_fn = torch.func.grad(obj.chunk_loss_sum)
+    point = obj.unflatten(theta)
+    H = torch.empty(P, P, dtype=theta.dtype, device=theta.device)
+    for start in range(0, P, block_size):
+        stop = min(start + block_size, P)
+        basis = torch.zeros(stop - start, P, dtype=theta.dtype, device=theta.device)
+        basis[:, start:stop] = torch.eye(stop - start, dtype=theta.dtype, device=theta.device)
+        block = torch.zeros_like(basis)
+        for x, y, w in obj.chunks():
+            def hvp(v: Tensor) -> Tensor:
+                tangent = obj.unflatten(v)
+                _, hv = torch.func.jvp(lambda p: grad_fn(p, x, y, w), (point,), (tangent,))
+                return obj.flatten(hv)
 
-    def local_sum(theta: Tensor) -> Tensor:
-        params = obj.unflatten(theta)
-        return sum(obj.chunk_loss_sum(params, *c) for c in obj.chunks())
-
-    # The Hessian of the local sum, reduced across ranks outside the transform (a collective cannot be traced).
-    H = obj.reduce(torch.func.hessian(local_sum)(obj.theta)) / obj.total_weight
+            block += torch.func.vmap(hvp)(basis)
+        H[start:stop] = block  # rows = columns: H is symmetric
+    # The Hessian of the local sum, reduced across ranks outside the transforms (a collective cannot be traced).
+    H = obj.reduce(H) / obj.total_weight
     if weight_decay:
-        H = H + weight_decay * torch.eye(obj.numel, dtype=H.dtype, device=H.device)
+        H = H + weight_decay * torch.eye(P, dtype=H.dtype, device=H.device)
     return H

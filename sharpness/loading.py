@@ -44,6 +44,15 @@ def load_model_and_data(
 ) -> Loaded:
     """Load ``path`` (safely unless ``trust_checkpoint``), its dataset and a model holding its weights."""
     ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
+    # Name every missing flag at once: a user who fixes one should not discover the next on the second try.
+    missing = []
+    if model is None and not ckpt.model and ckpt.module is None:
+        missing.append("--model NAME|FILE.py:FN")
+    if data is None and not ckpt.data:
+        missing.append("--data NAME|FILE.npz")
+    if len(missing) > 1:
+        raise InputError(f"expected {' and '.join(missing)} for {str(path)!r}, a bare {ckpt.kind} that records "
+                         "neither its architecture nor its dataset")
     dataset = load_data(data, ckpt, data_dir=data_dir)
     net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=dataset.spec)
     return Loaded(net, dataset, ckpt)

@@ -73,10 +73,31 @@ def per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
     or HVP costs 1.14–1.26× the old formula, through 40-256-256-10 0.95–1.06×. Every value, gradient and grid
     point of the toolkit goes through here.
     """
+    check_loss_shapes(kind, output, target)
     if kind == "cross-entropy":
         return cross_entropy_and_argmax(output, target)[0]
     diff = output.reshape(output.shape[0], -1) - target.reshape(target.shape[0], -1)
     return diff.pow(2).mean(dim=1)
+
+
+def check_loss_shapes(kind: str, output: Tensor, target: Tensor) -> None:
+    """Refuse outputs and targets that do not pair up sample by sample, whatever the loss.
+
+    Broadcasting would otherwise turn a mistake into a number: ``(N, 10)`` logits minus ``(N,)`` float labels
+    is an ``(N, 10)`` difference, and its mean squared error is reported as if it meant something."""
+    n = output.shape[0] if output.ndim else None
+    if kind == "cross-entropy":
+        if output.ndim != 2 or target.shape != (n,) or target.is_floating_point():
+            raise InputError(
+                f"cross-entropy expects outputs of shape (N, classes) and N integer labels, got outputs of shape "
+                f"{tuple(output.shape)} and {'float' if target.is_floating_point() else 'integer'} targets of shape "
+                f"{tuple(target.shape)}")
+        return
+    if target.ndim == 0 or n != target.shape[0] or output[0].numel() != target[0].numel():
+        hint = " (class labels? store them as integers for cross-entropy)" if target.ndim == 1 and output.ndim == 2 else ""
+        raise InputError(
+            f"mse expects targets with the model's output shape {tuple(output.shape[1:])} per sample, got targets "
+            f"of shape {tuple(target.shape[1:])} per sample{hint}")
 
 
 def cross_entropy_and_argmax(output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -348,6 +369,8 @@ class Objective:
                     self._check_labels(out)
                 a = self.chunk_loss_sum(params, x, y, w)
                 b = self.chunk_loss_sum(params, x, y, w)
+        except InputError:
+            raise
         except (RuntimeError, IndexError, ValueError) as err:
             # The first contact of model and data: a shape or label mismatch is the user's input, not a bug.
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

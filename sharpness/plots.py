@@ -473,9 +473,14 @@ def sharpness_vs_batch(
     color: str = "C0",
     acc_color: str = "C1",
     log_sharpness: bool = False,
+    runs: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float] | None]] | None = None,
 ) -> Axes:
     """Sharpness (left) and test accuracy in % (right, twin axis) against batch size on a log₂ axis
-    (Keskar et al. 2017, Fig. 4–5 style); error bars from ``*_err`` (e.g. standard errors over seeds)."""
+    (Keskar et al. 2017, Fig. 4–5 style); error bars from ``*_err`` (e.g. standard deviations over seeds).
+
+    ``runs`` maps a label (``"seed 0"``) to that run's own ``(batch_sizes, sharpness, test_acc)``, drawn as thin
+    faint lines under the summary line, so the spread between seeds is seen rather than averaged away (one
+    polyline through every seed's points would zigzag at each batch size)."""
     bs = np.asarray(batch_sizes, dtype=np.float64)
     order = np.argsort(bs)
     bs = bs[order]
@@ -483,6 +488,10 @@ def sharpness_vs_batch(
     def sort(v):
         return None if v is None else np.asarray(v, dtype=np.float64)[order]
 
+    faint = dict(lw=0.8, alpha=0.45, ms=3)
+    for run_bs, run_sharp, _ in (runs or {}).values():
+        o = np.argsort(np.asarray(run_bs, dtype=np.float64))
+        ax.plot(np.asarray(run_bs, dtype=np.float64)[o], np.asarray(run_sharp, dtype=np.float64)[o], "-o", color=color, **faint)
     ax.errorbar(bs, sort(sharpness), yerr=sort(sharpness_err), fmt="-o", color=color, capsize=2, label=ylabel)
     _integer_log2_axis(ax, bs)
     if log_sharpness:
@@ -494,6 +503,11 @@ def sharpness_vs_batch(
     if test_acc is not None:
         twin = _twin(ax)
         err = sort(acc_err)
+        for run_bs, _, run_acc in (runs or {}).values():
+            if run_acc is not None:
+                o = np.argsort(np.asarray(run_bs, dtype=np.float64))
+                twin.plot(np.asarray(run_bs, dtype=np.float64)[o], _percent(np.asarray(run_acc, dtype=np.float64)[o]),
+                          "--s", color=acc_color, **faint)
         twin.errorbar(bs, _percent(sort(test_acc)), yerr=_percent(err), fmt="--s", color=acc_color, capsize=2, label="test accuracy")
         twin.set_ylabel("test accuracy (%)")
         _color_axis(twin, acc_color, "right")

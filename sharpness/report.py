@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from . import __version__
 from .errors import InputError
 from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
-from .gate import evaluate_gates, load_baseline, parse_increase
+from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
@@ -112,6 +112,29 @@ class AnalysisConfig:
             raise InputError(f"epsilon_method must be one of {', '.join(EPSILON_METHODS)}, got {self.epsilon_method!r}")
         if self.sharpness_p not in ("2", "inf"):
             raise InputError(f"sharpness_p must be 2 or inf, got {self.sharpness_p!r}")
+        if self.max_steps is not None and self.max_steps < max(self.top_k, self.bottom_k):
+            raise InputError(f"expected --max-steps ≥ {max(self.top_k, self.bottom_k)} (the number of requested "
+                             f"eigenvalues), got {self.max_steps}")
+        # The two halves of the baseline gate only mean something together; say so before any work is done.
+        if self.max_increase is not None and self.baseline is None:
+            raise InputError(f"expected --baseline REPORT.json with --max-increase {self.max_increase}, got "
+                             "--max-increase alone (it compares against a baseline report)")
+        if self.baseline is not None and self.max_increase is None:
+            raise InputError("expected --max-increase (e.g. 25%) with --baseline, got --baseline alone")
+        parse_increase(self.max_increase)
+        for option, threshold, computed, needs in (
+                ("--max-eigenvalue", self.max_eigenvalue, self.top_k > 0, "--top-k ≥ 1"),
+                ("--max-trace", self.max_trace, self.trace, "--trace"),
+                ("--max-epsilon-sharpness", self.max_epsilon_sharpness, bool(self.epsilon), "--epsilon E")):
+            if threshold is not None and not computed:
+                raise InputError(f"expected {needs} with {option} {threshold:g}, got a gate on a measure that is not computed")
+
+    def check_counts(self, num_params: int) -> None:
+        """Refuse counts the model cannot supply, before any estimator runs: Lanczos cannot return more
+        eigenvalues than the P parameters have, and a random subspace cannot exceed R^P."""
+        for option, k in (("--top-k", self.top_k), ("--bottom-k", self.bottom_k), ("--subspace-dim", self.subspace_dim)):
+            if k is not None and k > num_params:
+                raise InputError(f"expected {option} ≤ {num_params} (the number of parameters analyzed), got {k}")
 
 
 @dataclass(frozen=True)
@@ -184,11 +207,16 @@ def tensor_sha256(*tensors: Tensor) -> str:
 
 
 def select_analysis_set(
-    inputs: Tensor, targets: Tensor, *, samples: int | None, seed: int
+    inputs: Tensor, targets: Tensor, *, samples: int | None, seed: int, split: str = "train"
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """All samples, or a seeded subset of ``samples`` of them (indices sorted, so order is canonical)."""
+    """All samples, or a seeded subset of ``samples`` of them (indices sorted, so order is canonical).
+
+    More samples than the ``split`` holds is refused: clamping silently would analyze another set than the
+    one asked for (and a report would claim a size nobody requested)."""
     n = inputs.shape[0]
-    if samples is None or samples >= n:
+    if samples is not None and samples > n:
+        raise InputError(f"expected --samples ≤ {n} (the size of the {split} split), got {samples}")
+    if samples is None or samples == n:
         return inputs, targets, None
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(n, generator=g)[:samples].sort().values
@@ -219,14 +247,20 @@ def _parameter_groups(names: list[str]) -> dict[str, list[str]]:
 class _Clock:
     """Accumulates seconds and matvecs per named measurement."""
 
-    def __init__(self) -> None:
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self.start = time.perf_counter()
+        self.say = say or (lambda _msg: None)
 
-    def time(self, name: str, fn: Callable[[], Any]) -> Any:
+    def time(self, name: str, fn: Callable[[], Any], label: str | None = None) -> Any:
+        """``fn()``, its seconds added to ``name``; with ``label``, one progress line when it is done (a
+        pipeline that reads stderr sees each measure finish instead of minutes of silence)."""
         t0 = time.perf_counter()
         out = fn()
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        if label is not None:
+            self.say(f"{label} done ({seconds:.1f} s)")
         return out
 
 
@@ -255,7 +289,6 @@ def analyze(
     Returns a :class:`Report`; ``report.to_dict()`` is the ``sharpness.report/1`` JSON.
     """
     cfg = AnalysisConfig(**options)
-    say = progress or (lambda _msg: None)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     # Under torchrun every rank holds a disjoint shard of the analysis set and all sums are all-reduced;
     # the estimators then take identical steps on every rank (same seeds, same reduced products).
@@ -264,9 +297,10 @@ def analyze(
     if ctx is not None and (cfg.adaptive_rho or cfg.rho or cfg.average_adaptive_rho or cfg.average_rho):
         raise InputError("worst-/average-case sharpness (--adaptive-rho/--rho/--average-*) is single-process only "
                          "for now; run it without torchrun")
-    clock = _Clock()
+    clock = _Clock(progress)
+    baseline = load_baseline(cfg.baseline) if cfg.baseline else None  # a bad baseline fails before the work
 
-    x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed)
+    x, y, idx = select_analysis_set(inputs, targets, samples=cfg.samples, seed=cfg.seed, split=cfg.split)
     analysis_set = {
         "dataset": (data_spec or {}).get("name"),
         "split": cfg.split,
@@ -275,36 +309,37 @@ def analyze(
         "subset_seed": cfg.seed if idx is not None else None,
         "sha256": tensor_sha256(x, y),
     }
-    say("building the objective")
+    if baseline is not None:
+        check_same_analysis_set(baseline, analysis_set["sha256"])
     xs, ys = shard_tensors(x, y, ctx=ctx)
     objective = Objective(
         model, xs, ys, loss=cfg.loss, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, params=cfg.params,
         dtype=dtype, device=device, reduce=all_reduce_sum if ctx is not None else None,
     )
-    evaluation = clock.time("loss", objective.evaluate)
+    cfg.check_counts(objective.numel)
+    evaluation = clock.time("loss", objective.evaluate, f"loss on {int(x.shape[0])} samples")
     if not math.isfinite(evaluation.loss):
         raise InputError(f"expected a finite loss at the checkpoint, got {evaluation.loss}")
     H = HessianOperator(objective, weight_decay=cfg.weight_decay)
     hessian: dict[str, Any] = {"num_params": objective.numel, "mode": None}
 
     if cfg.top_k or cfg.bottom_k:
-        say(f"Lanczos: top {cfg.top_k}, bottom {cfg.bottom_k} eigenvalues")
         before = H.num_matvecs
         top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
             H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
-        ))
+        ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
+           f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
         hessian["top"] = _eigen_dict(top) if cfg.top_k else None
         hessian["bottom"] = _eigen_dict(bottom) if cfg.bottom_k else None
         hessian["eigen_num_matvecs"] = H.num_matvecs - before
     if cfg.trace:
-        say(f"trace ({cfg.trace_method}, {cfg.trace_probes} matvecs)")
-        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1))
+        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1),
+                              f"trace ({cfg.trace_method}, {cfg.trace_probes} matvecs)")
         hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method}
     if cfg.density:
-        say(f"spectral density ({cfg.density_runs} runs × {cfg.density_steps} steps)")
         dens = clock.time("density", lambda: spectral_density(
             H, num_steps=min(cfg.density_steps, objective.numel), num_runs=cfg.density_runs, seed=cfg.seed + 2,
-        ))
+        ), f"spectral density ({cfg.density_runs} runs × {cfg.density_steps} steps)")
         hessian["density"] = jsonable(dens)
     hessian["mode"] = H.mode
 
@@ -312,19 +347,20 @@ def analyze(
     if cfg.per_layer:
         per_layer = []
         for group, names in _parameter_groups(objective.names).items():
-            say(f"per-layer: {group}")
             sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay)
             entry: dict[str, Any] = {"name": group, "params": names, "num_params": sub.shape[0]}
-            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed))
+            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed),
+                                   f"per-layer λ_max of {group}")
             entry["lambda_max"] = float(top1.values[0])
             entry["lambda_max_residual"] = float(top1.residuals[0])
             if cfg.trace:
-                entry["trace"] = jsonable(clock.time("per_layer", lambda: _trace(sub, cfg, cfg.seed + 1)))
+                entry["trace"] = jsonable(clock.time("per_layer", lambda: _trace(sub, cfg, cfg.seed + 1),
+                                                     f"per-layer trace of {group}"))
             entry["num_matvecs"] = sub.num_matvecs
             per_layer.append(entry)
 
     lambda_max = hessian["top"]["values"][0] if hessian.get("top") else None
-    measures = clock.time("flatness", lambda: _flatness(objective, cfg, say, lambda_max))
+    measures = clock.time("flatness", lambda: _flatness(objective, cfg, _Clock(progress), lambda_max))
 
     total_matvecs = (H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
                      + sum(e.num_hvps for e in measures.get("epsilon_sharpness", [])))
@@ -346,10 +382,10 @@ def analyze(
         gate={"passed": True, "checks": []},
         measures=measures,
     )
-    return with_gates(report, cfg)
+    return with_gates(report, cfg, baseline=baseline)
 
 
-def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], None], lambda_max: float | None) -> dict:
+def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_max: float | None) -> dict:
     """Keskar ε-sharpness and worst-/average-case (adaptive) sharpness on the same objective.
 
     ε-sharpness runs the default ascent and/or Keskar's paper protocol (``epsilon_method``). With λ_max
@@ -363,39 +399,40 @@ def _flatness(objective: Objective, cfg: AnalysisConfig, say: Callable[[str], No
         for method in methods:
             for eps in cfg.epsilon:
                 for dim in spaces:
-                    say(f"ε-sharpness ({method}) ε={eps:g} {'full space' if dim is None else f'subspace p={dim}'}")
-                    out["epsilon_sharpness"].append(epsilon_sharpness(
+                    label = f"ε-sharpness ({method}) ε={eps:g} {'full space' if dim is None else f'subspace p={dim}'}"
+                    out["epsilon_sharpness"].append(clock.time("epsilon", lambda: epsilon_sharpness(
                         objective, eps, subspace_dim=dim, method=method, start=cfg.epsilon_start,
                         restarts=cfg.epsilon_restarts, max_iter=cfg.epsilon_max_iter, polish=cfg.epsilon_polish,
                         curvature=lambda_max, seed=cfg.seed,
-                    ))
+                    ), label))
     # Average case first: at the same (ρ, scaling) its best draw joins the worst-case ascent's starts, so that
     # worst ≥ average holds by construction on the whole set (measures/adaptive.py).
     averages = {}
     for rho, adaptive in [(r, True) for r in cfg.average_adaptive_rho] + [(r, False) for r in cfg.average_rho]:
-        say(f"{'adaptive' if adaptive else 'plain'} average-case sharpness ρ={rho:g} ({cfg.average_distribution})")
-        averages[rho, adaptive] = average_sharpness(
+        label = f"{'adaptive' if adaptive else 'plain'} average-case sharpness ρ={rho:g} ({cfg.average_distribution})"
+        averages[rho, adaptive] = clock.time("average", lambda: average_sharpness(
             objective, rho, adaptive=adaptive, distribution=cfg.average_distribution, num_draws=cfg.average_draws,
             seed=cfg.seed,
-        )
+        ), label)
     if averages:
         out["average_sharpness"] = list(averages.values())
     worst = []
     for rho, adaptive in [(r, True) for r in cfg.adaptive_rho] + [(r, False) for r in cfg.rho]:
-        say(f"{'adaptive' if adaptive else 'plain'} worst-case sharpness ρ={rho:g}")
         average = averages.get((rho, adaptive)) if cfg.average_distribution == "sphere" else None
-        worst.append(worst_case_sharpness(
+        worst.append(clock.time("worst", lambda: worst_case_sharpness(
             objective, rho, p=cfg.sharpness_p, adaptive=adaptive, steps=cfg.sharpness_steps,
             batch_size=cfg.sharpness_batch_size, seed=cfg.seed, average=average,
-        ))
+        ), f"{'adaptive' if adaptive else 'plain'} worst-case sharpness ρ={rho:g}"))
     if worst:
         out["adaptive_sharpness"] = worst
     return out
 
 
-def with_gates(report: Report, cfg: AnalysisConfig) -> Report:
-    """``report`` with its ``gate`` filled from the thresholds in ``cfg``."""
-    baseline = load_baseline(cfg.baseline) if cfg.baseline else None
+def with_gates(report: Report, cfg: AnalysisConfig, *, baseline: dict | None = None) -> Report:
+    """``report`` with its ``gate`` filled from the thresholds in ``cfg`` (``baseline``: the loaded
+    ``cfg.baseline``, when the caller has read it already)."""
+    if baseline is None and cfg.baseline:
+        baseline = load_baseline(cfg.baseline)
     checks = evaluate_gates(
         report.to_dict(),
         max_eigenvalue=cfg.max_eigenvalue,

@@ -73,6 +73,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
     return path
 
 
+def check_writable(out: str | os.PathLike, option: str | None = None) -> None:
+    """Make sure a file can be written at ``out`` *before* the work that produces it starts: its directory is
+    created if missing, and must be writable; ``out`` must not be a directory. ``option`` (``"--json"``) names
+    the flag in the message. A check after an hour of analysis would throw the hour away."""
+    what = f"{option} {os.fspath(out)}" if option else repr(os.fspath(out))
+    directory = Path(out).expanduser().resolve().parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"expected a writable output directory for {what}, got {e.strerror or e} creating {str(directory)!r}") from None
+    if Path(out).is_dir():
+        raise InputError(f"expected an output file path for {what}, got a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"expected a writable output directory for {what}, got {str(directory)!r} (permission denied)")
+
+
 def array_digest(*arrays: Any) -> str:
     """SHA-256 over the dtype, shape and bytes of arrays or tensors (in order): a manifest's input hash."""
     h = hashlib.sha256()

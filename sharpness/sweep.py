@@ -9,9 +9,11 @@ Layout of the run directory ``out_dir``::
     runs/bs{B}_seed{s}[_lr{η}].pt           a finished run (a sharpness checkpoint, written atomically)
     runs/bs{B}_seed{s}[_lr{η}].pt.resume    an interrupted run's state (see :mod:`sharpness.train`)
     runs/bs{B}_seed{s}[_lr{η}].report.json  with ``analyze=True``: :func:`sharpness.report.analyze` at the end
-    summary.json, summary.csv                one row per run (written after every run)
+    summary.json, summary.csv                one row per run of the grid, written after every run; runs not
+                                             finished yet have status "pending" (and the JSON "complete": false)
 
-Running the same sweep again skips runs marked done, resumes a half-finished one from its ``.resume`` state, and
+Running the same sweep again skips runs marked done, resumes a half-finished one from its ``.resume`` state (written
+at every epoch's end, so a run killed without warning loses at most one epoch), and
 refuses (:class:`~sharpness.errors.InputError`) a directory whose manifest describes a different sweep.
 Runs that diverge keep their last good weights and appear in the summary with ``status="diverged"``.
 Batch sizes such as ``"10%"`` are resolved against the training set first; ``B`` in file names is in samples.
@@ -166,15 +168,15 @@ def sweep(
             (resumed if Path(f"{ckpt_path}.resume").exists() else trained).append(name)
             log.info("[%d/%d] %s: training", i + 1, len(grid), name)
             try:
-                train(config, dataset=dataset, callbacks=callbacks, progress=progress, out=ckpt_path)
+                train(config, dataset=dataset, callbacks=callbacks, progress=progress, out=ckpt_path, keep_state=True)
             except TrainingDiverged as e:
                 log.warning("%s: %s", name, e)
             if analyze and _row(name, batch, seed, config.lr, ckpt_path)["status"] == "ok":
                 _analysis(root, name, ckpt_path, dataset, base, analyze_options)  # cached beside the run
             rundir.mark_done(name)
-        _write_summary(rundir, manifest, finished_rows())
+        _write_summary(rundir, manifest, finished_rows(), grid, base.lr)
     rows = finished_rows()
-    _write_summary(rundir, manifest, rows)
+    _write_summary(rundir, manifest, rows, grid, base.lr)
     return SweepResult(rows=tuple(rows), out_dir=str(root), summary_json=str(root / "summary.json"),
                        summary_csv=str(root / "summary.csv"), trained=tuple(trained), resumed=tuple(resumed),
                        skipped=tuple(skipped))
@@ -260,9 +262,24 @@ def _analysis(root: Path, name: str, ckpt_path: Path, dataset: Dataset, base: Tr
     }
 
 
-def _write_summary(rundir: RunDir, manifest: dict, rows: list[dict]) -> None:
+def _write_summary(rundir: RunDir, manifest: dict, rows: list[dict], grid: list[tuple], lr: float) -> None:
+    """``summary.json`` and ``summary.csv``: one row per run of the grid, in grid order.
+
+    Written after every run, so a killed sweep leaves a summary, which must not pass for a finished one: runs
+    not finished yet appear with ``status="pending"`` and empty numbers, and the JSON says ``"complete": false``
+    with how many runs are finished."""
+    finished = {row["run"]: row for row in rows}
+    every = []
+    for seed, batch, run_lr in grid:
+        name = run_name(batch, seed, run_lr)
+        pending = {**{key: None for key in SUMMARY_FIELDS}, "run": name, "batch_size": batch, "seed": seed,
+                   "lr": lr if run_lr is None else run_lr, "status": "pending", "checkpoint": None}
+        every.append(finished.get(name, pending))
+    rows = every
     rundir.write_json("summary.json", {"schema": "sharpness.sweep-summary/1", "config_hash": manifest["config_hash"],
-                                       "config": manifest["config"], "fields": list(SUMMARY_FIELDS), "rows": rows})
+                                       "config": manifest["config"], "complete": len(finished) == len(grid),
+                                       "runs_finished": len(finished), "runs_total": len(grid),
+                                       "fields": list(SUMMARY_FIELDS), "rows": rows})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_FIELDS, "checkpoint"], lineterminator="\n")
     writer.writeheader()

@@ -221,6 +221,11 @@ def _check_int(name: str, value: Any, minimum: int, *, none: bool = True) -> Non
         raise InputError(f"expected {name} to be an integer ≥ {minimum}{' or None' if none else ''}, got {value!r}")
 
 
+def _at_most(samples: int | None, inputs: Tensor) -> int | None:
+    """``samples`` capped at the number of rows of ``inputs`` (``None`` stays ``None``: all of them)."""
+    return None if samples is None else min(samples, int(inputs.shape[0]))
+
+
 class SharpnessTracker:
     """Measures λ_max (optionally top-k, λ_min, Hutch++ trace, held-out loss) every k steps of training.
 
@@ -379,7 +384,8 @@ class SharpnessTracker:
             source = self._source if self._source is not None else (inputs, targets)
             if source[0] is None or source[1] is None:
                 raise InputError("expected analysis data: pass inputs/targets to SharpnessTracker or set_data(), got none")
-            x, y, _ = select_analysis_set(*source, samples=self.analysis_samples, seed=self.seed)
+            # At most analysis_samples: a default of 1000 on a smaller split takes all of it (recorded in info).
+            x, y, _ = select_analysis_set(*source, samples=_at_most(self.analysis_samples, source[0]), seed=self.seed)
             info = {"n_samples": int(x.shape[0]), "n_available": int(source[0].shape[0]), "seed": self.seed,
                     "sha256": tensor_sha256(x, y)}
             if self.analysis_set is not None and self.analysis_set["sha256"] != info["sha256"]:
@@ -390,7 +396,7 @@ class SharpnessTracker:
             pair = held_out if self._held_out_option is True else self._held_out_option
             if pair is not None and pair[0] is not None:
                 # a different stream of the same seed than the analysis draw (they come from different splits anyway)
-                x, y, _ = select_analysis_set(*pair, samples=self.held_out_samples, seed=self.seed + 1)
+                x, y, _ = select_analysis_set(*pair, samples=_at_most(self.held_out_samples, pair[0]), seed=self.seed + 1)
                 self._held = (x, y)
                 self.held_out_set = {"n_samples": int(x.shape[0]), "n_available": int(pair[0].shape[0]),
                                      "seed": self.seed + 1, "sha256": tensor_sha256(x, y)}
@@ -464,6 +470,9 @@ class SharpnessTracker:
     def _measure(self, model: nn.Module, step: int) -> dict:
         x, y = self._analysis
         objective = Objective(model, x, y, check_determinism=not self._checked, **self.objective_options)
+        if self.top_k > objective.numel:  # Lanczos cannot return more eigenvalues than there are parameters
+            raise InputError(f"expected --track-top-k (top_k) ≤ {objective.numel}, the number of parameters "
+                             f"tracked, got {self.top_k}")
         self._checked = True
         ev = objective.evaluate()
         rec: dict[str, Any] = {"step": step, "loss": ev.loss, "accuracy": ev.accuracy, "warm_started": False,

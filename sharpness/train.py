@@ -71,7 +71,7 @@ from .data import Dataset, hash_tensors, load_dataset
 from .errors import InputError
 from .models import build_model, model_spec
 from .objective import per_sample_loss
-from .rundir import atomic_write
+from .rundir import atomic_write, check_writable
 
 __all__ = [
     "TrainConfig",
@@ -571,18 +571,6 @@ def snapshot_path(out: str | os.PathLike, epoch: int) -> str:
     return f"{stem}.epoch{epoch}.pt"
 
 
-def _check_writable(out: str) -> None:
-    directory = Path(out).expanduser().resolve().parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"expected a writable output directory for {out!r}, got {e.strerror or e} creating {str(directory)!r}") from None
-    if Path(out).is_dir():
-        raise InputError(f"expected an output file path, got directory {out!r}")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise InputError(f"expected a writable output directory for {out!r}, got {str(directory)!r} (permission denied)")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Signals: defer Ctrl-C / SIGTERM to a step boundary
 # ----------------------------------------------------------------------------------------------------------
@@ -713,6 +701,7 @@ def train(
     callbacks: Sequence[Any] = (),
     progress: bool = False,
     out: str | os.PathLike | None = None,
+    keep_state: bool = False,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data`` as the module docstring describes; write a checkpoint to ``out``.
 
@@ -726,6 +715,10 @@ def train(
         progress: show a tqdm bar on stderr.
         out: checkpoint path (written atomically when training ends); also the stem for ``save_every``
             snapshots and the ``.resume`` file. Without it nothing is written and Ctrl-C saves nothing.
+        keep_state: also write the ``.resume`` state (atomically) at the end of every epoch, so that a process
+            killed without warning (SIGKILL, a lost machine: no Ctrl-C handler runs) continues from its last
+            finished epoch with ``resume=True``, bit-identically, instead of from scratch. The file is removed
+            when the run finishes. A sweep trains every run this way.
 
     History: one record per epoch (and one for the initial weights, epoch 0, and a last one for a run that
     stops mid-epoch by ``steps``) with ``epoch, step, lr, train_loss, train_acc, test_loss, test_acc,
@@ -749,7 +742,7 @@ def train(
         raise InputError(f"expected a TrainConfig, got {type(config).__name__}")
     out = None if out is None else os.fspath(out)
     if out is not None:
-        _check_writable(out)
+        check_writable(out)
     device = _device(config.device)
     dtype = DTYPES[config.dtype]
     dataset = dataset if dataset is not None else load_data(config)
@@ -789,7 +782,7 @@ def train(
     run = _Run(config=config, net=net, optimizer=optimizer, schedule=schedule, sizes=sizes, batch=batch,
                steps_per_epoch=steps_per_epoch, kind=kind, x_train=x_train, y_train=y_train, x_test=x_test,
                y_test=y_test, spec=spec, device=device, dtype=dtype, out=out, arch=arch,
-               init_sha=init_sha, init_source=init_source, callbacks=list(callbacks))
+               init_sha=init_sha, init_source=init_source, callbacks=list(callbacks), keep_state=keep_state)
     bar = _ProgressBar(run.total_steps) if progress else None
     if bar is not None:
         run.callbacks.append(bar)
@@ -943,6 +936,10 @@ class _Run:
             if self.state.stop and self.stopped_by is None:  # asked for in on_epoch_end: this epoch is the last
                 self.stopped_by = "callback"
                 self._complete_last_record()
+            if self.keep_state and self.out is not None and self.stopped_by is None:
+                # The state a Ctrl-C right here would save: resuming from it continues bit-identically.
+                payload = self._resume_payload()
+                atomic_write(resume_path(self.out), lambda fh: torch.save(payload, fh))
             self.guard.check()
 
     def _step_limit(self) -> bool:

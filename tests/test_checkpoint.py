@@ -218,7 +218,7 @@ def test_pickled_module_refused_then_accepted_with_trust(tmp_path):
         load_checkpoint(p)
     msg = str(e.value)
     assert "PickledNet" in msg and f"{PickledNet.__module__}.PickledNet" in msg
-    assert "refusing to unpickle arbitrary objects; pass --trust-checkpoint to run code from this file" in msg
+    assert "refused as unsafe (unpickling it could run code); pass --trust-checkpoint to run code from this file" in msg
     assert "\n" not in msg
     with pytest.warns(UserWarning, match="weights_only=False"):
         ck = load_checkpoint(p, trust_checkpoint=True)
@@ -234,7 +234,7 @@ def test_malicious_payload_never_executes(tmp_path):
     marker = tmp_path / "pwned"
     p = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "payload": CreatesFile(str(marker))}, p)
-    with pytest.raises(InputError, match=r"referencing (io|builtins)?\.?open; refusing to unpickle arbitrary objects"):
+    with pytest.raises(InputError, match=r"referencing (io|builtins)?\.?open: refused as unsafe"):
         load_checkpoint(p)
     assert not marker.exists()
     # the opt-in is what makes the difference: with it, the file's code runs (and the result is still rejected)

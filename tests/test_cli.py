@@ -6,6 +6,7 @@ Every bad-input case must exit 2 with exactly one line on stderr and no tracebac
 from __future__ import annotations
 
 import gzip
+import re
 import json
 import pickle
 import struct
@@ -361,3 +362,143 @@ def test_epsilon_table_names_the_method_and_a_budget_that_ran_out(capsys, toolki
     code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-2")
     (line,) = [line for line in out.splitlines() if "ε-sharpness" in line]
     assert "[ascent: 5 × ≤ 100 evaluations, converged" in line and "lower bound" not in err
+
+
+# --- the first hour: bad input that used to get through (issue #14) ---------------------------------------
+
+
+def test_more_eigenvalues_or_samples_than_exist_are_refused_before_any_work(capsys, toolkit_ckpt):
+    # The MLP has 67 parameters and the blobs training split 120 samples.
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--top-k", "5000"), "--top-k ≤ 67", "5000")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--bottom-k", "68"), "--bottom-k ≤ 67")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--epsilon", "1e-3", "--subspace-dim", "100"),
+                       "--subspace-dim ≤ 67")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--top-k", "3", "--max-steps", "2"), "--max-steps ≥ 3")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--samples", "100000"),
+                       "--samples ≤ 120", "train split", "100000")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--split", "test", "--samples", "41"),
+                       "--samples ≤ 40", "test split")
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--samples", "120", "--no-trace", "--json", "-")
+    assert code == 0 and json.loads(out)["analysis_set"]["n_samples"] == 120
+
+
+def test_float_labels_with_a_classifier_are_refused_in_every_loss(capsys, toolkit_ckpt, tmp_path):
+    g = np.random.default_rng(0)
+    x = g.normal(size=(30, 4)).astype(np.float32)
+    np.savez(tmp_path / "float_labels.npz", x=x, y=g.integers(0, 3, 30).astype(np.float32))
+    data = tmp_path / "float_labels.npz"
+    # (N, 3) logits against (N,) float targets used to broadcast into an (N, 3) difference and exit 0.
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--data", data, "--no-trace"),
+                       "mse expects targets with the model's output shape (3,)", "got targets of shape ()", "integers")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--data", data, "--loss", "cross-entropy"),
+                       "integer")
+    np.savez(tmp_path / "column.npz", x=x, y=g.integers(0, 3, (30, 1)))
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--data", tmp_path / "column.npz"), "[30, 1]")
+    assert_input_error(run_cli(capsys, "landscape", toolkit_ckpt, "--data", data, "--dims", "1", "--out", tmp_path / "l"),
+                       "mse expects")
+    assert not (tmp_path / "l" / "landscape_1d.npz").exists()
+
+
+def test_landscape_and_interpolate_refuse_more_samples_than_the_training_split(capsys, toolkit_ckpt, tmp_path):
+    assert_input_error(run_cli(capsys, "landscape", toolkit_ckpt, "--dims", "1", "--points", "3", "--samples", "121",
+                               "--out", tmp_path / "l"), "--samples ≤ 120", "train split")
+    assert_input_error(run_cli(capsys, "interpolate", toolkit_ckpt, toolkit_ckpt, "--points", "3", "--samples", "500",
+                               "--out", tmp_path / "i"), "--samples ≤ 120")
+    # The test split (40 samples) is only a companion curve: it takes all of itself, and says so in one line.
+    code, out, err = run_cli(capsys, "landscape", toolkit_ckpt, "--dims", "1", "--points", "3", "--samples", "60",
+                             "--out", tmp_path / "l")
+    assert code == 0, err
+    assert err == "sharpness: the test split has 40 samples, fewer than --samples 60; the test curve uses all 40\n"
+    code, out, err = run_cli(capsys, "landscape", toolkit_ckpt, "--dims", "1", "--points", "3", "--samples", "60",
+                             "--out", tmp_path / "l", "-q")
+    assert code == 0 and err == ""
+
+
+def test_half_a_baseline_gate_is_refused_before_the_analysis(capsys, toolkit_ckpt, tmp_path):
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--max-increase", "25%"),
+                       "expected --baseline", "--max-increase alone")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--baseline", tmp_path / "none.json"),
+                       "--max-increase", "--baseline alone")
+    result = run_cli(capsys, "analyze", toolkit_ckpt, "--baseline", tmp_path / "none.json", "--max-increase", "25%")
+    assert_input_error(result, "none.json", "no such file")
+    assert "sharpness: λ" not in result[2]  # refused before the first measure ran
+
+
+def test_bare_malicious_pickle_is_refused_as_unsafe_in_one_line(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    for name, protocol in (("evil.pkl", pickle.HIGHEST_PROTOCOL), ("evil2.pt", 4), ("evil3.pt", 2)):
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump({"weight": _Payload(marker)}, fh, protocol=protocol)
+        result = run_cli(capsys, "info", tmp_path / name)
+        assert_input_error(result, "referencing io.open", "refused as unsafe", "--trust-checkpoint")
+        assert "truncated" not in result[2] and "UserWarning" not in result[2]
+        assert_input_error(run_cli(capsys, "analyze", tmp_path / name, "--model", "linear", "--data", "blobs"),
+                           "refused as unsafe")
+    assert not marker.exists()
+
+
+def test_bare_state_dict_names_every_missing_flag_at_once(capsys, foreign):
+    d, _ = foreign
+    for command in (("analyze",), ("landscape", "--out", d / "l")):
+        assert_input_error(run_cli(capsys, *command[:1], d / "weights.pt", *command[1:]),
+                           "expected --model NAME|FILE.py:FN and --data NAME|FILE.npz", "bare state_dict")
+    assert_input_error(run_cli(capsys, "analyze", d / "weights.pt", "--model", f"{d / 'factory.py'}:make"),
+                       "--data")
+
+
+# --- the first hour: what a new user sees (issue #14) ------------------------------------------------------
+
+
+def test_failed_gate_prints_the_condition_that_holds(capsys, toolkit_ckpt):
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-eigenvalue", "1e-9")
+    assert code == 3
+    (line,) = [line for line in out.splitlines() if "max_eigenvalue" in line]
+    assert re.fullmatch(r"\s+FAIL max_eigenvalue: [0-9.e+-]+ > 1e-09", line), line
+    code, out, _ = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-eigenvalue", "1e9")
+    (line,) = [line for line in out.splitlines() if "max_eigenvalue" in line]
+    assert code == 0 and re.fullmatch(r"\s+ok   max_eigenvalue: [0-9.e+-]+ ≤ 1e\+09", line), line
+
+
+def test_gate_on_a_measure_that_is_not_computed_is_refused_before_the_work(capsys, toolkit_ckpt):
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--max-trace", "5"), "--trace", "--max-trace 5")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--top-k", "0", "--max-eigenvalue", "5"), "--top-k ≥ 1")
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--max-epsilon-sharpness", "5"), "--epsilon")
+
+
+def test_info_prints_words_not_python_literals(capsys, toolkit_ckpt):
+    code, out, _ = run_cli(capsys, "info", toolkit_ckpt)
+    assert code == 0
+    assert not re.search(r"\b(None|True|False)\b", out), out
+    assert "num_parameters_exact: yes" in out and "subset: —" in out
+
+
+def test_analyze_prints_one_stage_line_per_measure_when_stderr_is_a_pipe(capsys, toolkit_ckpt):
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--epsilon", "1e-3", "--average-rho", "0.05",
+                             "--average-draws", "3")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert [line.split(" done (")[0] for line in lines] == [
+        "sharpness: loss on 120 samples", "sharpness: λ_max/λ_min (Lanczos, top 1, bottom 1)",
+        "sharpness: trace (hutch++, 99 matvecs)", "sharpness: ε-sharpness (ascent) ε=0.001 full space",
+        "sharpness: plain average-case sharpness ρ=0.05 (sphere)"], err
+    assert all(re.search(r" done \([0-9.]+ s\)$", line) for line in lines)
+    # The table gives ε-sharpness its unit: it is a loss increase in percent.
+    assert re.search(r"ε-sharpness ε=0.001 full\s+[0-9.e+-]+ %", out), out
+    assert re.search(r"average\s+ρ=0.05 sphere plain\s+Δloss [0-9.e+-]+ ± ", out), out
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "-q")
+    assert code == 0 and err == ""
+
+
+def test_json_output_path_is_checked_before_the_analysis(capsys, toolkit_ckpt, tmp_path):
+    # A missing folder is created up front (as `train --out` does) and the report lands in it.
+    target = tmp_path / "new" / "deeper" / "report.json"
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--json", target)
+    assert code == 0, err
+    assert json.loads(target.read_text())["schema"] == "sharpness.report/1"
+    # A folder that cannot exist (a file is in the way) is refused before any measure runs, naming the flag.
+    (tmp_path / "plain-file").write_text("")
+    result = run_cli(capsys, "analyze", toolkit_ckpt, "--json", tmp_path / "plain-file" / "report.json")
+    assert_input_error(result, "--json", "plain-file")
+    assert ".tmp" not in result[2] and "done" not in result[2]
+    assert_input_error(run_cli(capsys, "info", toolkit_ckpt, "--json", tmp_path), "--json", "a directory")
+    assert_input_error(run_cli(capsys, "landscape", toolkit_ckpt, "--out", tmp_path / "plain-file" / "l"), "--out")

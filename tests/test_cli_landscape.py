@@ -93,3 +93,40 @@ def test_bad_grid_input(capsys, pair, tmp_path):
     assert_input_error(run_cli(capsys, "plot", a), "--track-every")
     (tmp_path / "notes.txt").write_text("not a result")
     assert_input_error(run_cli(capsys, "plot", tmp_path / "notes.txt"), "expected a saved result")
+
+
+def test_sweep_summary_figure_draws_each_seed_and_their_mean(capsys, tmp_path, monkeypatch):
+    """Two seeds at three batch sizes used to be one polyline through all six points, zigzagging at every
+    batch size. Now: each seed's own line (increasing x, no vertical jumps) and the mean ± std over seeds."""
+    import json
+
+    from sharpness import plots
+
+    rows = [{"run": f"bs{b}_seed{s}", "batch_size": b, "seed": s, "lr": 0.1, "status": "ok",
+             "lambda_max": lam, "test_acc": acc}
+            for (b, s, lam, acc) in [(16, 0, 4.0, 0.8), (16, 1, 3.0, 0.9), (64, 0, 2.0, 0.6), (64, 1, 1.0, 0.5),
+                                     (256, 0, 0.8, 0.3), (256, 1, 0.6, 0.2)]]
+    rows.append({"run": "bs1024_seed0", "batch_size": 1024, "seed": 0, "lr": 0.1, "status": "pending"})
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"rows": rows}))
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: figures.append(fig) or save(fig, stem))
+    code, out, err = run_cli(capsys, "plot", path)
+    assert code == 0, err
+    assert (tmp_path / "summary.png").stat().st_size > 0
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert ax.get_title() == "sweep summary (mean ± std over 2 seeds, thin lines: each seed)"
+    lines = [line for a in fig.axes for line in a.get_lines() if len(line.get_xdata()) > 1]
+    for line in lines:
+        assert np.all(np.diff(line.get_xdata()) > 0), line.get_xdata()  # one point per batch size: no zigzag
+    sharp = sorted(tuple(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() != "None")
+    assert sharp == sorted([(4.0, 2.0, 0.8), (3.0, 1.0, 0.6), (3.5, 1.5, 0.7)])  # seed 0, seed 1, their mean
+    # A single seed says so instead of claiming a spread.
+    path.write_text(json.dumps({"rows": [r for r in rows if r["seed"] == 0]}))
+    figures.clear()
+    assert run_cli(capsys, "plot", path)[0] == 0
+    assert figures[0].axes[0].get_title() == "sweep summary (one seed)"
+    path.write_text(json.dumps({"rows": [rows[-1]]}))
+    assert_input_error(run_cli(capsys, "plot", path), "finished runs", "pending")

@@ -175,3 +175,92 @@ def test_track_every_records_the_series(tmp_path, capsys):
     code, _, err = run(["train", "--data", "blobs", "--model", "mlp", "--steps", "2", "--track-out", str(csv),
                         "--out", str(out)], capsys)
     one_line_error(code, err, "--track-every")
+
+
+def test_resume_without_a_saved_state_is_refused(tmp_path, capsys):
+    out = tmp_path / "r.pt"
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--resume", "--out", out], capsys)
+    one_line_error(code, err, r"expected a saved state .*r\.pt\.resume to continue with --resume, got none; drop --resume")
+    assert not out.exists()
+    assert run(["train", *BLOBS, "--epochs", 1, "--out", out], capsys)[0] == 0
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--resume", "--out", out], capsys)
+    one_line_error(code, err, r"got none; .*r\.pt is a finished run")
+
+
+def test_sweep_help_advertises_only_options_it_has(capsys):
+    code, out, _ = run(["sweep", "--help"], capsys)
+    assert code == 0 and "--resume" not in out and "rerun the same command" in " ".join(out.split())
+
+
+def test_train_json_path_is_checked_before_training(tmp_path, capsys):
+    (tmp_path / "plain-file").write_text("")
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--out", tmp_path / "r.pt", "--json",
+                        tmp_path / "plain-file" / "m.json"], capsys)
+    one_line_error(code, err, r"--json .*plain-file")
+    assert not (tmp_path / "r.pt").exists()
+
+
+def test_killed_sweep_leaves_a_summary_marked_partial_and_resumes_the_killed_run_from_its_last_epoch(
+        tmp_path, capsys, monkeypatch):
+    import csv
+
+    import importlib
+
+    train_module = importlib.import_module("sharpness.train")  # the module (the package exports train())
+
+    class Killed(BaseException):
+        """What SIGKILL looks like from inside: no handler runs, nothing is saved on the way out."""
+
+    original = train_module._Run._close_epoch
+
+    def dies_in_epoch_2(self, *, initial=False):
+        original(self, initial=initial)
+        if not initial and self.batch == 20 and self.epoch == 2:
+            raise Killed
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", *BLOBS, "--batch-sizes", "10,20", "--epochs", 3, "--out", out]
+    monkeypatch.setattr(train_module._Run, "_close_epoch", dies_in_epoch_2)
+    with pytest.raises(Killed):
+        main([str(a) for a in argv])
+    monkeypatch.undo()
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["run"], r["status"]) for r in rows] == [("bs10_seed0", "ok"), ("bs20_seed0", "pending")]
+    assert rows[1]["test_acc"] == "" and rows[1]["checkpoint"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and (summary["runs_finished"], summary["runs_total"]) == (1, 2)
+    saved = torch.load(out / "runs" / "bs20_seed0.pt.resume", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 6)  # the end of the last finished epoch, not step 0
+
+    code, stdout, err = run([*argv, "-v"], capsys)
+    assert code == 0, err
+    assert "1 resumed, 1 already done" in stdout
+    assert "resumed from" in err and "at step 6 (epoch 1)" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and [r["status"] for r in summary["rows"]] == ["ok", "ok"]
+    # Bit-identical to a sweep nobody killed.
+    assert run(["sweep", *BLOBS, "--batch-sizes", "10,20", "--epochs", 3, "--out", tmp_path / "clean"], capsys)[0] == 0
+    a = load_checkpoint(out / "runs" / "bs20_seed0.pt")
+    b = load_checkpoint(tmp_path / "clean" / "runs" / "bs20_seed0.pt")
+    assert a.extra["resumed"] is True and b.extra["resumed"] is False
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not (out / "runs" / "bs20_seed0.pt.resume").exists()
+
+
+def test_more_tracked_eigenvalues_than_parameters_is_refused(tmp_path, capsys):
+    code, _, err = run(["train", *BLOBS, "--epochs", 1, "--track-every", 2, "--track-top-k", 5000,
+                        "--out", tmp_path / "t.pt"], capsys)
+    one_line_error(code, err, r"expected --track-top-k \(top_k\) ≤ 59, .* got 5000")
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_train_refuses_float_labels_for_cross_entropy(tmp_path, capsys):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "f.npz", x=g.normal(size=(40, 3)).astype(np.float32), y=g.integers(0, 3, 40).astype(np.float32))
+    code, _, err = run(["train", "--data", tmp_path / "f.npz", "--model", "mlp", "--loss", "cross-entropy",
+                        "--epochs", 1, "--out", tmp_path / "r.pt"], capsys)
+    one_line_error(code, err, r"cross-entropy expects .* integer labels, got .* float targets")
+    assert not (tmp_path / "r.pt").exists()

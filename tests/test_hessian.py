@@ -125,3 +125,18 @@ def test_float32_operator_on_float64_model(mlp):
     op = HessianOperator(Objective(mlp, x, y, dtype=torch.float32))
     assert op.dtype == torch.float32
     assert (op @ torch.ones(op.shape[0])).dtype == torch.float32
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 64])
+def test_dense_hessian_in_column_blocks_equals_the_one_shot_hessian(mlp, block_size):
+    # The blocks only bound memory: any block size (one that does not divide P = 57 too) gives the same matrix
+    # as torch.func.hessian of the whole mean loss, chunked data and weight decay included.
+    x, y = make_classification(n=23)
+    obj = Objective(mlp, x, y, chunk_size=7)
+    def mean_loss(theta):
+        return sum(obj.chunk_loss_sum(obj.unflatten(theta), *c) for c in obj.chunks()) / obj.total_weight
+
+    expected = torch.func.hessian(mean_loss)(obj.theta) + 0.3 * torch.eye(obj.numel, dtype=torch.float64)
+    H = dense_hessian(obj, weight_decay=0.3, block_size=block_size)
+    torch.testing.assert_close(H, expected, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(H, H.T, rtol=0, atol=1e-15)

@@ -288,3 +288,18 @@ def test_tradeoff_sweet_spot_is_the_fastest_batch_within_the_accuracy_tolerance(
                                          (512, False, 0.5, 0.70))]
     assert tradeoff.sweet_spot(rows, "none", [8, 32, 128, 512]) == 32  # 128 is faster but 4 pp worse; 512 never got there
     assert tradeoff.sweet_spot(rows, "linear", [8, 32]) is None
+
+
+def test_keskar_figure_title_claims_a_spread_only_over_several_seeds(smoke, capsys, monkeypatch, tmp_path):
+    # The smoke and --quick budgets run one seed: a "mean ± std" over it would be a claim nobody measured.
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, *a, **k: titles.append(t) or original(self, t, *a, **k))
+    code, out, err = run_cli(capsys, "reproduce", "keskar", "--smoke", "--plot-only",
+                             "--out", smoke["keskar"].results_dir, "--figures", tmp_path)
+    assert code == 0, err
+    (title,) = [t for t in titles if "by fractions" in t]
+    assert "one seed" in title and "±" not in title

@@ -1,7 +1,8 @@
 """The ``sharpness`` command line: a thin click layer over the library.
 
 Every command maps its options onto one library call and prints the result: a table for people on stdout, or
-JSON with ``--json``. Progress and logs go to stderr (and are silent when stderr is not a terminal).
+JSON with ``--json``. Progress and logs go to stderr: progress bars only on a terminal, and ``analyze``'s one
+line per finished measure also in a pipeline (``-q`` silences it).
 
 Exit codes (the same for every command):
 

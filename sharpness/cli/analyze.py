@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -12,8 +11,8 @@ from ..loading import load_model_and_data
 from ..measures.epsilon import budget_outcome
 from ..report import Report, analyze as run_analysis
 from . import cli
-from .options import (apply_threads, common_options, parse_json_option, resolve_device, setup_logging, threads_option,
-                      write_json)
+from .options import (apply_threads, check_outputs, common_options, parse_json_option, resolve_device, setup_logging,
+                      threads_option, write_json)
 
 EXIT_CODES = """\b
 Exit codes: 0 success · 2 bad usage or input · 3 a gate failed (the report is still written)."""
@@ -63,7 +62,8 @@ def render_table(report: dict, source: str) -> str:
             kind = "adaptive" if entry.get("adaptive") else "plain"
             p = f" p={entry['p']}" if "p" in entry else f" {entry['distribution']}"
             err = f" ± {_fmt(entry['stderr'], '.2g')}" if entry.get("stderr") is not None else ""
-            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   {_fmt(entry['value'])}{err}")
+            # An absolute loss increase (not a percentage like ε-sharpness): say which.
+            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   Δloss {_fmt(entry['value'])}{err}")
     for entry in report.get("per_layer") or []:
         trace = f"   trace {_fmt(entry['trace']['value'])}" if entry.get("trace") else ""
         lines.append(f"  layer {entry['name']:<20} λ_max {_fmt(entry['lambda_max'])}{trace}")
@@ -86,7 +86,7 @@ def render_table(report: dict, source: str) -> str:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which split forms the analysis set.")
-@click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples.")
+@click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples (at most the split's size).")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
 @click.option("--loss", type=click.Choice(["auto", "cross-entropy", "mse"]), default="auto", show_default=True)
@@ -165,6 +165,7 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path,
     """
     level = setup_logging(verbose, quiet)
     apply_threads(options.pop("threads"))
+    check_outputs(json_path=json_path)
     dev = resolve_device(device)
     # Under `torchrun -m sharpness analyze`, every rank computes on its shard; only rank 0 prints and writes.
     with distributed.session(backend, device=dev) as ctx:
@@ -175,7 +176,8 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, json_path,
         )
         x, y = loaded.dataset.split(options["split"])
         rank0 = distributed.is_rank0()
-        chatty = rank0 and (level > 0 or (level == 0 and sys.stderr.isatty()))
+        # One line per finished measure, terminal or not: a pipeline must not sit through minutes of silence.
+        chatty = rank0 and level >= 0
         say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if chatty else None
         report: Report = run_analysis(
             loaded.model, x, y, data_spec=loaded.dataset.spec, progress=say,

@@ -6,7 +6,16 @@ import click
 
 from ..checkpoint import describe, load_checkpoint
 from . import cli
-from .options import write_json
+from .options import check_outputs, write_json
+
+
+def _scalar(value) -> str:
+    """A value as a person reads it: ``—`` for none, ``yes``/``no`` for booleans (not Python's None/True)."""
+    if value is None or (isinstance(value, (list, dict)) and not value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _lines(node, indent: int = 0):
@@ -17,18 +26,18 @@ def _lines(node, indent: int = 0):
                 yield f"{pad}{key}:"
                 yield from _lines(value, indent + 1)
             else:
-                yield f"{pad}{key}: {value}"
+                yield f"{pad}{key}: {_scalar(value)}"
     elif isinstance(node, list):
         for item in node[:20]:
             if isinstance(item, (dict, list)):
                 yield f"{pad}-"
                 yield from _lines(item, indent + 1)
             else:
-                yield f"{pad}- {item}"
+                yield f"{pad}- {_scalar(item)}"
         if len(node) > 20:
             yield f"{pad}… {len(node) - 20} more"
     else:
-        yield f"{pad}{node}"
+        yield f"{pad}{_scalar(node)}"
 
 
 @cli.command()
@@ -38,6 +47,7 @@ def _lines(node, indent: int = 0):
               help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
 def info(checkpoint: str, json_path: str | None, trust_checkpoint: bool) -> None:
     """Print what CHECKPOINT holds: model, parameters, data, training config, metrics, versions."""
+    check_outputs(json_path=json_path)
     description = describe(load_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
     if json_path:
         write_json(description, json_path)

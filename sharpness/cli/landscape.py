@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
 from ..report import select_analysis_set
+from ..rundir import check_writable
 from . import cli
 from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging
 
@@ -37,11 +39,18 @@ def _range(text: str) -> tuple[float, float]:
 
 
 def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, dtype, with_test=True):
-    """Objectives on the training split (the analysis set) and, when the data has one, the test split."""
+    """Objectives on the training split (the analysis set) and, when the data has one, the test split.
+
+    ``--samples`` larger than the training split is refused (as in ``analyze``); the test curve, only a
+    companion, takes the whole test split when it is smaller, and says so on stderr (unless ``-q``)."""
     out = []
     for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
         x, y = loaded.dataset.split(split)
-        x, y, _ = select_analysis_set(x, y, samples=samples, seed=seed)
+        if split == "test" and samples is not None and samples > x.shape[0]:
+            logging.getLogger(__name__).warning(f"the test split has {x.shape[0]} samples, fewer than --samples "
+                                                f"{samples}; the test curve uses all {x.shape[0]}")
+            samples = int(x.shape[0])
+        x, y, _ = select_analysis_set(x, y, samples=samples, seed=seed, split=split)
         out.append(Objective(loaded.model, x, y, chunk_size=chunk_size, bn_mode=bn_mode,
                              dtype=DTYPES[dtype], device=device))
     return out[0], (out[1] if len(out) > 1 else None)
@@ -51,7 +60,7 @@ def grid_options(fn):
     for decorator in reversed([
         click.option("--points", type=click.IntRange(min=2), help="Grid points per axis."),
         click.option("--range", "range_", metavar="LO,HI", help="Coordinate range of each axis."),
-        click.option("--samples", type=click.IntRange(min=1), help="A seeded subset of each split (default: all)."),
+        click.option("--samples", type=click.IntRange(min=1), help="A seeded subset of this many training samples, at most the split's size (the test curve takes at most its whole split; default: all)."),
         click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only)."),
         click.option("--bn-mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True),
         click.option("--data", metavar="NAME|FILE.npz", help="Dataset (default: the one the checkpoint records)."),
@@ -146,12 +155,42 @@ def _draw_json(path: Path, plots, plt, log: bool):
     if schema.startswith("sharpness.tracking/"):
         return _draw_tracking(data["records"], plots, plt)
     if isinstance(data, dict) and "rows" in data and data["rows"] and "batch_size" in data["rows"][0]:
-        rows = [r for r in data["rows"] if r.get("lambda_max") is not None] or data["rows"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        plots.sharpness_vs_batch(ax, [r["batch_size"] for r in rows], [r.get("lambda_max") for r in rows],
-                                 [r.get("test_acc") for r in rows])
-        return fig
+        return _draw_sweep(data, path, plots, plt)
     raise InputError(f"expected a sharpness report, tracking or sweep summary JSON, got another JSON in {path}")
+
+
+def _draw_sweep(data: dict, path: Path, plots, plt):
+    """λ_max (or the final train loss, without ``--analyze``) and test accuracy against batch size: the mean
+    ± std over seeds at each batch size, with each seed's own line beneath (one line per learning rate)."""
+    from ..reproduce import mean_std
+
+    rows = [r for r in data["rows"] if r.get("status", "ok") == "ok"]
+    if not rows:
+        raise InputError(f"expected finished runs to plot in {path}, got none (status: "
+                         f"{', '.join(sorted({str(r.get('status')) for r in data['rows']}))})")
+    key, label = ("lambda_max", r"sharpness $\lambda_{\max}$") if any(r.get("lambda_max") is not None for r in rows) \
+        else ("train_loss", "final train loss")
+    lrs = sorted({r.get("lr") for r in rows}, key=lambda v: (v is None, v))
+    seeds = sorted({r.get("seed") for r in rows}, key=str)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, lr in enumerate(lrs):
+        mine = [r for r in rows if r.get("lr") == lr]
+        sizes = sorted({r["batch_size"] for r in mine})
+        stats = {B: [mean_std(r.get(k) for r in mine if r["batch_size"] == B) for k in (key, "test_acc")] for B in sizes}
+        runs = {}
+        if len(seeds) > 1:
+            for seed in seeds:
+                own = sorted((r for r in mine if r.get("seed") == seed), key=lambda r: r["batch_size"])
+                runs[f"seed {seed}"] = ([r["batch_size"] for r in own], [r.get(key) for r in own],
+                                        [r.get("test_acc") for r in own])
+        suffix = f" (lr {lr:g})" if len(lrs) > 1 else ""
+        plots.sharpness_vs_batch(
+            ax, sizes, [stats[B][0][0] for B in sizes], [stats[B][1][0] for B in sizes],
+            sharpness_err=[stats[B][0][1] for B in sizes], acc_err=[stats[B][1][1] for B in sizes],
+            ylabel=label + suffix, color=f"C{2 * i}", acc_color=f"C{2 * i + 1}", runs=runs)
+    spread = f"mean ± std over {len(seeds)} seeds, thin lines: each seed" if len(seeds) > 1 else "one seed"
+    ax.set_title(f"sweep summary ({spread})", fontsize=9)
+    return fig
 
 
 @cli.command()
@@ -166,6 +205,7 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
     25 points on [−1, 2]. Writes OUT/interpolation.{npz,csv,png,pdf}.
     """
     setup_logging(verbose, quiet)
+    check_writable(Path(out) / "interpolation.npz", "--out")
     a, b = _load(checkpoint_a, opts), _load(checkpoint_b, opts)
     kw = dict(samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode, device=resolve_device(device), dtype=dtype)
     train_a, test_a = _objectives(a, **kw)
@@ -200,6 +240,7 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     """
     setup_logging(verbose, quiet)
     dims = int(dims)
+    check_writable(Path(out) / f"landscape_{dims}d.npz", "--out")
     loaded = _load(checkpoint, opts)
     obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
                                 device=resolve_device(device), dtype=dtype)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any, Callable
 
@@ -12,6 +11,7 @@ import click
 import torch
 
 from ..errors import InputError
+from ..rundir import atomic_write, check_writable
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -92,16 +92,19 @@ def setup_logging(verbose: int, quiet: int) -> int:
     return level
 
 
+def check_outputs(**paths: str | None) -> None:
+    """Check every output file a command will write before it starts working: ``json_path="report.json"``
+    checks ``--json report.json`` (``-`` is stdout and ``None`` not requested)."""
+    for name, path in paths.items():
+        if path and path != "-":
+            check_writable(path, "--" + name.removesuffix("_path").replace("_", "-"))
+
+
 def write_json(obj: Any, path: str) -> None:
     """Write JSON to ``path`` atomically, or to stdout for ``-``."""
     text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
     if path == "-":
         click.echo(text, nl=False)
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    check_writable(path)
+    atomic_write(path, lambda fh: fh.write(text.encode()))

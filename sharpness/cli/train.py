@@ -6,6 +6,7 @@ over :func:`sharpness.train.train` and :func:`sharpness.sweep.sweep`.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import click
@@ -13,14 +14,18 @@ import click
 from ..errors import InputError
 from ..sweep import SUMMARY_FIELDS, sweep as run_sweep
 from ..tracking import SharpnessTracker, progressive_sharpening_summary
-from ..train import OPTIMIZERS, LR_SCALINGS, SCHEDULES, TrainConfig, TrainingInterrupted, train as run_train
+from ..train import (OPTIMIZERS, LR_SCALINGS, SCHEDULES, TrainConfig, TrainingInterrupted, resume_path,
+                     train as run_train)
 from . import cli
-from .options import (apply_threads, common_options, parse_json_option, progress_enabled, resolve_device, setup_logging,
-                      threads_option, write_json)
+from .options import (apply_threads, check_outputs, common_options, parse_json_option, progress_enabled, resolve_device,
+                      setup_logging, threads_option, write_json)
 
 EXIT_CODES = """\b
 Exit codes: 0 success · 2 bad usage or input, or the loss became NaN/Inf (the last good weights are kept)
 · 130 interrupted (rerun with --resume to continue)."""
+
+SWEEP_EXIT_CODES = """\b
+Exit codes: 0 success · 2 bad usage or input · 130 interrupted (rerun the same command to continue)."""
 
 _INT_OR_NONE = click.IntRange(min=1)
 
@@ -166,7 +171,14 @@ def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, v
     """
     level = setup_logging(verbose, quiet)
     apply_threads(options.pop("threads"))
+    check_outputs(json_path=json_path, track_out=track_out)
     config = _config(options, device, dtype, seed)
+    if config.resume and not os.path.exists(resume_path(out)):
+        # The library resumes "if there is a state" (a sweep relies on that); a person who asked to continue
+        # and would silently start from scratch instead is told so.
+        done = f"; {out} is a finished run" if os.path.exists(out) else ""
+        raise InputError(f"expected a saved state {resume_path(out)} to continue with --resume, got none{done}; "
+                         "drop --resume to start from scratch")
     if track_out and not track_every:
         raise InputError(f"expected --track-every with --track-out, got --track-out {track_out} alone")
     tracker = None if not track_every else SharpnessTracker(
@@ -202,7 +214,7 @@ def _table(rows: list[dict]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in table)
 
 
-@cli.command(epilog=EXIT_CODES)
+@cli.command(epilog=SWEEP_EXIT_CODES)
 @_with_options(per_run=False)
 @click.option("--batch-sizes", required=True, metavar="B,B,...", help="Batch sizes: samples, percentages or full (e.g. 32,256,10%).")
 @click.option("--seeds", metavar="S,S,...", help="Seeds (default: --seed); each seed's runs share their initial weights.")
@@ -223,6 +235,7 @@ def sweep(batch_sizes: str, seeds: str | None, lrs: str | None, lr: float, out_d
       sharpness sweep --data mnist1d --model mlp --batch-sizes 32,256,10% --seeds 0,1 --epochs 20 --out runs/bs
     """
     level = setup_logging(verbose, quiet)
+    check_outputs(json_path=json_path)
     base = _config({**options, "lr": lr}, device, dtype, seed)
     sizes = [b.strip() for b in batch_sizes.split(",") if b.strip()]
     try:
@@ -230,7 +243,10 @@ def sweep(batch_sizes: str, seeds: str | None, lrs: str | None, lr: float, out_d
                            lrs=_float_list(lrs, "--lrs"), out_dir=out_dir, analyze=analyze,
                            progress=progress_enabled(level))
     except TrainingInterrupted as exc:
-        _interrupted(exc)
+        # The run's own message says "--resume", which `sweep` does not have: rerunning the command continues.
+        click.echo(f"sharpness: interrupted after step {exc.step} of a run; rerun the same command to continue "
+                   f"(finished runs are skipped, this one resumes{' from ' + exc.resume_path if exc.resume_path else ''})",
+                   err=True)
         raise
     rows = list(result.rows)
     if json_path:
