@@ -259,6 +259,12 @@ def tables(saved: dict) -> str:
                 curv.append([label, pm(get("train_loss"), 4), pm(get("lambda_max"), 2), pm(get("lambda_min"), 3),
                              pm(get("trace"), 1), pm(get("dist_from_init"), 2)])
     a = s["analysis"]
+    e0 = f"{a['epsilon'][0]:g}"
+    headline = [[f"{name} {role} B={info['batch_sizes'][role]}", pm([r["test_acc"] for r in rs], 2, scale=100),
+                 flagged(rs, f"eps_full_{e0}"), flagged(rs, f"eps_paper_full_{e0}"), pm([r["lambda_max"] for r in rs], 2),
+                 paper("test_acc", name, role, "fixed"), paper(f"eps_full_{e0}", name, role, "fixed")]
+                for name, info in S["networks"].items() for role in ROLES
+                for rs in [_select(rows, name, "fixed", role)] if rs]
     eps_header = ["run"] + [h for e in a["epsilon"] for sp in _spaces(s)
                             for h in (f"{'full' if sp == 'full' else 'p=' + str(a['subspace_dim'])} ε={e:g}",
                                       "paper mode", "paper")]
@@ -267,6 +273,11 @@ def tables(saved: dict) -> str:
            f"training set, same initial weights and data order, Adam lr {s['lr']:g}, mean ± std over seeds.",
            *(f"- {_describe(name, s['networks'][name], info)}" for name, info in S["networks"].items()),
            "Paper: network F1 on MNIST (5 trials), its SB B=256 (1/234 of 60 000), its LB 10 % of the data.",
+           "",
+           f"Headline: SB vs LB at the fixed epoch budget (ε-sharpness in %, full space, ε={e0}; ours, then "
+           "Keskar's protocol on the same weights)",
+           markdown_table(["run", "test acc (%)", "ε-sharpness", "paper mode", "λ_max", "paper F1 test acc",
+                           "paper F1 ε-sharpness"], headline),
            "",
            "Table 2: accuracy (%)",
            markdown_table(["run", "epochs", "train loss", "train acc", "paper F1", "test acc", "paper F1"], acc),
