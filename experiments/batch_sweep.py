@@ -1,7 +1,7 @@
 """Test accuracy and sharpness against batch size (Keskar et al., ICLR 2017, Fig. 4), with and without the
 linear learning-rate scaling rule and gradual warmup of Goyal et al. (2017, "Accurate, Large Minibatch SGD").
 
-Protocol. The mlp of the ``keskar`` study (two hidden ReLU layers of 256) is trained on MNIST-1D with SGD
+Protocol. An mlp with two hidden ReLU layers of 256 is trained on MNIST-1D with SGD
 (momentum 0.9) from the same initial weights at every batch size from 16 to the full training set, under
 four protocols:
 

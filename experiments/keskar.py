@@ -1,23 +1,39 @@
 """Keskar et al. (ICLR 2017), "On Large-Batch Training for Deep Learning: Generalization Gap and Sharp Minima":
-Tables 2-4 and Fig. 3 on MNIST-1D.
+Tables 2-4 and Fig. 3, with the small and the large batch chosen as Keskar chose them: as fractions of the data.
 
-Protocol (the paper's, at MNIST-1D scale). An F1-like fully connected ReLU network (``mlp``, two hidden layers
-of 256; the paper's F1 has 512-wide hidden layers with batch norm, on 784-pixel MNIST) is trained with Adam (lr 1e-3)
-from the same initial weights (same seed) at the paper's small batch B = 256, at B = 32, and at the paper's
-large batch, 10 % of the training set (B = 400 of MNIST-1D's 4000 samples), for a fixed number of epochs.
-Every solution is then measured on a seeded subset of the training set (1000 samples in the full and quick runs):
+Protocol (the paper's, at CPU scale). Keskar's SB and LB are not fixed numbers but fractions of the training
+set: LB is 10 % of it, and SB 1/200 (0.5 %) in the authors' PyTorch code (the paper's own SB is 256 on
+MNIST's 60 000 samples, about 1/234). So on MNIST-1D's 4 000 training samples SB is B = 20 and LB is B = 400;
+the batch sizes are derived from the training-set size (:func:`batch_sizes`), never written down. Each
+network is trained with Adam (lr 1e-3, as the paper) from the same initial weights and the same data order
+(same seed) at both batch sizes, for a fixed number of epochs:
+
+* **F1** (Keskar's fully connected network, at MNIST-1D scale): three hidden ReLU layers of 512 (the paper's F1
+  has 512-wide layers with batch norm on 784-pixel MNIST; batch norm is the ``batchnorm`` option of the
+  network below, off by default, and the analysis then evaluates BatchNorm in eval mode, ``bn_mode``);
+* **C1** (Keskar's convolutional network, reduced to fit two CPU cores): two 5×5 convolutions of 8 and 16
+  channels with 2×2 max-pooling and a 64-unit hidden layer, on seeded subsets of Fashion-MNIST (4 000 training
+  and 2 000 test images), for 10 epochs. Its SB is again 1/200 (B = 20), its LB 1/10 (B = 400); to fit the
+  budget it runs the first 3 seeds only and is measured on 250 training samples (F1 on 500). Fashion-MNIST comes from the Debian
+  package ``dataset-fashion-mnist``.
+
+Every solution is measured on a seeded subset of its training set:
 
 * Table 2: train and test accuracy (mean ± std over seeds);
-* Tables 3-4: ε-sharpness (Keskar's metric, in percent) at ε = 1e-3 and 5e-4, in the full space and in a
-  random p = 100 dimensional subspace (L-BFGS-B, 10 iterations, as in the paper);
+* Tables 3-4: ε-sharpness (Keskar's metric, in %) at ε = 1e-3 and 5e-4, in the full space and in a random
+  p = 100 dimensional subspace, each by our default maximizer (projected sign ascent from the box's corners)
+  and by Keskar's protocol ("paper mode": L-BFGS-B, 10 iterations from θ);
 * λ_max and λ_min of the Hessian (Lanczos), its trace (Hutch++), and the distance from the initial weights;
-* Fig. 3: loss and accuracy along f((1 − α)·θ_SB + α·θ_LB), α ∈ [−1, 2], 25 points (α = 0 is SB, 1 is LB).
+* Fig. 3: loss and accuracy along f((1 − α)·θ_SB + α·θ_LB), α ∈ [−1, 2] (α = 0 is SB, 1 is LB), first seed.
 
 Matched training loss. Sharpness depends on how far training got: cross-entropy curvature vanishes as the
-loss does, and at a fixed epoch budget the small batch takes many more steps. So every comparison is also
-made at matched loss: per seed the target is the largest final training loss among the batch sizes; each run
-that ended below it is retrained (bit-identically, same seed and data order) with ``until_train_loss`` and
-stops at the first epoch whose training loss is below the target. The run that set the target is reused.
+loss does, and at a fixed epoch budget the small batch takes 20× more steps. So every comparison is also
+made at matched loss: per seed the target is the larger final training loss of SB and LB; the run that ended
+below it is retrained (bit-identically, same seed and data order) with ``until_train_loss`` and stops at the
+first epoch whose training loss is below the target. The run that set the target is reused.
+
+The study checks its own answer: when an SB-vs-LB contrast (test accuracy, ε-sharpness, λ_max) is within one
+standard deviation, or points the other way on a single seed, a warning line says so (:func:`warnings`).
 
 Run:  sharpness reproduce keskar [--quick] [--seeds N]     or     python experiments/keskar.py [--quick]
 """
@@ -38,10 +54,9 @@ from sharpness.plots import parametric_plot, use_style  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
     RAN_OUT_NOTE,
     ran_out_mark,
-    batch_size_axis, flat_parameters, markdown_table, mean_std, plural, pm, report_numbers, save_and_close, script_main,
-    train_config,
+    flat_parameters, log_axis, markdown_table, mean_std, plural, pm, report_numbers, save_and_close, script_main,
 )
-from sharpness.train import resolve_batch_size  # noqa: E402
+from sharpness.train import TrainConfig, resolve_batch_size  # noqa: E402
 
 #: Keskar et al. (2017), network F1 on MNIST, mean ± std over 5 trials: Table 2 (accuracy, %), Table 3
 #: (ε-sharpness in the full space, %) and Table 4 (in a random 100-dimensional subspace, %).
@@ -53,80 +68,138 @@ PAPER = {
     "eps_random_0.001": {"SB": "0.11 ± 0.00", "LB": "9.22 ± 0.56"},
     "eps_random_0.0005": {"SB": "0.05 ± 0.00", "LB": "9.17 ± 0.14"},
 }
+PAPER_NETWORK = "F1"  # the paper's numbers above are for F1; our C1 runs on another dataset than the paper's
+REGIMES = ("fixed", "matched")
+ROLES = ("SB", "LB")
+
+
+def batch_sizes(n_train: int, sb: str, lb: str) -> dict[str, int]:
+    """SB and LB in samples from their fractions of the ``n_train`` training samples (``"0.5%"`` → 20 of 4 000)."""
+    return {"SB": resolve_batch_size(sb, n_train), "LB": resolve_batch_size(lb, n_train)}
 
 
 def settings(budget: str) -> dict:
     """Every number of the study. ``full`` is what experiments/README.md reports."""
-    s = {
-        "data": "mnist1d", "model": "mlp", "hidden": [256, 256], "activation": "relu",
-        "optimizer": "adam", "lr": 1e-3, "sb": 256, "lb": "10%", "batch_sizes": [32, 256, "10%"],
-        "epsilon": [1e-3, 5e-4], "subspace_dim": 100, "epsilon_method": "both",
-        "lanczos_tol": 1e-3, "trace_probes": 30, "interp_range": [-1.0, 2.0], "interp_points": 25,
-    }
+    analysis = {"tol": 1e-3, "top_k": 1, "bottom_k": 1, "trace": True, "trace_probes": 30,
+                "epsilon": [1e-3, 5e-4], "subspace_dim": 100, "epsilon_method": "both", "bn_mode": "eval"}
+    f1 = {"data": "mnist1d", "subset": None, "model": "mlp",
+          "model_kwargs": {"hidden": [512, 512, 512], "activation": "relu", "batchnorm": False},
+          "test_subset": None, "epochs": 30, "analysis_samples": 500, "seeds": None}
+    c1 = {"data": "fashion-mnist", "subset": 4000, "test_subset": 2000, "model": "convnet",
+          "model_kwargs": {"channels": [8, 16], "hidden": 64, "activation": "relu", "batchnorm": False},
+          "epochs": 10, "analysis_samples": 250, "seeds": 3}
+    s = {"sb": "0.5%", "lb": "10%", "optimizer": "adam", "lr": 1e-3, "analysis": analysis,
+         "regimes": list(REGIMES), "interp_range": [-1.0, 2.0], "interp_points": 25, "networks": {"F1": f1, "C1": c1}}
     if budget == "full":
-        s.update(seeds=5, epochs=100, analysis_samples=1000)
-    elif budget == "quick":
-        s.update(seeds=1, epochs=60, analysis_samples=1000)
+        s.update(seeds=5)
+    elif budget == "quick":  # one seed of F1, fixed epochs only, a lighter analysis: ≤ 2 min on two cores
+        s.update(seeds=1, regimes=["fixed"], interp_points=13,
+                 networks={"F1": {**f1, "epochs": 25}},
+                 analysis={**analysis, "bottom_k": 0, "trace": False, "subspace_dim": None})
     else:  # smoke: only proves the pipeline runs
-        s.update(seeds=1, epochs=2, hidden=[16, 16], analysis_samples=200, trace_probes=6, subspace_dim=5,
-                 epsilon_max_iter=2, interp_points=7)  # the budget of both methods, as small as it goes
+        s.update(seeds=1, interp_points=7, sb="5%", lb="25%",
+                 networks={"F1": {**f1, "model_kwargs": {"hidden": [16, 16]}, "epochs": 2, "analysis_samples": 200},
+                           "F1-small-data": {**f1, "subset": 400, "test_subset": 200, "model_kwargs": {"hidden": [8]}, "epochs": 2,
+                                             "analysis_samples": 100}},
+                 analysis={**analysis, "trace_probes": 6, "subspace_dim": 5, "epsilon_max_iter": 2})
     return s
+
+
+def _train_config(net: dict, s: dict, **fields) -> TrainConfig:
+    return TrainConfig(data=net["data"], subset=net["subset"], model=net["model"], model_kwargs=net["model_kwargs"],
+                       optimizer=s["optimizer"], lr=s["lr"], **fields)
 
 
 def compute(run) -> dict:
     s = run.settings
-    ds = load_dataset(s["data"])
-    n_train = int(ds.x_train.shape[0])
-    sizes = [resolve_batch_size(b, n_train) for b in s["batch_sizes"]]
-    sb, lb = resolve_batch_size(s["sb"], n_train), resolve_batch_size(s["lb"], n_train)
-    analysis = dict(samples=s["analysis_samples"], top_k=1, bottom_k=1, tol=s["lanczos_tol"], trace=True,
-                    trace_probes=s["trace_probes"], epsilon=tuple(s["epsilon"]), subspace_dim=s["subspace_dim"],
-                    epsilon_method=s["epsilon_method"], epsilon_max_iter=s.get("epsilon_max_iter"))
-    rows, targets, interps = [], {}, {}
-    for seed in run.seeds:
-        runs = {"fixed": {B: run.train(f"fixed-bs{B}-seed{seed}", train_config(s, batch_size=B, seed=seed, epochs=s["epochs"]), dataset=ds)
-                          for B in sizes}}
-        target = max(runs["fixed"][B].metrics["train_loss"] for B in sizes)
-        targets[seed] = target
-        runs["matched"] = {}
-        for B in sizes:
-            fixed = runs["fixed"][B]
-            if fixed.metrics["train_loss"] >= target:  # this run set the target: it is its own matched run
-                runs["matched"][B] = fixed
-            else:
-                cfg = train_config(s, batch_size=B, seed=seed, until_train_loss=target, max_epochs=s["epochs"])
-                runs["matched"][B] = run.train(f"matched-bs{B}-seed{seed}", cfg, dataset=ds)
-        for regime, by_batch in runs.items():
-            for B, trained in by_batch.items():
-                key = Path(trained.checkpoint).stem  # a reused run shares its analysis
-                report = run.analyze(f"analysis-{key}", trained.model, ds.x_train, ds.y_train, data_spec=ds.spec,
-                                     seed=seed, **analysis)
-                m = trained.metrics
-                rows.append({"regime": regime, "batch_size": B, "seed": seed, "run": key, "epochs": m["epochs"],
-                             "steps": m["steps"], "train_loss": m["train_loss"], "train_acc": m["train_acc"],
-                             "test_loss": m["test_loss"], "test_acc": m["test_acc"],
-                             "dist_from_init": m["dist_from_init"], "stopped_by": m["stopped_by"], **report_numbers(report)})
-        if seed == run.seeds[0]:  # Fig. 3 for the first seed, as the paper draws one pair
-            for regime, by_batch in runs.items():
-                for B in sizes:
-                    if B == lb:
-                        continue
-                    a, b = by_batch[B], by_batch[lb]
+    networks, interps = {}, {}
+    rows = []
+    for name, net in s["networks"].items():
+        ds = load_dataset(net["data"], subset=net["subset"], test_subset=net["test_subset"])
+        n_train = int(ds.x_train.shape[0])
+        sizes = batch_sizes(n_train, s["sb"], s["lb"])
+        seeds = run.seeds[: net["seeds"]]  # a network's own cap on the seed count (None: all of them)
+        analysis = {k: (tuple(v) if isinstance(v, list) else v) for k, v in s["analysis"].items()}
+        networks[name] = {"batch_sizes": sizes, "n_train": n_train, "seeds": seeds, "targets": {},
+                          "analysis": {**analysis, "samples": net["analysis_samples"], "split": "train"}}
+        for seed in seeds:
+            tag = f"{name}-seed{seed}"
+            fixed = {role: run.train(f"{name}-fixed-{role}-bs{B}-seed{seed}",
+                                     _train_config(net, s, batch_size=B, seed=seed, epochs=net["epochs"]), dataset=ds)
+                     for role, B in sizes.items()}
+            by_regime = {"fixed": fixed}
+            if "matched" in s["regimes"]:
+                target = max(t.metrics["train_loss"] for t in fixed.values())
+                networks[name]["targets"][str(seed)] = target
+                matched = {}
+                for role, B in sizes.items():
+                    if fixed[role].metrics["train_loss"] >= target:  # it set the target: its own matched run
+                        matched[role] = fixed[role]
+                    else:
+                        cfg = _train_config(net, s, batch_size=B, seed=seed, until_train_loss=target,
+                                            max_epochs=net["epochs"])
+                        matched[role] = run.train(f"{name}-matched-{role}-bs{B}-seed{seed}", cfg, dataset=ds)
+                by_regime["matched"] = matched
+            for regime, by_role in by_regime.items():
+                for role, trained in by_role.items():
+                    key = Path(trained.checkpoint).stem  # a reused run shares its analysis
+                    report = run.analyze(f"analysis-{key}", trained.model, ds.x_train, ds.y_train, data_spec=ds.spec,
+                                         seed=seed, samples=net["analysis_samples"], **analysis)
+                    m = trained.metrics
+                    rows.append({"network": name, "regime": regime, "role": role, "batch_size": sizes[role],
+                                 "seed": seed, "run": key, "epochs": m["epochs"], "steps": m["steps"],
+                                 "train_loss": m["train_loss"], "train_acc": m["train_acc"], "test_loss": m["test_loss"],
+                                 "test_acc": m["test_acc"], "dist_from_init": m["dist_from_init"],
+                                 "stopped_by": m["stopped_by"], **report_numbers(report)})
+            if seed == seeds[0]:  # Fig. 3 for the first seed, as the paper draws one pair
+                for regime, by_role in by_regime.items():
+                    a, b = by_role["SB"], by_role["LB"]
 
-                    def line(a=a, b=b):
+                    def line(a=a, b=b, ds=ds):
                         train_obj = Objective(a.model, ds.x_train, ds.y_train, device=run.device)
                         test_obj = Objective(a.model, ds.x_test, ds.y_test, device=run.device)
                         alphas = grid(*s["interp_range"], s["interp_points"])
                         return interpolate(train_obj, train_obj.theta, flat_parameters(train_obj, b.model), alphas,
                                            test_objective=test_obj)
 
-                    key = f"interp-{regime}-bs{B}-bs{lb}-seed{seed}"
+                    key = f"interp-{regime}-{tag}"
                     run.landscape(key, line, LineResult, seed=seed,
                                   config={"a": a.checkpoint, "b": b.checkpoint, "range": s["interp_range"],
                                           "points": s["interp_points"]})
-                    interps.setdefault(regime, {})[str(B)] = f"{key}.npz"
-    return {"batch_sizes": sizes, "sb": sb, "lb": lb, "targets": targets, "rows": rows, "interpolations": interps,
-            "analysis": {**analysis, "split": "train", "n_train": n_train}}
+                    interps.setdefault(name, {})[regime] = f"{key}.npz"
+    return {"networks": networks, "rows": rows, "interpolations": interps}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The study's own check of its answer
+# ----------------------------------------------------------------------------------------------------------
+
+#: The contrasts the study claims, with the direction Keskar et al. found (SB minus LB): SB generalizes better
+#: and sits in a flatter minimum.
+CONTRASTS = (("test_acc", "test accuracy", +1), ("eps_full_0.001", "ε-sharpness (ε=1e-3, full space)", -1),
+             ("lambda_max", "λ_max", -1))
+
+
+def warnings(saved: dict) -> list[str]:
+    """One line per SB-vs-LB contrast (fixed epochs) that does not stand out of the noise: the means differ
+    by at most one standard deviation (the larger of SB's and LB's), or, on a single seed, the difference
+    points the other way than Keskar et al. found. Empty when every contrast is clear."""
+    S = saved["summary"]
+    out = []
+    for name, net in S["networks"].items():
+        for key, label, sign in CONTRASTS:
+            stats = {role: mean_std(r.get(key) for r in _select(S["rows"], name, "fixed", role)) for role in ROLES}
+            (m_sb, s_sb, n_sb), (m_lb, s_lb, n_lb) = stats["SB"], stats["LB"]
+            if not n_sb or not n_lb:
+                continue
+            diff = m_sb - m_lb
+            if min(n_sb, n_lb) >= 2 and abs(diff) <= max(s_sb, s_lb):
+                out.append(f"{name}: the SB-vs-LB contrast in {label} is within one standard deviation "
+                           f"(SB {m_sb:.4g} ± {s_sb:.2g}, LB {m_lb:.4g} ± {s_lb:.2g}, {min(n_sb, n_lb)} seeds)")
+            elif min(n_sb, n_lb) < 2 and sign * diff <= 0:
+                out.append(f"{name}: on one seed, SB's {label} ({m_sb:.4g}) is not on the side Keskar et al. "
+                           f"found relative to LB's ({m_lb:.4g})")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -134,17 +207,8 @@ def compute(run) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _label(B: int, sb: int, lb: int) -> str:
-    role = "SB" if B == sb else "LB" if B == lb else "small"
-    return f"{role} B={B}"
-
-
-def _role(B: int, sb: int, lb: int) -> str | None:
-    return "SB" if B == sb else "LB" if B == lb else None
-
-
-def _select(rows: list[dict], regime: str, B: int) -> list[dict]:
-    return [r for r in rows if r["regime"] == regime and r["batch_size"] == B]
+def _select(rows: list[dict], network: str, regime: str, role: str) -> list[dict]:
+    return [r for r in rows if r["network"] == network and r["regime"] == regime and r["role"] == role]
 
 
 def flagged(rows: list[dict], key: str) -> str:
@@ -152,52 +216,87 @@ def flagged(rows: list[dict], key: str) -> str:
     return pm([r.get(key) for r in rows], 2) + ran_out_mark(rows, key)
 
 
+def _describe(name: str, net: dict, info: dict) -> str:
+    kw = net["model_kwargs"]
+    if net["model"] == "mlp":
+        arch = f"MLP {'-'.join(map(str, kw['hidden']))} {kw.get('activation', 'relu')}"
+    else:
+        arch = f"CNN conv {'-'.join(map(str, kw['channels']))} + {kw['hidden']} hidden"
+    arch += ", batch norm (analysed in eval mode)" if kw.get("batchnorm") else ", no batch norm"
+    data = net["data"] + (f" (seeded subsets: {net['subset']} training, {net['test_subset']} test samples)"
+                          if net["subset"] and net.get("test_subset") else
+                          f" (seeded subset of {net['subset']} training samples)" if net["subset"] else "")
+    B = info["batch_sizes"]
+    return (f"{name}: {arch} on {data}; {info['n_train']} training samples, so SB = B {B['SB']} and LB = B {B['LB']}; "
+            f"{plural(net['epochs'], 'epoch')}; {plural(len(info['seeds']), 'seed')}")
+
+
 def tables(saved: dict) -> str:
     S, s = saved["summary"], saved["settings"]
-    rows, sizes, sb, lb = S["rows"], S["batch_sizes"], S["sb"], S["lb"]
-    n = len(saved["seeds"])
-    target = pm(list(S["targets"].values()), 4)
-    regimes = [("fixed", plural(s["epochs"], "epoch")), ("matched", f"matched loss {target}")]
+    rows = S["rows"]
 
-    def paper(key: str, B: int, regime: str) -> str:
-        role = _role(B, sb, lb)  # the paper compares at a fixed epoch budget only
-        return PAPER[key][role] if role and regime == "fixed" else "—"
+    def paper(key: str, name: str, role: str, regime: str) -> str:
+        # the paper compares F1 at a fixed epoch budget only
+        return PAPER[key][role] if name == PAPER_NETWORK and regime == "fixed" else "—"
 
     acc, eps, curv = [], [], []
-    for regime, title in regimes:
-        for B in sizes:
-            rs = _select(rows, regime, B)
-            if not rs:
-                continue
-            name = f"{_label(B, sb, lb)}, {title}"
-            get = lambda k: [r[k] for r in rs]  # noqa: E731
-            acc.append([name, pm(get("epochs"), 0), pm(get("train_loss"), 4), pm(get("train_acc"), 2, scale=100),
-                        paper("train_acc", B, regime), pm(get("test_acc"), 2, scale=100), paper("test_acc", B, regime)])
-            eps.append([name] + [c for e in s["epsilon"] for sp in ("full", "random")
-                                 for c in (flagged(rs, f"eps_{sp}_{e:g}"), flagged(rs, f"eps_paper_{sp}_{e:g}"),
-                                           paper(f"eps_{sp}_{e:g}", B, regime))])
-            curv.append([name, pm(get("train_loss"), 4), pm(get("lambda_max"), 2), pm(get("lambda_min"), 3),
-                         pm(get("trace"), 1), pm(get("dist_from_init"), 2)])
-    eps_header = ["run"] + [h for e in s["epsilon"] for sp in ("full", f"p={s['subspace_dim']}")
-                            for h in (f"{sp} ε={e:g}", "paper mode", "paper")]
-    samples = S["analysis"]["samples"] or S["analysis"]["n_train"]
-    out = [
-        f"Keskar et al. (2017) on MNIST-1D: mlp {s['hidden']} ReLU, Adam lr {s['lr']:g}, mean ± std over {n} seed(s).",
-        "Paper: network F1 on MNIST (5 trials); its SB is B=256, its LB 10 % of the data.",
-        "",
-        "Table 2: accuracy (%)",
-        markdown_table(["run", "epochs", "train loss", "train acc", "paper", "test acc", "paper"], acc),
-        "",
-        f"Tables 3-4: ε-sharpness (%) on the training set ({samples} samples), full space and random subspace. "
-        "Each pair: our default maximizer (projected sign ascent from box corners), then Keskar's protocol "
-        "(\"paper mode\": L-BFGS-B, 10 iterations from θ), then the paper's number. " + RAN_OUT_NOTE,
-        markdown_table(eps_header, eps),
-        "",
-        f"Curvature at the solution ({samples} training samples): Hessian λ_max, λ_min (Lanczos), trace (Hutch++, "
-        f"{S['analysis']['trace_probes']} matvecs), distance from the initial weights",
-        markdown_table(["run", "train loss", "λ_max", "λ_min", "tr(H)", "‖θ−θ₀‖"], curv),
-    ]
+    for name, info in S["networks"].items():
+        targets = pm(list(info["targets"].values()), 4)
+        for regime in s["regimes"]:
+            title = plural(s["networks"][name]["epochs"], "epoch") if regime == "fixed" else f"matched loss {targets}"
+            for role in ROLES:
+                rs = _select(rows, name, regime, role)
+                if not rs:
+                    continue
+                label = f"{name} {role} B={info['batch_sizes'][role]}, {title}"
+                get = lambda k: [r[k] for r in rs]  # noqa: E731
+                acc.append([label, pm(get("epochs"), 0), pm(get("train_loss"), 4), pm(get("train_acc"), 2, scale=100),
+                            paper("train_acc", name, role, regime), pm(get("test_acc"), 2, scale=100),
+                            paper("test_acc", name, role, regime)])
+                eps.append([label] + [c for e in s["analysis"]["epsilon"] for sp in _spaces(s)
+                                      for c in (flagged(rs, f"eps_{sp}_{e:g}"), flagged(rs, f"eps_paper_{sp}_{e:g}"),
+                                                paper(f"eps_{sp}_{e:g}", name, role, regime))])
+                curv.append([label, pm(get("train_loss"), 4), pm(get("lambda_max"), 2), pm(get("lambda_min"), 3),
+                             pm(get("trace"), 1), pm(get("dist_from_init"), 2)])
+    a = s["analysis"]
+    e0 = f"{a['epsilon'][0]:g}"
+    headline = [[f"{name} {role} B={info['batch_sizes'][role]}", pm([r["test_acc"] for r in rs], 2, scale=100),
+                 flagged(rs, f"eps_full_{e0}"), flagged(rs, f"eps_paper_full_{e0}"), pm([r["lambda_max"] for r in rs], 2),
+                 paper("test_acc", name, role, "fixed"), paper(f"eps_full_{e0}", name, role, "fixed")]
+                for name, info in S["networks"].items() for role in ROLES
+                for rs in [_select(rows, name, "fixed", role)] if rs]
+    eps_header = ["run"] + [h for e in a["epsilon"] for sp in _spaces(s)
+                            for h in (f"{'full' if sp == 'full' else 'p=' + str(a['subspace_dim'])} ε={e:g}",
+                                      "paper mode", "paper")]
+    samples = ", ".join(f"{name}: {info['analysis']['samples']}" for name, info in S["networks"].items())
+    out = [f"Keskar et al. (2017) by fractions of the data: SB = {s['sb']} (1/200), LB = {s['lb']} (1/10) of the "
+           f"training set, same initial weights and data order, Adam lr {s['lr']:g}, mean ± std over seeds.",
+           *(f"- {_describe(name, s['networks'][name], info)}" for name, info in S["networks"].items()),
+           "Paper: network F1 on MNIST (5 trials), its SB B=256 (1/234 of 60 000), its LB 10 % of the data.",
+           "",
+           f"Headline: SB vs LB at the fixed epoch budget (ε-sharpness in %, full space, ε={e0}; ours, then "
+           "Keskar's protocol on the same weights)",
+           markdown_table(["run", "test acc (%)", "ε-sharpness", "paper mode", "λ_max", "paper F1 test acc",
+                           "paper F1 ε-sharpness"], headline),
+           "",
+           "Table 2: accuracy (%)",
+           markdown_table(["run", "epochs", "train loss", "train acc", "paper F1", "test acc", "paper F1"], acc),
+           "",
+           f"Tables 3-4: ε-sharpness (%) on training samples ({samples}), full space"
+           + (" and random subspace" if a["subspace_dim"] else "") + ". Each group: our default maximizer "
+           "(projected sign ascent from box corners), then Keskar's protocol (\"paper mode\": L-BFGS-B, 10 iterations "
+           "from θ), then the paper's F1 number. " + RAN_OUT_NOTE,
+           markdown_table(eps_header, eps),
+           "",
+           "Curvature at the solution: Hessian λ_max, λ_min (Lanczos), trace (Hutch++, "
+           f"{a['trace_probes']} matvecs), distance from the initial weights (— = not measured at this budget)",
+           markdown_table(["run", "train loss", "λ_max", "λ_min", "tr(H)", "‖θ−θ₀‖"], curv)]
+    out += [f"WARNING: {w}" for w in warnings(saved)]
     return "\n".join(out)
+
+
+def _spaces(s: dict) -> tuple[str, ...]:
+    return ("full", "random") if s["analysis"]["subspace_dim"] else ("full",)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,46 +306,76 @@ def tables(saved: dict) -> str:
 
 def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
     S, s = saved["summary"], saved["settings"]
-    sb, lb = S["sb"], S["lb"]
     written: list[Path] = []
-    titles = {"fixed": plural(s["epochs"], "epoch"), "matched": f"matched train loss ({pm(list(S['targets'].values()), 3)})"}
     interps = S["interpolations"]
-    regimes = [r for r in ("fixed", "matched") if r in interps]
-    cols = sorted({int(b) for r in regimes for b in interps[r]}, reverse=True)
+    names = list(interps)
+    regimes = [r for r in s["regimes"] if all(r in interps[n] for n in names)]
+
+    def regime_title(name: str, regime: str) -> str:
+        if regime == "fixed":
+            return plural(s["networks"][name]["epochs"], "epoch")
+        return f"matched train loss ({pm(S['networks'][name]['targets'][str(S['networks'][name]['seeds'][0])], 3)})"
+
     with use_style():
-        fig, axes = plt.subplots(len(regimes), len(cols), figsize=(4.8 * len(cols), 3.3 * len(regimes)), squeeze=False)
-        for i, regime in enumerate(regimes):
-            for j, B in enumerate(cols):
-                res = LineResult.load(results / interps[regime][str(B)])
+        fig, axes = plt.subplots(len(names), len(regimes), figsize=(4.8 * len(regimes), 3.4 * len(names)), squeeze=False)
+        for i, name in enumerate(names):
+            B = S["networks"][name]["batch_sizes"]
+            for j, regime in enumerate(regimes):
+                res = LineResult.load(results / interps[name][regime])
                 ax = axes[i, j]
-                parametric_plot(ax, res, endpoints=(f"B={B}", f"B={lb}"))
+                parametric_plot(ax, res, log_loss=True, endpoints=(f"SB B={B['SB']}", f"LB B={B['LB']}"))
                 ax.set_xlabel(r"$\alpha$   ($\theta = (1-\alpha)\,\theta_{SB} + \alpha\,\theta_{LB}$)")
-                ax.set_title(f"B={B} → B={lb}, {titles[regime]}", pad=14)
+                ax.set_title(f"{name}, {regime_title(name, regime)}, seed {S['networks'][name]['seeds'][0]}", pad=14)
                 if (i, j) != (0, 0):  # one legend explains every panel
                     for a in fig.axes:
                         if a.get_legend() is not None and (a is ax or ax.get_shared_x_axes().joined(ax, a)):
                             a.get_legend().remove()
         written += save_and_close(fig, figures / "keskar_fig3_parametric")
-
-        fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.4))
-        panels = [("lambda_max", r"Hessian $\lambda_{\max}$", 1.0), (f"eps_full_{s['epsilon'][0]:g}",
-                  f"ε-sharpness (%), full space, ε={s['epsilon'][0]:g}", 1.0), ("test_acc", "test accuracy (%)", 100.0)]
-        for ax, (key, label, scale) in zip(axes, panels):
-            for regime, marker in (("fixed", "o-"), ("matched", "s--")):
-                xs, ms, es = [], [], []
-                for B in S["batch_sizes"]:
-                    mean, std, n = mean_std(r[key] for r in _select(S["rows"], regime, B))
-                    if n:
-                        xs.append(B), ms.append(mean * scale), es.append(std * scale)
-                ax.errorbar(xs, ms, yerr=es, fmt=marker, capsize=3, label=titles[regime])
-            batch_size_axis(ax, S["batch_sizes"])
-            ax.set_ylabel(label)
-        axes[0].legend()
-        n = len(saved["seeds"])
-        spread = f"mean ± std over {n} seeds" if n > 1 else "one seed"  # a std over one seed does not exist
-        fig.suptitle(f"Keskar et al. on MNIST-1D: sharpness and accuracy vs batch size ({spread})")
-        written += save_and_close(fig, figures / "keskar_sharpness")
+        written += _plot_contrast(saved, figures)
     return written
+
+
+def _plot_contrast(saved: dict, figures: Path) -> list[Path]:
+    """SB vs LB per network: one thin line per seed (the same initial weights trained at both batch sizes) and
+    the mean ± std beside it, for test accuracy, ε-sharpness (both maximizers) and λ_max."""
+    S, s = saved["summary"], saved["settings"]
+    e = s["analysis"]["epsilon"][0]
+    panels = [("test_acc", "test accuracy (%)", 100.0, None), (f"eps_full_{e:g}", f"ε-sharpness (%), ε={e:g}", 1.0,
+              f"eps_paper_full_{e:g}"), ("lambda_max", r"Hessian $\lambda_{\max}$", 1.0, None)]
+    names = list(S["networks"])
+    markers = {"fixed": ("o", "-"), "matched": ("s", "--")}
+    fig, axes = plt.subplots(len(names), len(panels), figsize=(12.0, 3.2 * len(names)), squeeze=False)
+    for i, name in enumerate(names):
+        B = S["networks"][name]["batch_sizes"]
+        for j, (key, label, scale, paper_key) in enumerate(panels):
+            ax = axes[i, j]
+            series = [(key, "C0", "")] + ([(paper_key, "C3", " (paper mode)")] if paper_key else [])
+            for k, regime in enumerate(s["regimes"]):
+                marker, ls = markers[regime]
+                for kk, color, suffix in series:
+                    offset = 0.08 * (k + (0.5 if suffix else 0))
+                    xs = [0 + offset, 1 + offset]
+                    for seed in S["networks"][name]["seeds"]:
+                        ys = [next((r.get(kk) for r in _select(S["rows"], name, regime, role) if r["seed"] == seed), None)
+                              for role in ROLES]
+                        if None not in ys:
+                            ax.plot(xs, [y * scale for y in ys], ls, color=color, alpha=0.35, lw=0.8)
+                    stats = [mean_std(r.get(kk) for r in _select(S["rows"], name, regime, role)) for role in ROLES]
+                    ax.errorbar(xs, [m * scale for m, _, _ in stats], yerr=[sd * scale for _, sd, _ in stats],
+                                fmt=marker, color=color, capsize=3, mfc=color if regime == "fixed" else "white",
+                                label=f"{regime}{suffix}")
+            ax.set_xticks([0.1, 1.1], [f"SB B={B['SB']}", f"LB B={B['LB']}"])
+            ax.set_xlim(-0.4, 1.6)
+            ax.set_ylabel(label)
+            if key != "test_acc":
+                log_axis(ax)
+            ax.set_title(name, fontsize=9)
+        axes[i, 1].legend(fontsize=7)
+    n = max(len(info["seeds"]) for info in S["networks"].values())
+    spread = "mean ± std over seeds, one thin line per seed" if n > 1 else "one seed"
+    fig.suptitle(f"Keskar et al. by fractions (SB = 1/200, LB = 1/10 of the data): {spread}; "
+                 "hollow = matched training loss")
+    return save_and_close(fig, figures / "keskar_sharpness")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Filter-normalized loss landscapes of small- and large-batch minima, with and without weight decay
 (Li, Xu, Taylor, Studer, Goldstein, NeurIPS 2018, "Visualizing the Loss Landscape of Neural Nets", §5, Figs. 2-6).
 
-Protocol. The mlp of the ``keskar`` study is trained on MNIST-1D with SGD (momentum 0.9, constant lr 0.02)
+Protocol. An mlp with two hidden ReLU layers of 256 is trained on MNIST-1D with SGD (momentum 0.9, constant lr 0.02)
 at a small batch (B = 32) and a large one (16 % of the data, B = 640; Li et al. used 128 and 8192 of
 CIFAR-10's 50 000, also about 6 steps per epoch for the large batch) with weight decay 0 and 5e-4, for the
 same number of epochs (300: the small batch takes 20× more steps, and so 20× more weight-decay steps) from

@@ -1,7 +1,7 @@
 """The SGD noise scale η/B (Jastrzębski et al. 2017, "Three Factors Influencing Minima in SGD"; Smith & Le,
 ICLR 2018, "A Bayesian Perspective on Generalization and Stochastic Gradient Descent").
 
-Protocol. Plain SGD (no momentum) trains the mlp of the ``keskar`` study on MNIST-1D for a fixed number of
+Protocol. Plain SGD (no momentum) trains the mlp with two hidden ReLU layers of 256 on MNIST-1D for a fixed number of
 epochs over a grid of learning rates η and batch sizes B chosen so that several (η, B) pairs share the same
 ratio η/B (the diagonals of the grid), all from the same initial weights. Each solution is measured on 1000
 training samples: λ_max of the Hessian, its trace (Hutch++) and test accuracy.

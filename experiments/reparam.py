@@ -1,6 +1,6 @@
 """Sharp minima can generalize (Dinh, Pascanu, Bengio, Bengio, ICML 2017): one function, many sharpnesses.
 
-Protocol. A small-batch solution (the mlp of the ``keskar`` study, Adam, B = 32) is rescaled without changing
+Protocol. A small-batch solution (the mlp with two hidden ReLU layers of 256, Adam, B = 32) is rescaled without changing
 the function it computes: the first hidden layer's weights and bias are multiplied by α and the second
 layer's weights divided by α (ReLU is positively homogeneous, so W₂/α·relu(αW₁x + αb₁) = W₂relu(W₁x + b₁);
 :func:`sharpness.measures.rescale_relu_layers`). For each α we check that the outputs are unchanged and

@@ -1,6 +1,6 @@
 """Warm-started large-batch training (Keskar et al., ICLR 2017, Fig. 5): small batch for k epochs, then large batch.
 
-Protocol. The mlp of the ``keskar`` study is trained with Adam (lr 1e-3) at a small batch (B = 32) for
+Protocol. An mlp with two hidden ReLU layers of 256 is trained with Adam (lr 1e-3) at a small batch (B = 32) for
 k ∈ {0, 1, 2, 5, 10, 20, 40} epochs (one run, a snapshot kept after every epoch); from each snapshot a
 large-batch run (B = 10 % of the data = 400) continues for a fixed number of epochs, with a fresh Adam state.
 k = 0 is pure large-batch training from the same initial weights. Each final solution is measured on 1000

@@ -185,6 +185,7 @@ def load_dataset(
     *,
     data_dir: str | None = None,
     subset: int | None = None,
+    test_subset: int | None = None,
     seed: int = 0,
     **kwargs: Any,
 ) -> Dataset:
@@ -195,6 +196,8 @@ def load_dataset(
         data_dir: directory searched first for file-based datasets (required for ``idx``).
         subset: keep a random subset of this many *training* samples (drawn with ``seed``, sorted by index;
             the test split is kept whole). The indices' SHA-256 is recorded in ``spec["args"]``.
+        test_subset: likewise keep a seeded random subset of this many *test* samples (a CPU budget: every
+            epoch's evaluation costs a pass over the test split), recorded the same way.
         seed: generation seed for synthetic data, split seed for ``digits``, and the subset draw seed.
         **kwargs: dataset-specific arguments (e.g. ``path=`` for ``npz``, ``n=``/``dim=`` for ``blobs``);
             unknown ones raise :class:`~sharpness.errors.InputError`.
@@ -215,8 +218,9 @@ def load_dataset(
         raise InputError(
             f"expected a dataset name (one of {', '.join(dataset_names())}) or a path ending in .npz, got {name!r}"
         )
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, (int, np.integer))):
-        raise InputError(f"expected subset to be a positive integer, got {subset!r}")
+    for what, value in (("subset", subset), ("test_subset", test_subset)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise InputError(f"expected {what} to be a positive integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"expected seed to be an integer, got {seed!r}")
     seed = int(seed)
@@ -226,7 +230,8 @@ def load_dataset(
         expected = ", ".join(allowed) if allowed else "no extra arguments"
         raise InputError(f"expected arguments for dataset {key!r} among ({expected}), got unknown {', '.join(unknown)}")
     raw = loader(data_dir=data_dir, seed=seed, **kwargs)
-    return _finalize(key, raw, subset=None if subset is None else int(subset), seed=seed)
+    return _finalize(key, raw, subset=None if subset is None else int(subset), seed=seed,
+                     test_subset=None if test_subset is None else int(test_subset))
 
 
 def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
@@ -243,6 +248,7 @@ def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
         raise InputError(f"expected a data spec dict with 'name' and 'args', got {_short(spec)}")
     args = dict(spec.get("args") or {})
     want_subset_hash = args.pop("subset_indices_sha256", None)
+    want_test_subset_hash = args.pop("test_subset_indices_sha256", None)
     want = spec.get("sha256")
     name = spec["name"]
     if _ALIASES.get(name) == "npz" and data_dir is not None and isinstance(args.get("path"), str):
@@ -262,6 +268,12 @@ def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
                 raise InputError(
                     f"expected subset indices with sha256 {want_subset_hash[:12]}… when rebuilding dataset "
                     f"{name!r}, got {str(got_subset_hash)[:12]}…"
+                )
+            got_test_hash = ds.spec["args"].get("test_subset_indices_sha256")
+            if want_test_subset_hash is not None and got_test_hash != want_test_subset_hash:
+                raise InputError(
+                    f"expected test subset indices with sha256 {want_test_subset_hash[:12]}… when rebuilding dataset "
+                    f"{name!r}, got {str(got_test_hash)[:12]}…"
                 )
             if want is not None and ds.spec["sha256"] != want:
                 raise InputError(
@@ -299,7 +311,7 @@ def _to_tensor(a, dtype: torch.dtype) -> Tensor:
     return torch.tensor(np.ascontiguousarray(a), dtype=dtype)
 
 
-def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int) -> Dataset:
+def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
     label = f"dataset {name!r}"
     if raw.task == "language-model":
         return _finalize_tokens(name, raw, subset=subset, seed=seed)
@@ -355,6 +367,15 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int) -> Dataset
         idx = torch.randperm(n_full, generator=g)[:subset].sort().values
         x_train, y_train = x_train[idx].contiguous(), y_train[idx].contiguous()
         args["subset_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
+    if test_subset is not None:  # recorded only when used, so the specs of existing checkpoints do not change
+        n_test = 0 if x_test is None else x_test.shape[0]
+        if not 1 <= test_subset <= n_test:
+            raise InputError(f"expected test_subset in [1, {n_test}] (the test size of {label}), got {test_subset}")
+        g = torch.Generator().manual_seed(seed + 1)  # another draw than the training subset's
+        idx = torch.randperm(n_test, generator=g)[:test_subset].sort().values
+        x_test, y_test = x_test[idx].contiguous(), y_test[idx].contiguous()
+        args["test_subset"] = test_subset
+        args["test_subset_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
 
     spec = {
         "name": name,

@@ -17,6 +17,9 @@ A study script defines four functions, and this module does everything around th
 * ``tables(summary) -> str`` — the printed tables (Markdown), our numbers beside the paper's.
 * ``plot(summary, results_dir, figures_dir) -> list[Path]`` — figures from saved results only (never trains).
 
+and may define a fifth, ``warnings(summary) -> list[str]``: the study's check of its own answer (e.g. a
+contrast within one standard deviation). Each line is printed on stderr; the run still succeeds (exit 0).
+
 Results directory (default ``experiments/results/<study>``, ``<study>-quick`` or ``<study>-smoke``)::
 
     manifest.json       study, budget and settings (another configuration is refused: use another --out)
@@ -117,6 +120,9 @@ STUDIES: dict[str, StudyInfo] = {
     for s in (
         StudyInfo("keskar", "keskar.py", "small- vs large-batch minima: Tables 2-4 and Fig. 3",
                   "Keskar et al., ICLR 2017"),
+        StudyInfo("batch-tradeoff", "batch_tradeoff.py",
+                  "is the biggest batch best? throughput, time to a target loss, test accuracy, sharpness",
+                  "Keskar et al., ICLR 2017; Goyal et al., 2017; Shallue et al., JMLR 2019"),
         StudyInfo("batch-sweep", "batch_sweep.py", "test accuracy and sharpness vs batch size (Fig. 4)",
                   "Keskar et al., ICLR 2017; Goyal et al., 2017"),
         StudyInfo("warm-start", "warm_start.py", "small batch for k epochs, then large batch (Fig. 5)",
@@ -535,6 +541,7 @@ class StudyOutcome:
     figures: tuple[str, ...]
     wall_seconds: float
     cpu_seconds: float
+    warnings: tuple[str, ...] = ()
 
 
 def _resolve_budget(quick: bool, budget: str | None) -> str:
@@ -626,9 +633,11 @@ def _run(name: str, module: ModuleType, budget: str, seeds: int | None, device: 
     text = module.tables(saved)
     (out_dir / "tables.md").write_text(text + "\n")
     paths = [str(p) for p in module.plot(saved, out_dir, fig_dir)]
+    # a study may check its own answer (e.g. a contrast within the noise): one line each, the run still succeeds
+    warns = tuple(getattr(module, "warnings", lambda _saved: [])(saved))
     return StudyOutcome(name=name, budget=budget, results_dir=str(out_dir), summary_path=str(summary_path),
                         tables=text, figures=tuple(paths), wall_seconds=time.perf_counter() - t0,
-                        cpu_seconds=time.process_time() - c0)
+                        cpu_seconds=time.process_time() - c0, warnings=warns)
 
 
 def describe_outcome(outcome: StudyOutcome) -> str:
@@ -665,4 +674,6 @@ def script_main(name: str, argv: Sequence[str] | None = None) -> int:
         return 2
     print(outcome.tables)
     print(describe_outcome(outcome))
+    for line in outcome.warnings:
+        print(f"{parser.prog}: warning: {line}", file=sys.stderr)
     return 0

@@ -602,3 +602,20 @@ def test_dataset_is_frozen():
     assert isinstance(ds, Dataset)
     with pytest.raises(Exception):
         ds.x_train = torch.zeros(1)  # type: ignore[misc]
+
+
+def test_test_subset_is_seeded_recorded_and_rebuilt_from_the_spec():
+    from sharpness.data import dataset_from_spec
+
+    full = load_dataset("blobs", n=50, n_test=40, dim=3)
+    ds = load_dataset("blobs", n=50, n_test=40, dim=3, test_subset=10)
+    assert ds.x_test.shape[0] == 10 and ds.spec["n_test"] == 10 and ds.spec["args"]["test_subset"] == 10
+    assert torch.equal(ds.x_train, full.x_train)  # the training split is untouched
+    rows = {tuple(r.tolist()) for r in full.x_test}
+    assert all(tuple(r.tolist()) in rows for r in ds.x_test)  # a subset of the real test split
+    again = load_dataset("blobs", n=50, n_test=40, dim=3, test_subset=10)
+    assert torch.equal(again.x_test, ds.x_test)  # seeded
+    assert torch.equal(dataset_from_spec(ds.spec).x_test, ds.x_test)  # a checkpoint's spec rebuilds it
+    assert "test_subset" not in full.spec["args"]  # specs of runs without it are unchanged
+    with pytest.raises(InputError, match="test_subset"):
+        load_dataset("blobs", n=50, n_test=40, test_subset=41)

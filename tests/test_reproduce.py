@@ -96,7 +96,7 @@ def test_provenance_names_versions_commit_and_device():
 
 def test_registry_points_at_scripts_that_define_the_study_api():
     assert experiments_dir() == REPO / "experiments"
-    assert set(study_names()) == {"keskar", "batch-sweep", "warm-start", "li-landscapes", "edge-of-stability",
+    assert set(study_names()) == {"keskar", "batch-tradeoff", "batch-sweep", "warm-start", "li-landscapes", "edge-of-stability",
                                   "noise-scale", "reparam"}
     for name in study_names():
         module = load_study(name)
@@ -243,6 +243,53 @@ def test_script_entry_point_runs_the_same_study(smoke):
     assert (Path(results) / "figs2" / "edge_of_stability.png").is_file()
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The Keskar study by fractions, and the trade-off study's own logic (no science asserted)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_keskar_sb_and_lb_are_fractions_of_the_training_set(smoke):
+    keskar = load_study("keskar")
+    assert keskar.batch_sizes(4000, "0.5%", "10%") == {"SB": 20, "LB": 400}
+    assert keskar.batch_sizes(60000, "0.5%", "10%") == {"SB": 300, "LB": 6000}
+    full = keskar.settings("full")
+    assert (full["sb"], full["lb"]) == ("0.5%", "10%") and full["seeds"] == 5
+    # the smoke run trains one network on 4000 samples and one on a 400-sample subset: its sizes follow
+    saved = json.loads((Path(smoke["keskar"].results_dir) / "summary.json").read_text())
+    nets = saved["summary"]["networks"]
+    assert nets["F1"]["n_train"] == 4000 and nets["F1"]["batch_sizes"] == {"SB": 200, "LB": 1000}
+    assert nets["F1-small-data"]["n_train"] == 400 and nets["F1-small-data"]["batch_sizes"] == {"SB": 20, "LB": 100}
+    assert {r["batch_size"] for r in saved["summary"]["rows"] if r["network"] == "F1-small-data"} == {20, 100}
+
+
+def _keskar_saved(sb_acc, lb_acc, sb_eps=(1.0,), lb_eps=(50.0,)):
+    rows = [{"network": "F1", "regime": "fixed", "role": role, "seed": i, "test_acc": a, "eps_full_0.001": e,
+             "lambda_max": e}
+            for role, accs, eps in (("SB", sb_acc, sb_eps), ("LB", lb_acc, lb_eps))
+            for i, (a, e) in enumerate(zip(accs, eps * len(accs) if len(eps) == 1 else eps))]
+    return {"summary": {"networks": {"F1": {}}, "rows": rows}}
+
+
+def test_keskar_flags_a_contrast_within_one_standard_deviation():
+    keskar = load_study("keskar")
+    assert keskar.warnings(_keskar_saved([0.72, 0.73, 0.71], [0.65, 0.66, 0.64])) == []
+    lines = keskar.warnings(_keskar_saved([0.70, 0.74, 0.66], [0.68, 0.70, 0.66]))
+    assert len(lines) == 1 and "test accuracy" in lines[0] and "within one standard deviation" in lines[0]
+    # one seed: no standard deviation, so only a contrast pointing the other way is flagged
+    assert keskar.warnings(_keskar_saved([0.71], [0.65])) == []
+    lines = keskar.warnings(_keskar_saved([0.60], [0.65], sb_eps=(80.0,), lb_eps=(50.0,)))
+    assert len(lines) == 3 and all("one seed" in line for line in lines)
+
+
+def test_tradeoff_sweet_spot_is_the_fastest_batch_within_the_accuracy_tolerance():
+    tradeoff = load_study("batch-tradeoff")
+    rows = [{"rule": "none", "batch_size": B, "reached": reached, "target_seconds": sec, "test_acc": acc}
+            for B, reached, sec, acc in ((8, True, 9.0, 0.70), (32, True, 3.0, 0.695), (128, True, 1.0, 0.66),
+                                         (512, False, 0.5, 0.70))]
+    assert tradeoff.sweet_spot(rows, "none", [8, 32, 128, 512]) == 32  # 128 is faster but 4 pp worse; 512 never got there
+    assert tradeoff.sweet_spot(rows, "linear", [8, 32]) is None
+
+
 def test_keskar_figure_title_claims_a_spread_only_over_several_seeds(smoke, capsys, monkeypatch, tmp_path):
     # The smoke and --quick budgets run one seed: a "mean ± std" over it would be a claim nobody measured.
     import matplotlib.figure
@@ -254,5 +301,5 @@ def test_keskar_figure_title_claims_a_spread_only_over_several_seeds(smoke, caps
     code, out, err = run_cli(capsys, "reproduce", "keskar", "--smoke", "--plot-only",
                              "--out", smoke["keskar"].results_dir, "--figures", tmp_path)
     assert code == 0, err
-    (title,) = [t for t in titles if "vs batch size" in t]
-    assert title.endswith("(one seed)") and "±" not in title
+    (title,) = [t for t in titles if "by fractions" in t]
+    assert "one seed" in title and "±" not in title

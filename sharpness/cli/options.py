@@ -66,6 +66,24 @@ def common_options(fn: Callable) -> Callable:
     return fn
 
 
+def threads_option(fn: Callable) -> Callable:
+    """--threads N: torch intra-op threads for this command (default: torch's own choice, one per core)."""
+    return click.option(
+        "--threads", type=click.IntRange(min=1),
+        help="Torch CPU threads [default: torch's, one per core]; 1 is often fastest for small models on a shared machine.",
+    )(fn)
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's intra-op thread count for the running command and restore it when the command ends (the
+    CLI also runs in-process, from tests and notebooks)."""
+    if threads is None:
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    click.get_current_context().call_on_close(lambda: torch.set_num_threads(previous))
+
+
 def setup_logging(verbose: int, quiet: int) -> int:
     level = verbose - quiet
     logging.basicConfig(

@@ -49,3 +49,5 @@ def reproduce(name: str, quick: bool, smoke: bool, seeds: int | None, device: st
                         say=(lambda m: click.echo(m, err=True)) if chatty else None)
     click.echo(outcome.tables)
     click.echo(describe_outcome(outcome))
+    for line in outcome.warnings:
+        click.echo(f"sharpness: warning: {line}", err=True)

@@ -17,7 +17,8 @@ from ..tracking import SharpnessTracker, progressive_sharpening_summary
 from ..train import (OPTIMIZERS, LR_SCALINGS, SCHEDULES, TrainConfig, TrainingInterrupted, resume_path,
                      train as run_train)
 from . import cli
-from .options import check_outputs, common_options, parse_json_option, progress_enabled, resolve_device, setup_logging, write_json
+from .options import (apply_threads, check_outputs, common_options, parse_json_option, progress_enabled, resolve_device,
+                      setup_logging, threads_option, write_json)
 
 EXIT_CODES = """\b
 Exit codes: 0 success · 2 bad usage or input, or the loss became NaN/Inf (the last good weights are kept)
@@ -155,6 +156,7 @@ def _interrupted(exc: TrainingInterrupted) -> None:
 @click.option("--track-trace", is_flag=True, help="Also the Hessian trace per measurement (Hutch++, 30 HVPs).")
 @click.option("--track-out", type=click.Path(dir_okay=False), metavar="PATH",
               help="Write the tracked series: CSV for a .csv path, JSON otherwise.")
+@threads_option
 def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, verbose: int, quiet: int,
           track_every: int | None, track_samples: int, track_full: bool, track_top_k: int, track_lambda_min: bool,
           track_trace: bool, track_out: str | None, **options: Any) -> None:
@@ -168,6 +170,7 @@ def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, v
       sharpness train --data mnist1d --model mlp --batch-size 32 --epochs 50 --seed 0 --out sb.pt
     """
     level = setup_logging(verbose, quiet)
+    apply_threads(options.pop("threads"))
     check_outputs(json_path=json_path, track_out=track_out)
     config = _config(options, device, dtype, seed)
     if config.resume and not os.path.exists(resume_path(out)):
