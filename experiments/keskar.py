@@ -207,6 +207,11 @@ def warnings(saved: dict) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _networks(S: dict) -> list[str]:
+    """The networks in reading order: the paper's F1 first (saved JSON keeps keys sorted, not in run order)."""
+    return sorted(S["networks"], key=lambda name: (name != PAPER_NETWORK, name))
+
+
 def _select(rows: list[dict], network: str, regime: str, role: str) -> list[dict]:
     return [r for r in rows if r["network"] == network and r["regime"] == regime and r["role"] == role]
 
@@ -234,13 +239,14 @@ def _describe(name: str, net: dict, info: dict) -> str:
 def tables(saved: dict) -> str:
     S, s = saved["summary"], saved["settings"]
     rows = S["rows"]
+    nets = [(name, S["networks"][name]) for name in _networks(S)]
 
     def paper(key: str, name: str, role: str, regime: str) -> str:
         # the paper compares F1 at a fixed epoch budget only
         return PAPER[key][role] if name == PAPER_NETWORK and regime == "fixed" else "—"
 
     acc, eps, curv = [], [], []
-    for name, info in S["networks"].items():
+    for name, info in nets:
         targets = pm(list(info["targets"].values()), 4)
         for regime in s["regimes"]:
             title = plural(s["networks"][name]["epochs"], "epoch") if regime == "fixed" else f"matched loss {targets}"
@@ -263,15 +269,15 @@ def tables(saved: dict) -> str:
     headline = [[f"{name} {role} B={info['batch_sizes'][role]}", pm([r["test_acc"] for r in rs], 2, scale=100),
                  flagged(rs, f"eps_full_{e0}"), flagged(rs, f"eps_paper_full_{e0}"), pm([r["lambda_max"] for r in rs], 2),
                  paper("test_acc", name, role, "fixed"), paper(f"eps_full_{e0}", name, role, "fixed")]
-                for name, info in S["networks"].items() for role in ROLES
+                for name, info in nets for role in ROLES
                 for rs in [_select(rows, name, "fixed", role)] if rs]
     eps_header = ["run"] + [h for e in a["epsilon"] for sp in _spaces(s)
                             for h in (f"{'full' if sp == 'full' else 'p=' + str(a['subspace_dim'])} ε={e:g}",
                                       "paper mode", "paper")]
-    samples = ", ".join(f"{name}: {info['analysis']['samples']}" for name, info in S["networks"].items())
+    samples = ", ".join(f"{name}: {info['analysis']['samples']}" for name, info in nets)
     out = [f"Keskar et al. (2017) by fractions of the data: SB = {s['sb']} (1/200), LB = {s['lb']} (1/10) of the "
            f"training set, same initial weights and data order, Adam lr {s['lr']:g}, mean ± std over seeds.",
-           *(f"- {_describe(name, s['networks'][name], info)}" for name, info in S["networks"].items()),
+           *(f"- {_describe(name, s['networks'][name], info)}" for name, info in nets),
            "Paper: network F1 on MNIST (5 trials), its SB B=256 (1/234 of 60 000), its LB 10 % of the data.",
            "",
            f"Headline: SB vs LB at the fixed epoch budget (ε-sharpness in %, full space, ε={e0}; ours, then "
@@ -308,7 +314,7 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
     S, s = saved["summary"], saved["settings"]
     written: list[Path] = []
     interps = S["interpolations"]
-    names = list(interps)
+    names = [n for n in _networks(S) if n in interps]
     regimes = [r for r in s["regimes"] if all(r in interps[n] for n in names)]
 
     def regime_title(name: str, regime: str) -> str:
@@ -342,7 +348,7 @@ def _plot_contrast(saved: dict, figures: Path) -> list[Path]:
     e = s["analysis"]["epsilon"][0]
     panels = [("test_acc", "test accuracy (%)", 100.0, None), (f"eps_full_{e:g}", f"ε-sharpness (%), ε={e:g}", 1.0,
               f"eps_paper_full_{e:g}"), ("lambda_max", r"Hessian $\lambda_{\max}$", 1.0, None)]
-    names = list(S["networks"])
+    names = _networks(S)
     markers = {"fixed": ("o", "-"), "matched": ("s", "--")}
     fig, axes = plt.subplots(len(names), len(panels), figsize=(12.0, 3.2 * len(names)), squeeze=False)
     for i, name in enumerate(names):
