@@ -98,8 +98,8 @@ def check_loss_shapes(kind: str, output: Tensor, target: Tensor) -> None:
     if kind == "cross-entropy":
         if output.ndim < 2 or target.shape != output.shape[:-1] or target.is_floating_point():
             raise InputError(
-                f"cross-entropy expects outputs of shape (N, classes) (or (N, T, vocab)) and integer labels of the "
-                f"leading shape, got outputs of shape {tuple(output.shape)} and "
+                f"cross-entropy expects outputs of shape (N, classes) or (N, T, vocab) with (N,) or (N, T) integer "
+                f"labels, got outputs of shape {tuple(output.shape)} and "
                 f"{'float' if target.is_floating_point() else 'integer'} targets of shape {tuple(target.shape)}")
         return
     if target.ndim == 0 or n != target.shape[0] or output[0].numel() != target[0].numel():
