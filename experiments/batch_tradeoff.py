@@ -160,9 +160,11 @@ def tables(saved: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _series(S: dict, rule: str, key: str, scale: float = 1.0):
+def _series(S: dict, rule: str, key: str, scale: float = 1.0, reached_only: bool = False):
     xs, ms, es, hollow = [], [], [], []
     for B in S["batch_sizes"]:
+        if reached_only and not all(r["reached"] for r in _rows(S, rule, B)):
+            continue  # not at the target loss: no comparison "at the target" to draw
         rs = [r for r in _rows(S, rule, B) if r["status"] == "ok" and r.get(key) is not None]
         mean, std, n = mean_std(r[key] for r in rs)
         if n:
@@ -172,8 +174,8 @@ def _series(S: dict, rule: str, key: str, scale: float = 1.0):
 
 
 def _draw(ax, S: dict, rule: str, key: str, scale: float = 1.0, marker: str = "o", label: str | None = None,
-          color: str | None = None, ls: str = "-"):
-    xs, ms, es, hollow = _series(S, rule, key, scale)
+          color: str | None = None, ls: str = "-", reached_only: bool = False):
+    xs, ms, es, hollow = _series(S, rule, key, scale, reached_only)
     color = color or COLORS[rule]
     ax.errorbar(xs, ms, yerr=es, color=color, fmt=ls, capsize=2, label=label)
     for x, m, h in zip(xs, ms, hollow):
@@ -192,14 +194,15 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
         for rule in s["rules"]:
             _draw(ax_t, S, rule, "target_seconds", label=RULES[rule])
             # Keskar's generalization gap: the test accuracy given up against the best batch size, shaded
-            xs, test = _draw(ax_a, S, rule, "test_acc", 100.0, label=f"test, {RULES[rule]}")
-            reached = [m for m, h in zip(test, _series(S, rule, "test_acc", 100.0)[3]) if not h]
-            if reached:
-                best = max(reached)
+            xs, test = _draw(ax_a, S, rule, "test_acc", 100.0, label=f"test, {RULES[rule]}", reached_only=True)
+            if test:
+                best = max(test)
                 ax_a.axhline(best, color=COLORS[rule], lw=0.8, ls=":")
-                ax_a.fill_between(xs, test, [max(best, m) for m in test], color=COLORS[rule], alpha=0.15, lw=0)
-            _draw(ax_s, S, rule, "lambda_max", marker="o", label=fr"$\lambda_{{\max}}$, {RULES[rule]}")
-            _draw(ax_s, S, rule, "eps_full_0.001", marker="^", ls="--", label=f"ε-sharpness (%), {RULES[rule]}")
+                ax_a.fill_between(xs, test, [best] * len(test), color=COLORS[rule], alpha=0.15, lw=0)
+            _draw(ax_s, S, rule, "lambda_max", marker="o", label=fr"$\lambda_{{\max}}$, {RULES[rule]}",
+                  reached_only=True)
+            _draw(ax_s, S, rule, "eps_full_0.001", marker="^", ls="--", label=f"ε-sharpness (%), {RULES[rule]}",
+                  reached_only=True)
             spot = S["sweet_spot"].get(rule)
             if spot is not None:
                 for ax in axes[1:]:
@@ -219,11 +222,16 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
         ax_a.set_ylabel("test accuracy (%)")
         ax_a.set_title("test accuracy at the target loss; shaded: the\ngeneralization gap to the best batch (dotted)",
                        fontsize=9)
+        missing = "; ".join(f"{RULES[rule]}: B = {', '.join(str(B) for B in sizes if not all(r['reached'] for r in _rows(S, rule, B)))}"
+                            for rule in s["rules"] if any(not r["reached"] for r in S["rows"] if r["rule"] == rule))
+        if missing:
+            ax_a.text(0.02, 0.02, f"not at the target (left out here):\n{missing}", transform=ax_a.transAxes,
+                      fontsize=7, va="bottom", color="0.3")
         log_axis(ax_s)
         ax_s.set_ylabel("sharpness at the target loss")
         ax_s.set_title(r"$\lambda_{\max}$ (solid) and ε-sharpness % at ε=1e-3 (dashed)", fontsize=9)
         ax_t.legend(loc="lower left", fontsize=7)
-        ax_a.legend(fontsize=7, loc="lower left")
+        ax_a.legend(fontsize=7, loc="upper right")
         n = len(saved["seeds"])
         fig.suptitle(f"Is the biggest batch the best? MNIST-1D, mean ± std over {n} seed{'s' * (n > 1)}; "
                      f"hollow: target not reached in {s['max_epochs']} epochs; band: sweet spot", fontsize=10)
