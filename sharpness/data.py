@@ -314,7 +314,7 @@ def _to_tensor(a, dtype: torch.dtype) -> Tensor:
 def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
     label = f"dataset {name!r}"
     if raw.task == "language-model":
-        return _finalize_tokens(name, raw, subset=subset, seed=seed)
+        return _finalize_tokens(name, raw, subset=subset, seed=seed, test_subset=test_subset)
     if raw.x_test is None and raw.y_test is not None or raw.x_test is not None and raw.y_test is None:
         raise InputError(f"expected both x_test and y_test or neither for {label}, got only one of them")
     x_train = _to_tensor(raw.x_train, torch.float32)
@@ -357,25 +357,8 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
             raise InputError(f"expected as many {split} labels as samples for {label}, got {x.shape[0]} x vs {y.shape[0]} y")
 
     args = dict(raw.args)
-    args["seed"] = seed
-    args["subset"] = subset
-    n_full = x_train.shape[0]
-    if subset is not None:
-        if not 1 <= subset <= n_full:
-            raise InputError(f"expected subset in [1, {n_full}] (the train size of {label}), got {subset}")
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(n_full, generator=g)[:subset].sort().values
-        x_train, y_train = x_train[idx].contiguous(), y_train[idx].contiguous()
-        args["subset_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
-    if test_subset is not None:  # recorded only when used, so the specs of existing checkpoints do not change
-        n_test = 0 if x_test is None else x_test.shape[0]
-        if not 1 <= test_subset <= n_test:
-            raise InputError(f"expected test_subset in [1, {n_test}] (the test size of {label}), got {test_subset}")
-        g = torch.Generator().manual_seed(seed + 1)  # another draw than the training subset's
-        idx = torch.randperm(n_test, generator=g)[:test_subset].sort().values
-        x_test, y_test = x_test[idx].contiguous(), y_test[idx].contiguous()
-        args["test_subset"] = test_subset
-        args["test_subset_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
+    x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
+                                                test_subset=test_subset, seed=seed, label=label)
 
     spec = {
         "name": name,
@@ -392,22 +375,41 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
     return Dataset(x_train, y_train, x_test, y_test, spec)
 
 
-def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int) -> Dataset:
+def _subsets(x_train: Tensor, y_train: Tensor, x_test: Tensor | None, y_test: Tensor | None, args: dict, *,
+             subset: int | None, test_subset: int | None, seed: int, label: str):
+    """The seeded ``subset`` of the training split and ``test_subset`` of the test split (indices sorted), each
+    recorded in ``args`` with its indices' SHA-256 so that a spec rebuilds exactly these samples. ``test_subset``
+    is recorded only when used, so the specs of existing checkpoints do not change."""
+    args["seed"] = seed
+    args["subset"] = subset
+    for what, size, split_seed in (("subset", subset, seed), ("test_subset", test_subset, seed + 1)):
+        if size is None:
+            continue
+        x, y = (x_train, y_train) if what == "subset" else (x_test, y_test)
+        n = 0 if x is None else x.shape[0]
+        if not 1 <= size <= n:
+            split = "train" if what == "subset" else "test"
+            raise InputError(f"expected {what} in [1, {n}] (the {split} size of {label}), got {size}")
+        # the test draw uses another seed than the training draw's, so the two are not the same positions
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))[:size].sort().values
+        x, y = x[idx].contiguous(), y[idx].contiguous()
+        if what == "subset":
+            x_train, y_train = x, y
+        else:
+            x_test, y_test = x, y
+            args["test_subset"] = size
+        args[f"{what}_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
+    return x_train, y_train, x_test, y_test
+
+
+def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
     """The language-model case of :func:`_finalize`: int64 token windows ``(N, T)`` and next-token targets."""
     x_train, y_train = _to_tensor(raw.x_train, torch.int64), _to_tensor(raw.y_train, torch.int64)
     x_test = None if raw.x_test is None else _to_tensor(raw.x_test, torch.int64)
     y_test = None if raw.y_test is None else _to_tensor(raw.y_test, torch.int64)
     args = dict(raw.args)
-    args["seed"] = seed
-    args["subset"] = subset
-    n_full = x_train.shape[0]
-    if subset is not None:
-        if not 1 <= subset <= n_full:
-            raise InputError(f"expected subset in [1, {n_full}] (the train size of dataset {name!r}), got {subset}")
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(n_full, generator=g)[:subset].sort().values
-        x_train, y_train = x_train[idx].contiguous(), y_train[idx].contiguous()
-        args["subset_indices_sha256"] = hash_tensors([("indices", idx.to(torch.int64))])
+    x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
+                                                test_subset=test_subset, seed=seed, label=f"dataset {name!r}")
     spec = {
         "name": name,
         "args": _jsonable(args),
