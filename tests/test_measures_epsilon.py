@@ -150,6 +150,29 @@ def test_model_is_untouched_and_results_are_reproducible(mlp):
     assert epsilon_sharpness(obj, 1e-3).space == "full"
 
 
+def test_the_cached_subspace_gives_exactly_what_a_fresh_draw_gives(mlp):
+    from sharpness.measures.epsilon import _seeded_subspace
+
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, dtype=torch.float64)
+    runs = []
+    for method in ("ascent", "paper", "ascent"):
+        _seeded_subspace.cache_clear()  # a fresh draw of A and its QR, then the cached ones
+        fresh = epsilon_sharpness(obj, 1e-2, subspace_dim=4, method=method, restarts=2, seed=7)
+        cached = epsilon_sharpness(obj, 1e-2, subspace_dim=4, method=method, restarts=2, seed=7)
+        assert cached.values_per_start == fresh.values_per_start and cached.value == fresh.value
+        runs.append(cached)
+    assert runs[0].values_per_start == runs[2].values_per_start  # a paper-mode run in between changes nothing
+    basis, _, _, state = _seeded_subspace(obj.numel, 4, 7, torch.float64, torch.device("cpu"))
+    assert torch.equal(basis, random_subspace(obj.numel, 4, seed=7))
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(4):  # what drawing A consumes: one column of P normals at a time
+        torch.randn(obj.numel, generator=gen, dtype=torch.float64)
+    assert torch.equal(state, gen.get_state())  # so the starts continue from where they did without the cache
+    other = epsilon_sharpness(obj, 1e-2, subspace_dim=4, restarts=2, seed=8)  # another seed: another A
+    assert other.values_per_start != runs[0].values_per_start
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"epsilon": -1.0}, {"epsilon": float("nan")}, {"start": "middle"}, {"restarts": -1}, {"max_iter": 0},
