@@ -166,6 +166,7 @@ def test_track_every_records_the_series(tmp_path, capsys):
     assert steps == [0, 5, 10, 15, 20]
     assert all(r["two_over_lr"] == pytest.approx(40.0) for r in tracking["records"])
     assert all(r["lambda_max"] > 0 for r in tracking["records"])
+    assert sum(bool(r["verified"]) for r in tracking["records"]) == 0  # the default checks every 10th: none in 5
     assert csv.read_text().count("\n") == len(steps) + 1
     # The series is also in the checkpoint, and `sharpness plot` draws it from there without recomputing.
     assert [r["step"] for r in load_checkpoint(out).extra["tracking"]["records"]] == steps
@@ -175,6 +176,16 @@ def test_track_every_records_the_series(tmp_path, capsys):
     code, _, err = run(["train", "--data", "blobs", "--model", "mlp", "--steps", "2", "--track-out", str(csv),
                         "--out", str(out)], capsys)
     one_line_error(code, err, "--track-every")
+
+
+def test_track_verify_every_reaches_the_tracker(tmp_path, capsys):
+    code, stdout, err = run(["train", "--data", "blobs", "--model", "mlp", "--model-kwargs", '{"hidden": [8]}',
+                             "--batch-size", "full", "--lr", "0.05", "--steps", "8", "--track-every", "2",
+                             "--track-full", "--track-verify-every", "2", "--out", tmp_path / "v.pt", "--json", "-"], capsys)
+    assert code == 0, err
+    records = json.loads(stdout)["tracking"]["records"]
+    checked = [r["step"] for r in records if r["verified"]]
+    assert checked and all(r["cold_lambda_max"] is not None for r in records if r["verified"])
 
 
 def test_resume_without_a_saved_state_is_refused(tmp_path, capsys):

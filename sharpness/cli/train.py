@@ -156,10 +156,12 @@ def _interrupted(exc: TrainingInterrupted) -> None:
 @click.option("--track-trace", is_flag=True, help="Also the Hessian trace per measurement (Hutch++, 30 HVPs).")
 @click.option("--track-out", type=click.Path(dir_okay=False), metavar="PATH",
               help="Write the tracked series: CSV for a .csv path, JSON otherwise.")
+@click.option("--track-verify-every", type=click.IntRange(min=0), default=10, show_default=True, metavar="K",
+              help="Check every K-th warm-started measurement against a cold Lanczos start (0: never).")
 @threads_option
 def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, verbose: int, quiet: int,
           track_every: int | None, track_samples: int, track_full: bool, track_top_k: int, track_lambda_min: bool,
-          track_trace: bool, track_out: str | None, **options: Any) -> None:
+          track_trace: bool, track_out: str | None, track_verify_every: int, **options: Any) -> None:
     """Train a model at one batch size and write a self-describing checkpoint.
 
     Small vs large batch is only --batch-size (e.g. 256 vs 10%); runs with the same --seed (or --init-from)
@@ -183,7 +185,7 @@ def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, v
         raise InputError(f"expected --track-every with --track-out, got --track-out {track_out} alone")
     tracker = None if not track_every else SharpnessTracker(
         every=track_every, analysis_samples=None if track_full else track_samples, top_k=track_top_k,
-        lambda_min=track_lambda_min, trace=track_trace, seed=seed)
+        lambda_min=track_lambda_min, trace=track_trace, verify_every=track_verify_every, seed=seed)
     try:
         result = run_train(config, progress=progress_enabled(level), out=out, callbacks=[tracker] if tracker else [])
     except TrainingInterrupted as exc:
