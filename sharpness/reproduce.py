@@ -120,6 +120,8 @@ STUDIES: dict[str, StudyInfo] = {
     for s in (
         StudyInfo("keskar", "keskar.py", "small- vs large-batch minima: Tables 2-4 and Fig. 3",
                   "Keskar et al., ICLR 2017"),
+        StudyInfo("lm-batch", "lm_batch.py", "small vs large batch for a byte-level transformer (tiny GPT)",
+                  "Keskar et al., ICLR 2017"),
         StudyInfo("batch-tradeoff", "batch_tradeoff.py",
                   "is the biggest batch best? throughput, time to a target loss, test accuracy, sharpness",
                   "Keskar et al., ICLR 2017; Goyal et al., 2017; Shallue et al., JMLR 2019"),

@@ -97,7 +97,7 @@ def test_provenance_names_versions_commit_and_device():
 def test_registry_points_at_scripts_that_define_the_study_api():
     assert experiments_dir() == REPO / "experiments"
     assert set(study_names()) == {"keskar", "batch-tradeoff", "batch-sweep", "warm-start", "li-landscapes", "edge-of-stability",
-                                  "noise-scale", "reparam"}
+                                  "noise-scale", "reparam", "lm-batch"}
     for name in study_names():
         module = load_study(name)
         for budget in BUDGETS:
@@ -260,6 +260,24 @@ def test_keskar_sb_and_lb_are_fractions_of_the_training_set(smoke):
     assert nets["F1"]["n_train"] == 4000 and nets["F1"]["batch_sizes"] == {"SB": 200, "LB": 1000}
     assert nets["F1-small-data"]["n_train"] == 400 and nets["F1-small-data"]["batch_sizes"] == {"SB": 20, "LB": 100}
     assert {r["batch_size"] for r in saved["summary"]["rows"] if r["network"] == "F1-small-data"} == {20, 100}
+
+
+def test_lm_batch_sb_and_lb_are_fractions_of_the_training_windows(smoke):
+    lm = load_study("lm-batch")
+    full = lm.settings("full")
+    assert lm.batch_sizes(920, full["sb"], full["lb"], min_sb=full["min_sb"]) == {"SB": 29, "LB": 230}
+    assert lm.batch_sizes(3200, "3.125%", "25%", min_sb=16) == {"SB": 100, "LB": 800}  # another corpus size
+    with pytest.raises(InputError, match="at least 16, got 9"):
+        lm.batch_sizes(300, "3.125%", "25%", min_sb=16)
+    with pytest.raises(InputError, match="SB smaller than LB"):
+        lm.batch_sizes(920, "25%", "25%")
+    saved = json.loads((Path(smoke["lm-batch"].results_dir) / "summary.json").read_text())
+    S = saved["summary"]
+    assert S["batch_sizes"] == lm.batch_sizes(S["n_train"], saved["settings"]["sb"], saved["settings"]["lb"])
+    # the same learning rate and seed at both batch sizes: the batch size is the only difference
+    configs = [json.loads(p.read_text())["config"] for p in Path(smoke["lm-batch"].results_dir).glob("fixed-*.json")]
+    assert len(configs) == 2 and len({(c["lr"], c["seed"], c["epochs"]) for c in configs}) == 1
+    assert {c["batch_size"] for c in configs} == set(S["batch_sizes"].values())
 
 
 def _keskar_saved(sb_acc, lb_acc, sb_eps=(1.0,), lb_eps=(50.0,)):
