@@ -48,15 +48,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sharpness import Objective, load_dataset  # noqa: E402
-from sharpness.landscape import LineResult, grid, interpolate  # noqa: E402
+from sharpness import load_dataset  # noqa: E402
+from sharpness.landscape import LineResult  # noqa: E402
 from sharpness.plots import parametric_plot, use_style  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
     RAN_OUT_NOTE,
     ran_out_mark,
-    flat_parameters, log_axis, markdown_table, mean_std, plural, pm, report_numbers, save_and_close, script_main,
+    log_axis, markdown_table, mean_std, plural, pm, report_numbers, save_and_close, script_main, train_config,
 )
-from sharpness.train import TrainConfig, resolve_batch_size  # noqa: E402
+from sharpness.train import resolve_batch_size  # noqa: E402
 
 #: Keskar et al. (2017), network F1 on MNIST, mean ± std over 5 trials: Table 2 (accuracy, %), Table 3
 #: (ε-sharpness in the full space, %) and Table 4 (in a random 100-dimensional subspace, %).
@@ -105,11 +105,6 @@ def settings(budget: str) -> dict:
     return s
 
 
-def _train_config(net: dict, s: dict, **fields) -> TrainConfig:
-    return TrainConfig(data=net["data"], subset=net["subset"], model=net["model"], model_kwargs=net["model_kwargs"],
-                       optimizer=s["optimizer"], lr=s["lr"], **fields)
-
-
 def compute(run) -> dict:
     s = run.settings
     networks, interps = {}, {}
@@ -125,7 +120,7 @@ def compute(run) -> dict:
         for seed in seeds:
             tag = f"{name}-seed{seed}"
             fixed = {role: run.train(f"{name}-fixed-{role}-bs{B}-seed{seed}",
-                                     _train_config(net, s, batch_size=B, seed=seed, epochs=net["epochs"]), dataset=ds)
+                                     train_config({**s, **net}, batch_size=B, seed=seed, epochs=net["epochs"]), dataset=ds)
                      for role, B in sizes.items()}
             by_regime = {"fixed": fixed}
             if "matched" in s["regimes"]:
@@ -136,7 +131,7 @@ def compute(run) -> dict:
                     if fixed[role].metrics["train_loss"] >= target:  # it set the target: its own matched run
                         matched[role] = fixed[role]
                     else:
-                        cfg = _train_config(net, s, batch_size=B, seed=seed, until_train_loss=target,
+                        cfg = train_config({**s, **net}, batch_size=B, seed=seed, until_train_loss=target,
                                             max_epochs=net["epochs"])
                         matched[role] = run.train(f"{name}-matched-{role}-bs{B}-seed{seed}", cfg, dataset=ds)
                 by_regime["matched"] = matched
@@ -153,19 +148,9 @@ def compute(run) -> dict:
                                  "stopped_by": m["stopped_by"], **report_numbers(report)})
             if seed == seeds[0]:  # Fig. 3 for the first seed, as the paper draws one pair
                 for regime, by_role in by_regime.items():
-                    a, b = by_role["SB"], by_role["LB"]
-
-                    def line(a=a, b=b, ds=ds):
-                        train_obj = Objective(a.model, ds.x_train, ds.y_train, device=run.device)
-                        test_obj = Objective(a.model, ds.x_test, ds.y_test, device=run.device)
-                        alphas = grid(*s["interp_range"], s["interp_points"])
-                        return interpolate(train_obj, train_obj.theta, flat_parameters(train_obj, b.model), alphas,
-                                           test_objective=test_obj)
-
                     key = f"interp-{regime}-{tag}"
-                    run.landscape(key, line, LineResult, seed=seed,
-                                  config={"a": a.checkpoint, "b": b.checkpoint, "range": s["interp_range"],
-                                          "points": s["interp_points"]})
+                    run.interpolation(key, by_role["SB"], by_role["LB"], ds, seed=seed,
+                                      alphas=(*s["interp_range"], s["interp_points"]))
                     interps.setdefault(name, {})[regime] = f"{key}.npz"
     return {"networks": networks, "rows": rows, "interpolations": interps}
 

@@ -36,12 +36,12 @@ import numpy as np  # noqa: E402
 
 from sharpness import Objective, load_dataset  # noqa: E402
 from sharpness.landscape import (  # noqa: E402
-    LineResult, PlaneResult, fit_curvature, grid, interpolate, line, plane, random_direction,
+    LineResult, PlaneResult, fit_curvature, grid, line, plane, random_direction,
 )
 from sharpness.plots import contour_2d, contour_levels, parametric_plot, slices_1d, use_style  # noqa: E402
 from sharpness.report import select_analysis_set  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
-    flat_parameters, markdown_table, plural, pm, report_numbers, save_and_close, script_main, train_config,
+    markdown_table, plural, pm, report_numbers, save_and_close, script_main, train_config,
 )
 from sharpness.train import resolve_batch_size  # noqa: E402
 
@@ -102,16 +102,9 @@ def compute(run) -> dict:
                              **report_numbers(report)})
                 files[f"line-{key}"] = f"line-{key}.npz"
                 files[f"plane-{key}"] = f"plane-{key}.npz"
-            a, b = models["SB"], models["LB"]
-
-            def interp(a=a, b=b):
-                train_obj = Objective(a.model, ds.x_train, ds.y_train, device=run.device)
-                test_obj = Objective(a.model, ds.x_test, ds.y_test, device=run.device)
-                return interpolate(train_obj, train_obj.theta, flat_parameters(train_obj, b.model),
-                                   grid(*s["interp_range"], s["interp_points"]), test_objective=test_obj)
-
             key = f"interp-wd{wd:g}-seed{seed}"
-            run.landscape(key, interp, LineResult, seed=seed, config={"a": a.checkpoint, "b": b.checkpoint})
+            run.interpolation(key, models["SB"], models["LB"], ds, seed=seed,
+                              alphas=(*s["interp_range"], s["interp_points"]))
             files[key] = f"{key}.npz"
     return {"rows": rows, "sizes": sizes, "files": files}
 

@@ -43,15 +43,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sharpness import Objective, load_dataset  # noqa: E402
+from sharpness import load_dataset  # noqa: E402
 from sharpness.errors import InputError  # noqa: E402
-from sharpness.landscape import LineResult, grid, interpolate  # noqa: E402
+from sharpness.landscape import LineResult  # noqa: E402
 from sharpness.plots import parametric_plot, use_style  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
-    flat_parameters, log_axis, markdown_table, mean_std, plural, pm, ran_out_mark, report_numbers, save_and_close,
-    script_main, RAN_OUT_NOTE,
+    log_axis, markdown_table, mean_std, plural, pm, ran_out_mark, report_numbers, save_and_close, script_main,
+    train_config, RAN_OUT_NOTE,
 )
-from sharpness.train import TrainConfig, resolve_batch_size  # noqa: E402
+from sharpness.train import resolve_batch_size  # noqa: E402
 
 REGIMES = ("fixed", "matched")
 ROLES = ("SB", "LB")
@@ -94,11 +94,6 @@ def settings(budget: str) -> dict:
     return s
 
 
-def _train_config(s: dict, **fields) -> TrainConfig:
-    return TrainConfig(data=s["data"], data_kwargs=s["data_kwargs"], model=s["model"], model_kwargs=s["model_kwargs"],
-                       optimizer=s["optimizer"], lr=s["lr"], **fields)
-
-
 def compute(run) -> dict:
     s = run.settings
     ds = load_dataset(s["data"], **s["data_kwargs"])
@@ -107,7 +102,7 @@ def compute(run) -> dict:
     analysis = {k: (tuple(v) if isinstance(v, list) else v) for k, v in s["analysis"].items()}
     rows, targets, interps = [], {}, {}
     for seed in run.seeds:
-        fixed = {role: run.train(f"fixed-{role}-bs{B}-seed{seed}", _train_config(s, batch_size=B, seed=seed,
+        fixed = {role: run.train(f"fixed-{role}-bs{B}-seed{seed}", train_config(s, batch_size=B, seed=seed,
                                                                                 epochs=s["epochs"]), dataset=ds)
                  for role, B in sizes.items()}
         by_regime = {"fixed": fixed}
@@ -115,7 +110,7 @@ def compute(run) -> dict:
             target = targets[str(seed)] = max(t.metrics["train_loss"] for t in fixed.values())
             by_regime["matched"] = {
                 role: fixed[role] if fixed[role].metrics["train_loss"] >= target else  # it set the target
-                run.train(f"matched-{role}-bs{B}-seed{seed}", _train_config(
+                run.train(f"matched-{role}-bs{B}-seed{seed}", train_config(
                     s, batch_size=B, seed=seed, until_train_loss=target, max_epochs=s["epochs"]), dataset=ds)
                 for role, B in sizes.items()}
         for regime, by_role in by_regime.items():
@@ -130,18 +125,9 @@ def compute(run) -> dict:
                              "dist_from_init": m["dist_from_init"], **report_numbers(report)})
         if seed == run.seeds[0]:  # Fig. 3 for the first seed, as the paper draws one pair
             for regime, by_role in by_regime.items():
-                a, b = by_role["SB"], by_role["LB"]
-
-                def line(a=a, b=b):
-                    train_obj = Objective(a.model, ds.x_train, ds.y_train, device=run.device)
-                    test_obj = Objective(a.model, ds.x_test, ds.y_test, device=run.device)
-                    return interpolate(train_obj, train_obj.theta, flat_parameters(train_obj, b.model),
-                                       grid(*s["interp_range"], s["interp_points"]), test_objective=test_obj)
-
                 key = f"interp-{regime}-seed{seed}"
-                run.landscape(key, line, LineResult, seed=seed, config={"a": a.checkpoint, "b": b.checkpoint,
-                                                                      "range": s["interp_range"],
-                                                                      "points": s["interp_points"]})
+                run.interpolation(key, by_role["SB"], by_role["LB"], ds, seed=seed,
+                                  alphas=(*s["interp_range"], s["interp_points"]))
                 interps[regime] = f"{key}.npz"
     n_params = sum(p.numel() for p in fixed["SB"].model.parameters())
     return {"n_train": n_train, "n_test": n_test, "n_params": n_params, "batch_sizes": sizes, "seeds": run.seeds,

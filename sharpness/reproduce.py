@@ -344,17 +344,18 @@ def log_axis(ax: Any, which: str = "y") -> None:
 
 
 #: Settings keys that map one-to-one onto TrainConfig fields (see :func:`train_config`).
-_TRAIN_KEYS = ("data", "subset", "model", "loss", "optimizer", "lr", "momentum")
+_TRAIN_KEYS = ("data", "data_kwargs", "subset", "model", "loss", "optimizer", "lr", "momentum")
 
 
 def train_config(settings: Mapping[str, Any], **fields: Any) -> TrainConfig:
     """The :class:`~sharpness.train.TrainConfig` a study's settings describe, plus per-run ``fields``.
 
-    Settings keys ``data, subset, model, loss, optimizer, lr, momentum`` are copied when present, ``hidden``
-    and ``activation`` become ``model_kwargs``; ``fields`` (batch size, seed, duration, ...) win.
+    Settings keys ``data, data_kwargs, subset, model, loss, optimizer, lr, momentum`` are copied when present;
+    ``model_kwargs``, with ``hidden`` and ``activation`` merged in, become ``model_kwargs``; ``fields`` (batch
+    size, seed, duration, ...) win.
     """
     values: dict[str, Any] = {k: settings[k] for k in _TRAIN_KEYS if k in settings}
-    model_kwargs = {k: settings[k] for k in ("hidden", "activation") if k in settings}
+    model_kwargs = {**settings.get("model_kwargs", {}), **{k: settings[k] for k in ("hidden", "activation") if k in settings}}
     if model_kwargs:
         values["model_kwargs"] = model_kwargs
     return TrainConfig(**{**values, **fields})
@@ -509,6 +510,23 @@ class StudyRun:
         options = {"device": self.device, **options}
         return self.unit(key, lambda: analyze(model, inputs, targets, data_spec=data_spec, **options).to_dict(),
                          config=options, seed=seed)
+
+    def interpolation(self, key: str, a: Trained, b: Trained, dataset: Any, *, alphas: Sequence[float],
+                      seed: int | None = None) -> Any:
+        """Keskar et al.'s Fig. 3 as a landscape unit: loss and accuracy on the training split (and the test split,
+        when there is one) along (1 − α)·θ_a + α·θ_b at ``alphas`` = (start, stop, points), α = 0 at ``a``."""
+        from .landscape import LineResult, grid, interpolate
+        from .objective import Objective
+
+        def compute() -> Any:
+            train_obj = Objective(a.model, dataset.x_train, dataset.y_train, device=self.device)
+            test_obj = (None if dataset.x_test is None else
+                        Objective(a.model, dataset.x_test, dataset.y_test, device=self.device))
+            return interpolate(train_obj, train_obj.theta, flat_parameters(train_obj, b.model), grid(*alphas),
+                               test_objective=test_obj)
+
+        return self.landscape(key, compute, LineResult, seed=seed,
+                              config={"a": a.checkpoint, "b": b.checkpoint, "alphas": list(alphas)})
 
     def landscape(self, key: str, compute: Callable[[], Any], kind: type, *, config: Any = None,
                   seed: int | None = None) -> Any:
