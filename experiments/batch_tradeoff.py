@@ -222,8 +222,9 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
         ax_a.set_ylabel("test accuracy (%)")
         ax_a.set_title("test accuracy at the target loss; shaded: the\ngeneralization gap to the best batch (dotted)",
                        fontsize=9)
-        missing = "; ".join(f"{RULES[rule]}: B = {', '.join(str(B) for B in sizes if not all(r['reached'] for r in _rows(S, rule, B)))}"
-                            for rule in s["rules"] if any(not r["reached"] for r in S["rows"] if r["rule"] == rule))
+        unreached = {rule: [str(B) for B in sizes if not all(r["reached"] for r in _rows(S, rule, B))]
+                     for rule in s["rules"]}
+        missing = "; ".join(f"{RULES[rule]}: B = {', '.join(bs)}" for rule, bs in unreached.items() if bs)
         if missing:
             ax_a.text(0.02, 0.02, f"not at the target (left out here):\n{missing}", transform=ax_a.transAxes,
                       fontsize=7, va="bottom", color="0.3")

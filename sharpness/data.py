@@ -360,6 +360,12 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=label)
 
+    return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim)
+
+
+def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor, x_test: Tensor | None,
+             y_test: Tensor | None, *, num_classes: int | None, output_dim: int) -> Dataset:
+    """The finished splits with their recorded spec (the one place its keys are written)."""
     spec = {
         "name": name,
         "args": _jsonable(args),
@@ -367,9 +373,10 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
         "n_test": None if x_test is None else int(x_test.shape[0]),
         "input_shape": [int(d) for d in x_train.shape[1:]],
         "num_classes": None if num_classes is None else int(num_classes),
-        "output_dim": output_dim,
+        "output_dim": int(output_dim),
         "task": raw.task,
         "source": raw.source,
+        **raw.extra,
         "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
     }
     return Dataset(x_train, y_train, x_test, y_test, spec)
@@ -410,20 +417,8 @@ def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, tes
     args = dict(raw.args)
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=f"dataset {name!r}")
-    spec = {
-        "name": name,
-        "args": _jsonable(args),
-        "n_train": int(x_train.shape[0]),
-        "n_test": None if x_test is None else int(x_test.shape[0]),
-        "input_shape": [int(d) for d in x_train.shape[1:]],
-        "num_classes": int(raw.num_classes),
-        "output_dim": int(raw.num_classes),
-        "task": raw.task,
-        "source": raw.source,
-        **raw.extra,
-        "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
-    }
-    return Dataset(x_train, y_train, x_test, y_test, spec)
+    return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=raw.num_classes,
+                    output_dim=raw.num_classes)
 
 
 def _labels(y, label: str, split: str) -> Tensor:

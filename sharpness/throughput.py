@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .errors import InputError
-from .train import TrainConfig, resolve_batch_size, train
+from .train import TrainConfig, _device, resolve_batch_size, train
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ def measure_throughput(config: TrainConfig, *, dataset: Any = None, steps: int =
         raise InputError(f"expected steps ≥ 1 and repeats ≥ 1, got steps={steps}, repeats={repeats}")
     base = dataclasses.replace(config, epochs=None, until_train_loss=None, max_epochs=None, steps=steps,
                                eval_every=10**9, save_every=None, resume=False)
-    device = torch.device("cuda" if base.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if base.device == "auto" else base.device)
+    device = _device(base.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if warmup:
         train(dataclasses.replace(base, steps=min(steps, 3)), dataset=dataset)

@@ -350,9 +350,7 @@ def search_epsilon_box(
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)  # A first, then the starts
     basis = qr = None
-    if subspace_dim is not None:
-        if not 1 <= subspace_dim <= objective.numel:
-            raise InputError(f"subspace_dim must be in [1, {objective.numel}] (the number of parameters), got {subspace_dim}")
+    if subspace_dim is not None:  # _draw_subspace refuses a dim outside [1, P] (an error is never cached)
         basis, q, r, state = _seeded_subspace(objective.numel, subspace_dim, seed, objective.dtype,
                                               torch.device(objective.device))
         qr = (q, r)
