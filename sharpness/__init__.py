@@ -35,10 +35,13 @@ from .linalg import (
 # Flatness beyond the Hessian.
 from .measures import average_sharpness, epsilon_sharpness, rescale_relu_layers, worst_case_sharpness
 
-# Training at any batch size, sweeps, and sharpness followed during training.
-from .sweep import SweepResult, sweep
+# Training at any batch size, sweeps, and sharpness followed during training. The functions are
+# sharpness.train.train(config) and sharpness.sweep.sweep(...): the attributes sharpness.train and
+# sharpness.sweep are their modules, so `import sharpness.train` means one thing whatever was imported first.
+from . import sweep, train
+from .sweep import SweepResult
 from .tracking import SharpnessTracker, progressive_sharpening_summary, stability_threshold
-from .train import TrainConfig, TrainResult, train
+from .train import TrainConfig, TrainResult
 
 # Loss landscapes: directions and grids (arrays); figures live in sharpness.plots.
 from .landscape import LineResult, PlaneResult, interpolate, line, plane, random_direction
