@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import platform
 import subprocess
@@ -63,6 +62,7 @@ from .checkpoint import build_model_from_checkpoint, load_checkpoint
 from .errors import InputError
 from .report import analyze, jsonable
 from .rundir import RunDir
+from .stats import mean_std
 from .train import TrainConfig, TrainingDiverged, train
 
 __all__ = [
@@ -244,17 +244,6 @@ def provenance(device: str = "cpu") -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # Small statistics and tables
 # ----------------------------------------------------------------------------------------------------------
-
-
-def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (n − 1; 0 for one value) and count of the finite values (NaN if none).
-
-    Keskar et al. report mean ± standard deviation over 5 trials; we use the same convention.
-    """
-    xs = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
-    if xs.size == 0:
-        return math.nan, math.nan, 0
-    return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0, int(xs.size)
 
 
 def ran_out_mark(rows: Iterable[dict], key: str) -> str:

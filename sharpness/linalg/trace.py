@@ -27,16 +27,15 @@ Probes are applied in blocks ``A @ Z`` with Z of shape (P, block_size): one bloc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import scipy.stats
 import torch
 from torch import Tensor
 
 from ._operator import DISTRIBUTIONS, Seed, apply, check_block_size, make_generator, operator_size, random_columns
+from ..stats import mean_stderr as _mean_stderr
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace"]
 
@@ -107,11 +106,6 @@ def _quadratic_forms(
             Z = Z - project @ (project.T @ Z)
         out.append((Z * apply(A, Z)).sum(dim=0))  # stays on the device: one host sync at the very end
     return torch.cat(out)
-
-
-def _mean_stderr(samples: Tensor) -> tuple[float, float]:
-    x = samples.double().cpu().numpy()
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
 
 
 def hutchinson_trace(

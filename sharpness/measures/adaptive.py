@@ -67,6 +67,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..objective import Objective
+from ..stats import mean_stderr as _mean_stderr
 
 DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
 MOMENTUM = 0.75  # APGD's α (Croce & Hein 2020)
@@ -325,13 +326,6 @@ def ascend(
             u_prev = u = best_u
             grad = best_grad
     return Ascent(u=best_u, delta=c * best_u, base_loss=base, loss=best_loss, num_grads=steps + 1 + len(starts))
-
-
-def _mean_stderr(values: list[float]) -> tuple[float, float | None]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if len(values) < 2:
-        return float(t.mean()), None
-    return float(t.mean()), float(t.std(correction=1) / math.sqrt(len(values)))
 
 
 def worst_case_sharpness(
