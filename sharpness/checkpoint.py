@@ -34,7 +34,6 @@ import os
 import pickle
 import platform
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from sharpness.errors import InputError
 from sharpness.models import build_from_spec, build_model, is_factory_ref, model_names
+from sharpness.rundir import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -211,40 +211,24 @@ def save_checkpoint(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """:func:`~sharpness.rundir.atomic_write` of ``torch.save(obj)``, its failures said as checkpoint errors."""
     directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"expected a file path to write the checkpoint to, got directory {str(path)!r}")
     if not directory.is_dir():
         raise InputError(f"expected an existing directory to write {path.name!r} into, got {str(directory)!r} (missing)")
+    opened = False
+
+    def write(fh: Any) -> None:
+        nonlocal opened
+        opened = True  # the temporary file exists: a failure from here on is a failed write, not a closed directory
+        torch.save(obj, fh)
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, write)
     except OSError as e:
-        raise InputError(f"expected a writable directory for checkpoint {str(path)!r}, got {type(e).__name__}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise InputError(f"expected to write checkpoint {str(path)!r}, got {type(e).__name__}: {e.strerror or e}") from None
-        raise
-    try:  # make the rename durable; not possible on every platform/filesystem
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+        what = "to write checkpoint" if opened else "a writable directory for checkpoint"
+        raise InputError(f"expected {what} {str(path)!r}, got {type(e).__name__}: {e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from . import __version__
 from .errors import InputError
 from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
 from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
+from .hashing import tensor_sha256
 from .hessian import HessianOperator
 from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
@@ -200,18 +201,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
-
-
-def tensor_sha256(*tensors: Tensor) -> str:
-    """SHA-256 over the shapes, dtypes and bytes of ``tensors`` (CPU, contiguous): the analysis-set identity."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
-    return h.hexdigest()
 
 
 def select_analysis_set(

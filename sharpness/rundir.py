@@ -38,17 +38,18 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import InputError
+from .hashing import array_digest  # noqa: F401  (a manifest's input hash; importable from here, as before)
 
 MANIFEST = "manifest.json"
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -57,19 +58,34 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> Path:
     """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, then rename it into place.
 
-    Readers (and a rerun after a kill) see either the old file, the complete new one, or nothing.
+    Readers (and a rerun after a kill) see either the old file, the complete new one, or nothing. The file gets
+    the usual permissions (``0o666`` less the umask), and the directory is fsynced where the platform allows, so
+    the rename survives a power cut too. This is the one atomic write of the package (run directories,
+    checkpoints, ``.resume`` states, the tracker's CSV, figures).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    try:  # make the rename durable; not possible on every platform/filesystem
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
     return path
 
 
@@ -87,18 +103,6 @@ def check_writable(out: str | os.PathLike, option: str | None = None) -> None:
         raise InputError(f"expected an output file path for {what}, got a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise InputError(f"expected a writable output directory for {what}, got {str(directory)!r} (permission denied)")
-
-
-def array_digest(*arrays: Any) -> str:
-    """SHA-256 over the dtype, shape and bytes of arrays or tensors (in order): a manifest's input hash."""
-    h = hashlib.sha256()
-    for a in arrays:
-        if hasattr(a, "detach"):  # a torch tensor: hash the values, wherever they live
-            a = a.detach().cpu().numpy()
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _canonical(obj: dict) -> dict:

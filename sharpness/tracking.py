@@ -79,12 +79,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .dtypes import DTYPES
 from .errors import InputError
 from .hessian import HessianOperator
 from .linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
 from .losses import per_sample_hits, per_sample_loss
 from .objective import Objective
-from .report import select_analysis_set, tensor_sha256
+from .hashing import tensor_sha256
+from .report import select_analysis_set
+from .rundir import atomic_write
 
 __all__ = [
     "SharpnessTracker",
@@ -99,7 +102,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA = "sharpness.tracking/1"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: The keys of every record, in CSV column order (``top_eigenvalues`` is a list; CSV spreads it as lambda_1…).
 RECORD_FIELDS = (
@@ -325,9 +327,9 @@ class SharpnessTracker:
         if not (isinstance(tol, float) and 0 < tol < 1):
             raise InputError(f"expected tol in (0, 1), got {tol!r}")
         if isinstance(dtype, str):
-            if dtype not in _DTYPES:
+            if dtype not in DTYPES:
                 raise InputError(f"expected dtype float32 or float64, got {dtype!r}")
-            dtype = _DTYPES[dtype]
+            dtype = DTYPES[dtype]
         if not (isinstance(held_out, bool) or (isinstance(held_out, (tuple, list)) and len(held_out) == 2)):
             raise InputError(f"expected held_out as True, False or an (x, y) pair, got {type(held_out).__name__}")
         self.every, self.every_epochs = every, every_epochs
@@ -560,7 +562,7 @@ class SharpnessTracker:
             tops = list(r["top_eigenvalues"] or []) + [None] * k
             row = [r.get(c) for c in cols[:at]] + tops[:k] + [r.get(c) for c in cols[at:]]
             writer.writerow(["" if v is None else v for v in row])
-        _atomic_write_text(os.fspath(path), buf.getvalue())
+        atomic_write(path, lambda fh: fh.write(buf.getvalue().encode("utf-8")))
 
     # --- resume (train.py saves and restores this with its .resume file) -------------------------------------
     def state_dict(self) -> dict:
@@ -661,17 +663,6 @@ def record_scalars(record: Mapping[str, Any], *, prefix: str = "sharpness/") -> 
     if lam is not None and thr:
         put("lambda_max_ratio", lam / thr)
     return out
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -129,12 +129,12 @@ def test_save_errors(tmp_path):
 
 def test_save_into_unwritable_directory(tmp_path, monkeypatch):
     # chmod cannot stop root, so simulate what the OS answers for a read-only directory
-    import sharpness.checkpoint as C
+    import sharpness.rundir as R  # the package's one atomic write creates the temporary file
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(C.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(R.tempfile, "mkstemp", denied)
     with pytest.raises(InputError, match="expected a writable directory .*PermissionError: Permission denied"):
         save_checkpoint(tmp_path / "x.pt", model=None, state_dict={"w": torch.zeros(1)})
     assert not (tmp_path / "x.pt").exists()

@@ -10,10 +10,10 @@ from typing import Any, Callable
 import click
 import torch
 
+from ..dtypes import DTYPES
 from ..errors import InputError
 from ..rundir import atomic_write, check_writable
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(name: str) -> torch.device:
