@@ -12,6 +12,7 @@ from sharpness.checkpoint import load_checkpoint, save_checkpoint
 from sharpness.cli import main
 from sharpness.models import build_model, model_spec
 
+from cli_helpers import run_cli
 from test_train import one_thread  # noqa: F401  (module fixture: tiny models, one intra-op thread)
 
 BLOBS = ["--data", "blobs", "--data-kwargs", '{"n": 120, "n_test": 40, "dim": 3}', "--model", "mlp",
@@ -19,10 +20,8 @@ BLOBS = ["--data", "blobs", "--data-kwargs", '{"n": 120, "n_test": 40, "dim": 3}
 
 
 def run(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+    """(exit code, stdout, stderr) of ``sharpness *argv`` (the shared runner, argument order of these tests)."""
+    return run_cli(capsys, *argv)
 
 
 def one_line_error(code, err, pattern):

@@ -6,30 +6,12 @@ import torch
 
 from sharpness.linalg import SpectralDensity, gaussian_smoothed_density, spectral_density
 
+from linalg_helpers import CountingOperator
+from linalg_helpers import with_spectrum_and_vectors as with_spectrum
+
 DT = torch.float64
 
 
-
-
-def with_spectrum(eigenvalues, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ev = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(ev.numel(), ev.numel(), generator=g, dtype=DT))
-    return (U * ev) @ U.T, U
-
-
-class CountingOperator:
-    def __init__(self, M: torch.Tensor):
-        self.M, self.shape, self.dtype, self.device = M, M.shape, M.dtype, M.device
-        self.calls: list[tuple[int, ...]] = []
-
-    def __matmul__(self, v):
-        self.calls.append(tuple(v.shape))
-        return self.M @ v
-
-    @property
-    def num_matvecs(self) -> int:
-        return sum(1 if len(s) == 1 else s[1] for s in self.calls)
 
 
 def test_density_integrates_to_one_and_rules_are_probabilities():

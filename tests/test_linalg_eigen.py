@@ -14,17 +14,11 @@ from sharpness.linalg import (
     top_eigenvalues,
 )
 
+from linalg_helpers import CountingOperator, with_spectrum
+
 DT = torch.float64
 
 
-
-
-def with_spectrum(eigenvalues, seed: int) -> torch.Tensor:
-    """U diag(λ) Uᵀ with a Haar-random orthogonal U."""
-    ev = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(ev.numel(), ev.numel(), generator=g, dtype=DT))
-    return (U * ev) @ U.T
 
 
 def indefinite_with_outliers(P: int = 200, seed: int = 0) -> torch.Tensor:
@@ -35,22 +29,6 @@ def indefinite_with_outliers(P: int = 200, seed: int = 0) -> torch.Tensor:
     U, _ = torch.linalg.qr(torch.randn(P, 6, generator=g, dtype=DT))
     spikes = torch.tensor([8.0, 5.0, 3.0, -12.0, -6.0, -4.0], dtype=DT)
     return W + (U * spikes) @ U.T
-
-
-class CountingOperator:
-    """Wraps a matrix; records the shape of every right-hand side it is applied to."""
-
-    def __init__(self, M: torch.Tensor):
-        self.M, self.shape, self.dtype, self.device = M, M.shape, M.dtype, M.device
-        self.calls: list[tuple[int, ...]] = []
-
-    def __matmul__(self, v):
-        self.calls.append(tuple(v.shape))
-        return self.M @ v
-
-    @property
-    def num_matvecs(self) -> int:
-        return sum(1 if len(s) == 1 else s[1] for s in self.calls)
 
 
 def rel_err(values, exact):

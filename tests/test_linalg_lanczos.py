@@ -6,31 +6,11 @@ import torch
 
 from sharpness.linalg import LanczosProcess, lanczos, tridiagonal_eigh
 
+from linalg_helpers import CountingOperator, random_symmetric
+
 DT = torch.float64
 
 
-
-
-def random_symmetric(P: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(P, P, generator=g, dtype=DT)
-    return (X + X.T) / 2
-
-
-class CountingOperator:
-    """Wraps a matrix; records the shape of every right-hand side it is applied to."""
-
-    def __init__(self, M: torch.Tensor):
-        self.M, self.shape, self.dtype, self.device = M, M.shape, M.dtype, M.device
-        self.calls: list[tuple[int, ...]] = []
-
-    def __matmul__(self, v):
-        self.calls.append(tuple(v.shape))
-        return self.M @ v
-
-    @property
-    def num_matvecs(self) -> int:
-        return sum(1 if len(s) == 1 else s[1] for s in self.calls)
 
 
 @pytest.mark.parametrize("P, seed", [(40, 0), (150, 1)])

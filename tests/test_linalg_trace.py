@@ -6,36 +6,11 @@ import torch
 
 from sharpness.linalg import TraceEstimate, hutchinson_trace, hutchpp_trace
 
+from linalg_helpers import CountingOperator, random_symmetric, with_spectrum
+
 DT = torch.float64
 
 
-
-
-def random_symmetric(P: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(P, P, generator=g, dtype=DT)
-    return (X + X.T) / 2
-
-
-def with_spectrum(eigenvalues, seed: int) -> torch.Tensor:
-    ev = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(ev.numel(), ev.numel(), generator=g, dtype=DT))
-    return (U * ev) @ U.T
-
-
-class CountingOperator:
-    def __init__(self, M: torch.Tensor):
-        self.M, self.shape, self.dtype, self.device = M, M.shape, M.dtype, M.device
-        self.calls: list[tuple[int, ...]] = []
-
-    def __matmul__(self, v):
-        self.calls.append(tuple(v.shape))
-        return self.M @ v
-
-    @property
-    def num_matvecs(self) -> int:
-        return sum(1 if len(s) == 1 else s[1] for s in self.calls)
 
 
 @pytest.mark.parametrize("num_probes", [2, 7, 50])
