@@ -311,27 +311,6 @@ def flat_parameters(objective: Any, model: torch.nn.Module) -> torch.Tensor:
     return objective.flatten({k: v.detach() for k, v in model.named_parameters()})
 
 
-def batch_size_axis(ax: Any, sizes: Sequence[int], label: str = "batch size B") -> None:
-    """A log₂ x axis ticked at exactly the batch sizes used, labelled with plain integers."""
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(sizes), [str(int(b)) for b in sizes])
-    ax.minorticks_off()
-    ax.set_xlim(min(sizes) / 2**0.35, max(sizes) * 2**0.35)
-    ax.set_xlabel(label)
-
-
-def log_axis(ax: Any, which: str = "y") -> None:
-    """A log axis labelled with plain numbers (``0.3``, ``2``, ``50``) at 1, 2 and 5 × 10^k, so that a range
-    narrower than a decade still carries readable labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
-    axis = ax.yaxis if which == "y" else ax.xaxis
-    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_locator(NullLocator())
-
-
 #: Settings keys that map one-to-one onto TrainConfig fields (see :func:`train_config`).
 _TRAIN_KEYS = ("data", "data_kwargs", "subset", "model", "loss", "optimizer", "lr", "momentum")
 
@@ -348,18 +327,6 @@ def train_config(settings: Mapping[str, Any], **fields: Any) -> TrainConfig:
     if model_kwargs:
         values["model_kwargs"] = model_kwargs
     return TrainConfig(**{**values, **fields})
-
-
-def save_and_close(fig: Any, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` (:func:`sharpness.plots.save_figure`) and free the figure."""
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
-    try:
-        return save_figure(fig, stem)
-    finally:
-        plt.close(fig)
 
 
 def plural(n: int | float, word: str) -> str:
@@ -686,3 +653,16 @@ def script_main(name: str, argv: Sequence[str] | None = None) -> int:
     for line in outcome.warnings:
         print(f"{parser.prog}: warning: {line}", file=sys.stderr)
     return 0
+
+
+#: Figure helpers the studies import from here; they live in :mod:`sharpness.plots` (all drawing does) and are
+#: looked up on first use, so importing this module does not import matplotlib.
+_FROM_PLOTS = ("batch_size_axis", "log_axis", "save_and_close")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_PLOTS:
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
