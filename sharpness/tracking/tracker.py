@@ -1,221 +1,35 @@
-"""Follow the curvature of the loss during training: λ_max (and more) every k steps, cheaply, without side effects.
-
-Cohen et al. (ICLR 2021, "Gradient descent on neural networks typically occurs at the edge of stability")
-found that under full-batch gradient descent with step η the top Hessian eigenvalue λ_max first rises
-(*progressive sharpening*) until it reaches the stability threshold 2/η and then hovers there while the loss
-keeps falling non-monotonically (the *edge of stability*); Keskar et al. (ICLR 2017, Fig. 6) saw large-batch
-sharpness climb as the loss falls while small-batch sharpness stays flat. :class:`SharpnessTracker` measures
-that series during any training run:
-
-* **A fixed analysis batch.** ``analysis_samples`` training samples are drawn *once* with the tracker's own
-  seeded generator (:func:`sharpness.report.select_analysis_set`, the same rule ``sharpness analyze`` uses),
-  so every measurement is of the same function f(θ) = mean loss over that batch and the values are
-  comparable across steps. Its SHA-256 is recorded.
-* **Cheap measurements.** Lanczos (:func:`sharpness.linalg.extreme_eigenvalues`) is warm-started from the
-  previous measurement's Ritz vectors: between two measurements the Hessian moves a little, so the old top
-  eigenvector is already close to the new one and a few Hessian-vector products (HVPs) converge it. The start
-  vector is v₀ = Σ_j u_j over the previous top-k (and bottom) Ritz vectors u_j, so one Krylov space serves
-  every requested eigenvalue. The stopping rule (relative eigenvalue error ≤ ``tol``) is that of a cold start;
-  a warm start also gets a random component and must take k + 5 steps (a cold one k + 10) before it may stop,
-  which is what keeps it from stopping at λ₂ when the top two eigenvalues cross between measurements and v₀
-  is the old top eigenvector, now the second (see "Warm starts" in :mod:`sharpness.linalg.eigen`).
-* **Verified.** Ritz values are lower bounds of λ_max, and either start can still stop at λ₂ when the top
-  two are within a few per cent (a warm start at a close crossing; a cold start by chance: at tol = 1e-3 on
-  the edge-of-stability run, η = 2, 2 of 201 cold measurements came out 1–5 % low). So every ``verify_every``-th
-  warm-started measurement in a row (default 10; 0 or ``None``: never) also runs a cold start from an
-  independent random vector at the same ``tol`` and records ``verified``, ``cold_lambda_max`` and its HVPs
-  (``verify_matvecs``, included in ``lanczos_matvecs`` and ``num_matvecs``). Each eigenvalue keeps the more
-  extreme of the two values (the larger at the top, the smaller at the bottom: both are inner bounds by
-  Cauchy interlacing), with that run's error estimate and converged flag. When they differ by more than
-  their error estimates allow (each floored at ``tol``·|λ|), ``verify_disagreed`` is True, ``verify_note``
-  says which values and what was kept, a warning is logged, and both runs' vectors seed the next warm
-  start. Cost, measured on the edge-of-stability run (experiments/edge_of_stability.py: 23 050 parameters,
-  full-batch GD, tol = 1e-3, every 10 steps, 2000 steps), HVPs per measurement for η = 0.5 / 1 / 2: warm
-  6.2 / 11.2 / 16.6, warm with a check every 10 7.4 / 13.5 / 19.0, cold 11.7 / 19.5 / 23.2. (Before warm
-  starts had a minimum: 2.3 / 8.2 / 15.3, with 9 / 15 / 5 of 201 values more than 1 % low, up to 25 %.)
-* **No side effects on training.** Every measurement goes through :class:`sharpness.objective.Objective`,
-  which evaluates a deep copy of the model in eval mode via ``torch.func.functional_call`` (BatchNorm running
-  statistics, dropout off): the model's parameters, buffers, ``.grad``, ``requires_grad`` and train mode and
-  the optimizer are never touched. The torch (CPU and CUDA), NumPy and Python global RNG states are saved
-  before and restored after each measurement (the Objective should not draw from them, but a user's model
-  might in its ``forward``); all of the tracker's own randomness comes from seeds derived from
-  (``seed``, step). Training with the tracker therefore ends with the same weights, bit for bit, as without.
-
-Each measurement appends a plain dict to :attr:`SharpnessTracker.records` (see :data:`RECORD_FIELDS`).
-
-Stability threshold (recorded per measurement as ``eos_threshold`` with the formula in ``eos_formula``): on a
-quadratic with curvature λ along a direction,
-
-* gradient descent θ ← θ − η∇f is stable iff λ < 2/η;
-* heavy-ball momentum as in ``torch.optim.SGD`` (v ← βv + g, θ ← θ − ηv): the characteristic polynomial
-  z² − (1 + β − ηλ)z + β has a root at −1 when ηλ = 2 + 2β, so it is stable iff λ < (2 + 2β)/η (the
-  threshold Cohen et al. 2021 use for momentum);
-* Nesterov momentum as in ``torch.optim.SGD(nesterov=True)`` (v ← βv + g, θ ← θ − η(g + βv)): the
-  iteration's characteristic polynomial z² − (1+β)(1−ηλ)z + β(1−ηλ) has a root at −1 when
-  ηλ = (2 + 2β)/(1 + 2β), so the threshold is (2 + 2β)/((1 + 2β)η);
-* ``dampening`` d scales the gradient by (1 − d), i.e. η → η(1 − d); L2 ``weight_decay`` w adds w·I to the
-  Hessian, so the threshold on λ_max of the loss is the above minus w;
-* Adam and other adaptive methods: no threshold on λ_max of H is recorded (``None``). Their "adaptive edge of
-  stability" (Cohen et al. 2022) concerns the *preconditioned* Hessian P⁻¹H, which this tracker does not
-  measure.
-
-``two_over_lr`` (2/η) is recorded too, as the plain-GD reference.
-"""
+""":class:`SharpnessTracker`: the fixed analysis batch, warm-started and verified Lanczos measurements, the
+records, the CSV, and the state a ``.resume`` file keeps (the package docstring describes the method)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .dtypes import DTYPES
-from .errors import InputError
-from .hessian import HessianOperator
-from .linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
-from .losses import per_sample_hits, per_sample_loss
-from .objective import Objective
-from .hashing import tensor_sha256
-from .report import select_analysis_set
-from .rundir import atomic_write
+from ..dtypes import DTYPES
+from ..errors import InputError
+from ..hashing import tensor_sha256
+from ..hessian import HessianOperator
+from ..linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
+from ..losses import per_sample_hits, per_sample_loss
+from ..objective import Objective
+from ..report import select_analysis_set
+from ..rundir import atomic_write
+from .records import RECORD_FIELDS, SCHEMA
+from .rng import _LANCZOS_STREAM, _TRACE_STREAM, _VERIFY_STREAM, _seed_for, preserved_rng
+from .threshold import stability_threshold
 
-__all__ = [
-    "SharpnessTracker",
-    "SharpeningSummary",
-    "RECORD_FIELDS",
-    "progressive_sharpening_summary",
-    "stability_threshold",
-    "preserved_rng",
-    "record_scalars",
-]
-
-log = logging.getLogger(__name__)
-
-SCHEMA = "sharpness.tracking/1"
-
-#: The keys of every record, in CSV column order (``top_eigenvalues`` is a list; CSV spreads it as lambda_1…).
-RECORD_FIELDS = (
-    "step", "epoch", "lr", "lambda_max", "lambda_max_error", "converged", "top_eigenvalues", "lambda_min",
-    "trace", "trace_stderr", "loss", "accuracy", "held_out_loss", "held_out_accuracy", "two_over_lr",
-    "eos_threshold", "eos_formula", "num_matvecs", "lanczos_matvecs", "seconds", "warm_started",
-    "verified", "cold_lambda_max", "verify_disagreed", "verify_matvecs", "verify_note",
-)
-
-#: The record fields that are numbers worth plotting against the step (see :func:`record_scalars`).
-SCALAR_FIELDS = (
-    "lambda_max", "lambda_min", "trace", "trace_stderr", "loss", "accuracy", "held_out_loss", "held_out_accuracy",
-    "lr", "eos_threshold", "num_matvecs", "seconds",
-)
-
-# Streams of the per-measurement seed (see _seed_for): one per random quantity, so that turning the trace or
-# the verification on or off never changes the Lanczos start vector (random for a cold start, the random
-# component of a warm one, and restarts after breakdown); the verification's cold start is independent of it.
-_LANCZOS_STREAM, _TRACE_STREAM, _VERIFY_STREAM = 0, 1, 2
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Edge-of-stability threshold
-# ----------------------------------------------------------------------------------------------------------
-
-
-def stability_threshold(optimizer: torch.optim.Optimizer | None = None, *, lr: float | None = None) -> tuple[float | None, str]:
-    """The largest λ_max for which the optimizer is stable on a quadratic, and the formula used.
-
-    Args:
-        optimizer: the training optimizer (its first parameter group's ``lr``, ``momentum``, ``nesterov``,
-            ``dampening``, ``weight_decay`` are read); ``None``: plain gradient descent with step ``lr``.
-        lr: the step size η; default: the optimizer's (all parameter groups must share it).
-
-    Returns:
-        ``(threshold, formula)``: see the module docstring. ``threshold`` is ``None`` when no threshold on
-        λ_max(H) applies (adaptive optimizers, parameter groups with different settings, unknown lr);
-        ``formula`` then says why.
-
-    Example:
-        >>> stability_threshold(lr=0.05)
-        (40.0, '2/lr')
-    """
-    if optimizer is None:
-        if lr is None:
-            return None, "none: no learning rate given"
-        return _positive(lr, 2.0 / lr), "2/lr"
-    groups = optimizer.param_groups
-    keys = ("lr", "momentum", "nesterov", "dampening", "weight_decay")
-    settings = {tuple(g.get(k) for k in keys) for g in groups}
-    if len(settings) > 1:
-        return None, "none: parameter groups with different settings (one threshold per group)"
-    g = groups[0]
-    lr = float(g["lr"]) if lr is None else float(lr)
-    name = type(optimizer).__name__
-    if not isinstance(optimizer, torch.optim.SGD):
-        return None, (f"none: {name} is adaptive; its edge of stability concerns the preconditioned Hessian "
-                      "(Cohen et al. 2022), not λ_max(H)")
-    beta = float(g.get("momentum", 0.0) or 0.0)
-    damp = float(g.get("dampening", 0.0) or 0.0)
-    wd = float(g.get("weight_decay", 0.0) or 0.0)
-    eta = lr * (1.0 - damp) if beta else lr  # torch applies dampening only with momentum
-    if beta == 0.0:
-        value, formula = 2.0 / eta, "2/lr"
-    elif g.get("nesterov", False):
-        value, formula = (2 + 2 * beta) / ((1 + 2 * beta) * eta), f"(2+2β)/((1+2β)·lr), β={beta:g}"
-    else:
-        value, formula = (2 + 2 * beta) / eta, f"(2+2β)/lr, β={beta:g}"
-    if beta and damp:
-        formula = formula.replace("lr", "lr·(1−d)") + f", d={damp:g}"
-    if wd:
-        value, formula = value - wd, f"{formula} − wd, wd={wd:g}"
-    return _positive(lr, value), formula
-
-
-def _positive(lr: float, value: float) -> float | None:
-    return value if lr > 0 and math.isfinite(value) else None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# RNG isolation
-# ----------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Save the torch (CPU and every initialized CUDA device), NumPy and Python global RNG states; restore on exit.
-
-    Whatever runs inside — a user's ``forward`` that draws noise, a library that seeds globally — the
-    training loop outside sees the RNG streams exactly as they were.
-    """
-    cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    try:
-        yield
-    finally:
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-
-
-def _seed_for(seed: int, step: int, stream: int) -> int:
-    """An independent 63-bit seed for (tracker seed, step, stream): a measurement's randomness depends only on
-    where it is taken, not on how many measurements came before (so resuming reproduces it)."""
-    return int(np.random.SeedSequence([int(seed) % 2**63, int(step), stream]).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The tracker
-# ----------------------------------------------------------------------------------------------------------
+log = logging.getLogger("sharpness.tracking")
 
 
 def _check_int(name: str, value: Any, minimum: int, *, none: bool = True) -> None:
@@ -641,108 +455,3 @@ def _evaluate_on(objective: Objective, x: Tensor, y: Tensor) -> tuple[float, flo
                 correct += float(hits.double().sum())
     n = int(x.shape[0])
     return loss_sum / n, (correct / n if objective.has_accuracy else None)
-
-
-def record_scalars(record: Mapping[str, Any], *, prefix: str = "sharpness/") -> dict[str, float]:
-    """The finite numbers of one record as ``{prefix + name: value}`` for loggers (TensorBoard, Lightning).
-
-    :data:`SCALAR_FIELDS`, plus ``lambda_2 … lambda_k`` when top-k was measured and ``lambda_max_ratio``
-    (λ_max / ``eos_threshold``: 1 is the edge of stability). ``None`` and non-finite values are left out.
-    """
-    out: dict[str, float] = {}
-
-    def put(name: str, value: Any) -> None:
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(float(value)):
-            out[prefix + name] = float(value)
-
-    for name in SCALAR_FIELDS:
-        put(name, record.get(name))
-    for i, value in enumerate(list(record.get("top_eigenvalues") or [])[1:], start=2):
-        put(f"lambda_{i}", value)
-    lam, thr = record.get("lambda_max"), record.get("eos_threshold")
-    if lam is not None and thr:
-        put("lambda_max_ratio", lam / thr)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Progressive sharpening / edge of stability summary
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SharpeningSummary:
-    """How a λ_max series compares with the stability threshold (Cohen et al. 2021).
-
-    Attributes:
-        plateau: median λ_max over the last ``tail`` fraction of the measurements (the edge-of-stability value).
-        plateau_low, plateau_high: the 25th and 75th percentiles over that window (its spread: λ_max
-            oscillates at the edge of stability, so a single value would overstate the precision).
-        threshold: the stability threshold compared against (2/η, or as given); ``ratio`` = plateau/threshold.
-        initial: λ_max at the first measurement; ``peak``: the largest λ_max; ``peak_step``: where.
-        first_crossing_step: the first step at which λ_max ≥ ``near`` × threshold (None if never).
-        tail_rise: least-squares slope of λ_max over the plateau window × the window's span in steps, relative
-            to ``plateau``: how much λ_max still changed across the window. Near 0 for a true plateau; a
-            clearly positive value (say > 0.1) means the series is still sharpening and ``plateau`` is not one.
-        num_measurements, num_plateau: measurements in all and in the plateau window.
-    """
-
-    plateau: float
-    plateau_low: float
-    plateau_high: float
-    threshold: float
-    ratio: float
-    initial: float
-    peak: float
-    peak_step: int
-    first_crossing_step: int | None
-    tail_rise: float
-    num_measurements: int
-    num_plateau: int
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def progressive_sharpening_summary(
-    records: Sequence[Mapping[str, Any]],
-    lr: float,
-    *,
-    momentum: float = 0.0,
-    threshold: float | None = None,
-    tail: float = 1 / 3,
-    near: float = 0.9,
-) -> SharpeningSummary:
-    """Plateau of λ_max vs the stability threshold, from a tracker's records (or any ``{"step", "lambda_max"}``).
-
-    Args:
-        records: measurements in step order (non-finite λ_max are skipped).
-        lr: the step size η. The threshold is (2 + 2·momentum)/η (heavy ball; 2/η without momentum) unless
-            ``threshold`` is given (e.g. a record's ``eos_threshold``).
-        tail: fraction of the measurements (the last ones) that form the plateau window; at least one.
-        near: the fraction of the threshold that counts as having reached it (``first_crossing_step``).
-    """
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise InputError(f"expected lr > 0, got {lr!r}")
-    if not 0 < tail <= 1:
-        raise InputError(f"expected tail in (0, 1], got {tail!r}")
-    pts = [(int(r["step"]), float(r["lambda_max"])) for r in records
-           if r.get("lambda_max") is not None and math.isfinite(float(r["lambda_max"]))]
-    if not pts:
-        raise InputError(f"expected records with a finite lambda_max, got {len(records)} record(s) without one")
-    thr = float(threshold) if threshold is not None else (2.0 + 2.0 * momentum) / lr
-    steps = np.array([s for s, _ in pts])
-    lam = np.array([v for _, v in pts])
-    n_tail = max(1, int(math.ceil(tail * lam.size)))
-    window, window_steps = lam[-n_tail:], steps[-n_tail:]
-    plateau = float(np.median(window))
-    low, high = (float(q) for q in np.percentile(window, [25, 75]))
-    crossed = np.nonzero(lam >= near * thr)[0]
-    span = float(window_steps[-1] - window_steps[0])
-    slope = float(np.polyfit(window_steps.astype(float), window, 1)[0]) if span > 0 else 0.0
-    return SharpeningSummary(
-        plateau=plateau, plateau_low=low, plateau_high=high, threshold=thr, ratio=plateau / thr,
-        initial=float(lam[0]), peak=float(lam.max()), peak_step=int(steps[int(lam.argmax())]),
-        first_crossing_step=int(steps[crossed[0]]) if crossed.size else None, tail_rise=slope * span / plateau,
-        num_measurements=int(lam.size), num_plateau=int(window.size),
-    )
