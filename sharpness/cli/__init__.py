@@ -61,11 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"{prog}: error: {exc.format_message()}", err=True)
         sys.exit(EXIT_INPUT)
-    except InputError as exc:
-        click.echo(f"{prog}: error: {' '.join(str(exc).split())}", err=True)
-        sys.exit(EXIT_INPUT)
-    except DistributedError as exc:
-        # Another rank died or a collective timed out; that rank prints its own cause.
+    except (InputError, DistributedError) as exc:
+        # A DistributedError: another rank died or a collective timed out; that rank prints its own cause.
         click.echo(f"{prog}: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_INPUT)
     except GateFailed as exc:

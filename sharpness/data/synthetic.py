@@ -20,12 +20,10 @@ def _load_blobs(
     Labels cycle ``0..classes-1`` (balanced) and are shuffled; train and test come from one generator.
     """
     label = "dataset 'blobs'"
-    n = _check_int("n", n, minimum=1, label=label)
-    n_test = _check_int("n_test", n_test, minimum=0, label=label)
-    dim = _check_int("dim", dim, minimum=1, label=label)
-    classes = _check_int("classes", classes, minimum=2, label=label)
-    std = _check_float("std", std, minimum=0.0, label=label)
-    center_scale = _check_float("center_scale", center_scale, minimum=0.0, label=label)
+    # checked in argument order, so the first bad one is the one reported
+    n, n_test, dim, classes = (_check_int(k, v, minimum=m, label=label)
+                               for k, v, m in (("n", n, 1), ("n_test", n_test, 0), ("dim", dim, 1), ("classes", classes, 2)))
+    std, center_scale = (_check_float(k, v, minimum=0.0, label=label) for k, v in (("std", std), ("center_scale", center_scale)))
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(classes, dim, generator=g, dtype=torch.float64) * center_scale
 
@@ -50,11 +48,10 @@ def _load_teacher_student(
     ``teacher="mlp"``: f(x) = V tanh(W x) with W_ij ~ N(0, 1/dim), V_ij ~ N(0, 1/hidden).
     """
     label = "dataset 'teacher-student'"
-    n = _check_int("n", n, minimum=1, label=label)
-    n_test = _check_int("n_test", n_test, minimum=0, label=label)
-    dim = _check_int("dim", dim, minimum=1, label=label)
-    out_dim = _check_int("out_dim", out_dim, minimum=1, label=label)
-    hidden = _check_int("hidden", hidden, minimum=1, label=label)
+    n, n_test, dim, out_dim, hidden = (
+        _check_int(k, v, minimum=m, label=label)
+        for k, v, m in (("n", n, 1), ("n_test", n_test, 0), ("dim", dim, 1), ("out_dim", out_dim, 1), ("hidden", hidden, 1))
+    )
     noise = _check_float("noise", noise, minimum=0.0, label=label)
     if teacher not in ("linear", "mlp"):
         raise InputError(f"expected teacher 'linear' or 'mlp' for {label}, got {teacher!r}")
