@@ -5,6 +5,11 @@ and :class:`~sharpness.hessian.HessianOperator` once, runs the requested estimat
 returns a frozen report whose :meth:`Report.to_dict` is the versioned JSON contract (``sharpness.report/1``):
 every number with its uncertainty and cost, the exact configuration, the analysis-set hash, device, dtype and
 library versions. Nothing here draws or prints.
+
+Length (about 520 lines): one module on purpose. :func:`analyze` is a single pass whose steps share the clock,
+the objective and the operator, and the dataclasses it fills (:class:`AnalysisConfig`, :class:`Report`) are
+its contract; the pass/fail checks already live apart in :mod:`sharpness.gate`. Splitting the rest would only
+separate the options from the code that reads them.
 """
 
 from __future__ import annotations

@@ -440,7 +440,11 @@ def _reconcile(runs: Sequence[tuple[EigenResult, EigenResult]], tol: float, lamb
 
 
 def _evaluate_on(objective: Objective, x: Tensor, y: Tensor) -> tuple[float, float | None]:
-    """Mean loss and accuracy of the objective's model copy (at its θ, same loss and mode) on other samples."""
+    """Mean loss and accuracy of the objective's model copy (at its θ, same loss and mode) on other samples.
+
+    Not :meth:`~sharpness.objective.Objective.evaluate`, which evaluates the objective's own analysis set: the
+    held-out samples would need a second Objective (another deep copy and determinism check per measurement).
+    """
     params = objective.unflatten(objective.theta)
     x = x.to(objective.device, dtype=objective.dtype if x.is_floating_point() else None)
     y = y.to(objective.device, dtype=objective.targets.dtype)

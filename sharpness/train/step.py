@@ -50,7 +50,13 @@ def accumulate_gradients(
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, x: Tensor, y: Tensor, kind: str, chunk: int) -> tuple[float, float | None]:
-    """Mean loss and accuracy over a whole split in eval mode (the model's mode is restored)."""
+    """Mean loss and accuracy over a whole split in eval mode (the model's mode is restored).
+
+    Not :meth:`sharpness.objective.Objective.evaluate`: an Objective deep-copies the model and checks
+    determinism with extra forward passes when it is built, a cost every evaluated epoch would pay, and it
+    weights and chunks by its own policy (per-example weights, its chunk size), so the recorded histories
+    are not guaranteed to stay bit-identical.
+    """
     was_training = model.training
     model.eval()
     try:
