@@ -5,6 +5,9 @@ this repository, draw the same flow; README.md "Layout" maps it onto the files):
 
     data, models, checkpoints  →  training  →  Objective (mean loss over a fixed analysis set)
         →  HessianOperator (H @ v)  →  linalg estimators  →  analyze() → Report  →  plots
+
+Training is ``sharpness.train.train(TrainConfig(...))`` and sweeps ``sharpness.sweep.sweep(...)``: the names
+``sharpness.train`` and ``sharpness.sweep`` are the modules, never functions that hide them.
 """
 
 __version__ = "0.1.0"
