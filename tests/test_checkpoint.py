@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import textwrap
 
 import numpy as np
@@ -228,6 +229,45 @@ def test_pickled_module_refused_then_accepted_with_trust(tmp_path):
     assert _same_weights(net, rebuilt) and rebuilt is not ck.module
     info = describe(ck)
     assert info["num_parameters"] == 8 and info["num_parameters_exact"]
+
+
+class CountsLoads:
+    """Unpickling this appends a line to `log`: counts how often a file's code ran."""
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def __reduce__(self):
+        return (_append_line, (self.log,))
+
+
+def _append_line(path: str) -> int:
+    with open(path, "a") as f:
+        return f.write("ran\n")
+
+
+def test_bare_pickle_with_trust_is_read_once(tmp_path):
+    # A plain pickle.dump is neither of torch.load's formats: torch would unpickle the first object (running its
+    # code) and then fail on the missing magic number. With the opt-in it is read by pickle, once.
+    net = PickledNet()
+    p = tmp_path / "module.pkl"
+    with open(p, "wb") as f:
+        pickle.dump(net, f)
+    with pytest.raises(InputError, match="PickledNet: refused as unsafe"):
+        load_checkpoint(p)
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        ck = load_checkpoint(p, trust_checkpoint=True)
+    assert ck.kind == "module" and _same_weights(net, build_model_from_checkpoint(ck))
+    log = tmp_path / "ran.txt"
+    q = tmp_path / "counted.pkl"
+    with open(q, "wb") as f:
+        pickle.dump({"weight": torch.zeros(2), "x": CountsLoads(str(log))}, f)
+    with pytest.raises(InputError):
+        load_checkpoint(q)
+    assert not log.exists()
+    with pytest.warns(UserWarning), pytest.raises(InputError):
+        load_checkpoint(q, trust_checkpoint=True)  # the result is a dict holding an int: still not a checkpoint
+    assert log.read_text() == "ran\n"
 
 
 def test_malicious_payload_never_executes(tmp_path):

@@ -93,6 +93,20 @@ def _foreign(path: Path, head: bytes, size: int, detail: str = "") -> InputError
     return InputError(f"expected a PyTorch checkpoint (.pt) or .safetensors file, got {what}: {path}{detail}")
 
 
+# torch.save's legacy (non-zip) format opens with its magic number pickled at protocol 2.
+_LEGACY_TORCH_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+
+
+def _load_trusted(p: Path, head: bytes) -> Any:
+    """Unpickle an opted-in file once. ``torch.load`` reads only its own formats (a zip, or the legacy stream that
+    starts with its magic number): given a bare ``pickle.dump`` it would unpickle the first object (running its
+    code) and then fail with "Invalid magic number", so a bare pickle is read by :func:`pickle.load` instead."""
+    if head[:2] == b"PK" or head.startswith(_LEGACY_TORCH_HEAD):
+        return torch.load(p, map_location="cpu", weights_only=False)
+    with open(p, "rb") as f:
+        return pickle.load(f)
+
+
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
@@ -150,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) 
             stacklevel=2,
         )
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
+            obj = _load_trusted(p, head)
         except Exception as e2:
             raise _foreign(p, head, size, f" ({type(e2).__name__}: {str(e2).strip().splitlines()[0] if str(e2).strip() else ''})") from None
     except Exception:  # any other decoding error (zip, EOF, OS) means: not a readable checkpoint

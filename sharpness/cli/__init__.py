@@ -16,6 +16,7 @@ Exit codes (the same for every command):
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -46,6 +47,17 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group and turn user errors into one line on stderr and exit code 2."""
     prog = "sharpness"
+    with warnings.catch_warnings():  # restores the caller's warning display when main is called in-process
+        warnings.showwarning = _one_line_warning
+        _run(prog, argv)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one stderr line (``sharpness: warning: ...``), not Python's two lines of source."""
+    click.echo(f"sharpness: warning: {' '.join(str(message).split())}", err=True)
+
+
+def _run(prog: str, argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
