@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from .errors import InputError
 from .objective import Objective, cross_entropy_and_argmax
+from .precision import with_precision_policy
 from .rundir import RunDir, array_digest, atomic_write
 
 NORMALIZATIONS = ("filter", "layer", "none")
@@ -602,6 +603,7 @@ def _float_buffers(objective: Objective) -> dict[str, Tensor]:
     return {k: v for k, v in module.named_buffers() if v is not None and v.is_floating_point()}
 
 
+@with_precision_policy
 def interpolate(
     objective: Objective,
     theta_a: Tensor,
@@ -662,6 +664,7 @@ def _grid_config(objective: Objective, test_objective: Objective | None, batch_s
     }
 
 
+@with_precision_policy
 def line(
     objective: Objective,
     center: Tensor | None,
@@ -734,6 +737,7 @@ def plane_manifest(
     }
 
 
+@with_precision_policy
 def plane(
     objective: Objective,
     center: Tensor | None,
@@ -837,6 +841,7 @@ def load_result(path: str | Path) -> LineResult | PlaneResult:
 DIRECTIONS = ("random", "eigen", "pca")
 
 
+@with_precision_policy
 def landscape(
     objective: Objective,
     *,

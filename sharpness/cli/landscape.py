@@ -25,7 +25,7 @@ from ..objective import Objective
 from ..report import select_analysis_set
 from ..rundir import check_writable
 from . import cli
-from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging
+from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging, tf32_option
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -76,6 +76,7 @@ def grid_options(fn):
         click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model."),
         click.option("--trust-checkpoint", is_flag=True, help="Unpickle arbitrary objects (RUNS CODE from the file)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for arrays and figures."),
+        tf32_option,
     ]):
         fn = decorator(fn)
     return common_options(fn)
@@ -221,7 +222,7 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
         raise InputError(f"expected two checkpoints of the same architecture, got {checkpoint_a} and {checkpoint_b} with different parameters")
     lo, hi = _range(range_ or "-1,2")
     result = ls.interpolate(train_a, train_a.theta, train_b.theta, ls.grid(lo, hi, points or 25),
-                            test_objective=test_a, obj_b=train_b)
+                            test_objective=test_a, obj_b=train_b, allow_tf32=opts["allow_tf32"])
     _finish(result, Path(out), "interpolation")
 
 
@@ -258,7 +259,7 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if dims == 1:
-        result = ls.line(obj, None, directions[0], coords, test_objective=test_obj)
+        result = ls.line(obj, None, directions[0], coords, test_objective=test_obj, allow_tf32=opts["allow_tf32"])
         if direction == "eigen":
             fit = ls.fit_curvature(result, directions[0])
             click.echo(f"curvature along the top eigenvector: fitted {fit.curvature:.6g} (Lanczos λ_max {directions.eigenvalue:.6g})")
@@ -268,7 +269,8 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     # Under torchrun each rank computes its rank-strided rows into that shared directory; rank 0 assembles.
     rundir = out_dir / "landscape_2d.run"
     plane = lambda rows=None: ls.plane(obj, None, directions[0], directions[1], coords, coords,  # noqa: E731
-                                       test_objective=test_obj, rundir=rundir, row_indices=rows)
+                                       test_objective=test_obj, rundir=rundir, row_indices=rows,
+                                       allow_tf32=opts["allow_tf32"])
     ctx = distributed.env_context()
     if ctx is None:
         _finish(plane(), out_dir, "landscape_2d")
