@@ -452,6 +452,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         cost=cost,
         config=config,
         environment={**environment(device, dtype), "precision": precision,
+                     "determinism": getattr(objective, "determinism", None),
                      "distributed": ctx.as_dict() if ctx else None},
         gate={"passed": True, "checks": []},
         measures=measures,
