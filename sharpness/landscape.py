@@ -492,7 +492,7 @@ class _Evaluator:
                      and getattr(objective, "_plain", True) and bool((objective.targets >= 0).all()))
         self._vmapped = torch.func.vmap(lambda p, batch, w: _chunk_sums(objective, p, batch, w, self.fast), in_dims=(0, None, None))
 
-    def __call__(self, stacked: dict[str, Tensor], count: int, *, reference: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(self, stacked: dict[str, Tensor], count: int, *, reference: bool = False) -> tuple[Tensor, Tensor | None]:
         obj = self.objective
         stacked = {k: v.to(obj.device, obj.dtype if v.is_floating_point() else None) for k, v in stacked.items()}
         with torch.no_grad():
@@ -518,10 +518,11 @@ class _Evaluator:
                     losses.append(sum(s[0] for s in sums) / obj.total_weight)  # as Objective.value computes it
                     corrects.append(sum(s[1] for s in sums))
                 loss, correct = torch.stack(losses), torch.stack(corrects)
-        loss_np = loss.to(torch.float64).cpu().numpy()
+        # Still on the device: the sweep fetches a whole run of points at once (no host round trip per block).
+        loss = loss.to(torch.float64)
         if not obj.has_accuracy:
-            return loss_np, None
-        return loss_np, correct.to(torch.float64).cpu().numpy() / obj.total_weight
+            return loss, None
+        return loss, correct.to(torch.float64) / obj.total_weight
 
 
 def _stack(objective: Objective, thetas: Tensor, buffers: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -566,7 +567,7 @@ class _Sweep:
         exactly as :meth:`Objective.value` does, so they reproduce the checkpoint's loss bit for bit; the
         fast path (batched products, the max-trick cross-entropy) may differ from it in the last bits.
         """
-        out: dict[str, list] = {m: [] for m in _METRICS}
+        out: dict[str, list[Tensor]] = {m: [] for m in _METRICS}
         for start in range(0, n, self.batch_size):
             stop = min(n, start + self.batch_size)
             stacked = make(start, stop)
@@ -579,9 +580,13 @@ class _Sweep:
                     if acc is not None:
                         acc[i - start] = one_acc[0]
                 out[f"{split}_loss"].append(loss)
-                out[f"{split}_acc"].append(acc)
+                if acc is not None:
+                    out[f"{split}_acc"].append(acc)
                 self.num_evaluations += stop - start
-        return {m: (np.concatenate(v) if v and v[0] is not None else None) for m, v in out.items()}
+        present = [m for m in _METRICS if out[m]]
+        # One transfer to the host for the whole run (float64 on the device, so no rounding on the way).
+        host = torch.stack([torch.cat(out[m]) for m in present]).cpu().numpy()
+        return {m: (host[present.index(m)].copy() if m in present else None) for m in _METRICS}
 
 
 def default_batch_size(objective: Objective) -> int:
