@@ -438,6 +438,11 @@ class Objective:
         return torch.cat([tensors[k].reshape(-1) for k in self.names])
 
     @property
+    def module(self) -> nn.Module:
+        """The objective's private copy of the model (its dtype, device and mode): read it, never change it."""
+        return self._module
+
+    @property
     def config(self) -> dict:
         """The evaluation policy, as recorded in reports."""
         out = {
