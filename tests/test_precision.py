@@ -125,3 +125,16 @@ def test_cli_allow_tf32_flag(capsys, tmp_path, odd_flags):
         assert env["precision"]["allow_tf32"] is expected
         assert env["precision"]["cudnn_allow_tf32"] is expected
         assert precision_flags() == odd_flags
+
+
+def test_tracking_measures_without_tf32_and_gives_training_its_flags_back(odd_flags):
+    from sharpness.tracking import SharpnessTracker
+
+    x, y = make_classification()
+    model = _model()
+    tracker = SharpnessTracker(x, y, top_k=1, tol=1e-6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    SEEN.clear()
+    tracker.measure(model, 0, optimizer=opt)
+    assert SEEN and all(s["float32_matmul_precision"] == "highest" and not s["cudnn_allow_tf32"] for s in SEEN)
+    assert precision_flags() == odd_flags
