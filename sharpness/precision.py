@@ -30,19 +30,59 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ACTIVE: list[bool] = []
 
 
+#: The per-backend settings of torch's newer precision API (``torch.backends.<path>.fp32_precision``, torch ≥
+#: 2.9), generic before specific; the legacy flags (allow_tf32, set_float32_matmul_precision) are views on them.
+_FP32_PATHS = ("", "cuda.matmul", "mkldnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn", "cudnn", "cudnn.conv",
+               "cudnn.rnn")
+
+
+def _backend(path: str) -> Any:
+    obj: Any = torch.backends
+    for part in filter(None, path.split(".")):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _fp32_settings() -> dict[str, str]:
+    return {path or "global": str(_backend(path).fp32_precision) for path in _FP32_PATHS
+            if _backend(path) is not None and hasattr(_backend(path), "fp32_precision")}
+
+
+def _matmul_precision() -> str:
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:  # per-backend settings that disagree (set through the new API): no single answer
+        return "mixed"
+
+
+def _legacy(read: Callable[[], Any]) -> bool | None:
+    try:
+        return bool(read())
+    except RuntimeError:  # torch refuses a legacy read after per-backend settings it cannot express
+        return None
+
+
 def precision_flags() -> dict[str, Any]:
-    """The global flags that decide float32 accuracy and kernel choice, as they are now."""
+    """The global flags that decide float32 accuracy and kernel choice, as they are now (``"mixed"`` / None
+    where settings made through torch's per-backend API have no legacy value)."""
     return {
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": _matmul_precision(),
+        "cuda_matmul_allow_tf32": _legacy(lambda: torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": _legacy(lambda: torch.backends.cudnn.allow_tf32),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
     }
 
 
-def _restore(saved: dict[str, Any]) -> None:
+def _restore(saved: dict[str, Any], fp32: dict[str, str]) -> None:
+    legacy = saved["float32_matmul_precision"] != "mixed" and None not in (
+        saved["cuda_matmul_allow_tf32"], saved["cudnn_allow_tf32"])
+    if not legacy:  # the user set them through the per-backend API: write those back, generic settings first
+        for path, value in fp32.items():
+            _backend("" if path == "global" else path).fp32_precision = value
+        torch.backends.cudnn.benchmark = saved["cudnn_benchmark"]
+        return
     # set_float32_matmul_precision also sets matmul.allow_tf32 (they are one flag): restoring it restores
     # both, and writing allow_tf32 again after e.g. "medium" would mix torch's legacy and new precision APIs
     # (get_float32_matmul_precision then raises). The cuDNN flags are independent of it.
@@ -62,7 +102,7 @@ def precision_policy(allow_tf32: bool = False) -> Iterator[dict[str, Any]]:
     """
     if not isinstance(allow_tf32, bool):
         raise ValueError(f"allow_tf32 must be a bool, got {allow_tf32!r}")
-    saved = precision_flags()
+    saved, fp32 = precision_flags(), _fp32_settings()
     _ACTIVE.append(allow_tf32)
     try:
         torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")  # = matmul.allow_tf32
@@ -71,7 +111,7 @@ def precision_policy(allow_tf32: bool = False) -> Iterator[dict[str, Any]]:
         yield {"allow_tf32": allow_tf32, **precision_flags()}
     finally:
         _ACTIVE.pop()
-        _restore(saved)
+        _restore(saved, fp32)
 
 
 def with_precision_policy(fn: F) -> F:

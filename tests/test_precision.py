@@ -138,3 +138,29 @@ def test_tracking_measures_without_tf32_and_gives_training_its_flags_back(odd_fl
     tracker.measure(model, 0, optimizer=opt)
     assert SEEN and all(s["float32_matmul_precision"] == "highest" and not s["cudnn_allow_tf32"] for s in SEEN)
     assert precision_flags() == odd_flags
+
+
+def test_settings_made_through_the_per_backend_api_come_back():
+    """torch's newer API (``backends.<x>.fp32_precision``) can leave backends disagreeing, where
+    ``get_float32_matmul_precision`` raises: the policy still records, sets and restores them."""
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("this torch has no per-backend fp32_precision API")
+    from sharpness.precision import _fp32_settings
+
+    before = _fp32_settings()
+    try:
+        matmul.fp32_precision = "tf32"  # CUDA matmuls TF32, oneDNN's left alone: "mixed"
+        odd = _fp32_settings()
+        assert precision_flags()["float32_matmul_precision"] == "mixed"
+        with precision_policy() as policy:
+            assert torch.get_float32_matmul_precision() == "highest" and not matmul.allow_tf32
+        assert policy["float32_matmul_precision"] == "highest"
+        assert _fp32_settings() == odd
+    finally:
+        for path, value in before.items():
+            obj = torch.backends
+            for part in ([] if path == "global" else path.split(".")):
+                obj = getattr(obj, part)
+            obj.fp32_precision = value
+    assert _fp32_settings() == before
