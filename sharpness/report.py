@@ -37,6 +37,7 @@ from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .batches import DATA_POLICIES, combine_digests, sample_digests
 from .losses import IGNORE_INDEX
 from .objective import Objective, callable_name
+from .precision import precision_policy
 
 SCHEMA = "sharpness.report/1"
 TRACE_METHODS = ("hutch++", "hutchinson")
@@ -94,6 +95,7 @@ class AnalysisConfig:
     target_key: str = "labels"
     ignore_index: int = IGNORE_INDEX
     label_smoothing: float = 0.0
+    allow_tf32: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
@@ -306,7 +308,18 @@ def analyze(
                                    top_k=1, trace_probes=30)
 
     Returns a :class:`Report`; ``report.to_dict()`` is the ``sharpness.report/1`` JSON.
+
+    The analysis runs with TF32 off unless ``allow_tf32=True`` (:func:`sharpness.precision.precision_policy`);
+    the global flags are restored afterwards and the policy is recorded in ``environment["precision"]``.
     """
+    with precision_policy(bool(options.get("allow_tf32", False))) as policy:
+        return _analyze(model, inputs, targets, data_spec=data_spec, progress=progress, loss=loss, forward=forward,
+                        batch_size_fn=batch_size_fn, precision=policy, **options)
+
+
+def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec: dict | None,
+             progress: Callable[[str], None] | None, loss: str | Callable, forward: Callable | None,
+             batch_size_fn: Callable[[Any], int] | None, precision: dict, **options: Any) -> Report:
     if callable(loss):
         options["loss"] = f"callable:{callable_name(loss)}"
     else:
@@ -432,7 +445,9 @@ def analyze(
         per_layer=per_layer,
         cost=cost,
         config=config,
-        environment={**environment(device, dtype), "distributed": ctx.as_dict() if ctx else None},
+        environment={**environment(device, dtype), "precision": precision,
+                     "determinism": getattr(objective, "determinism", None),
+                     "distributed": ctx.as_dict() if ctx else None},
         gate={"passed": True, "checks": []},
         measures=measures,
     )

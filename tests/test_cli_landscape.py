@@ -111,7 +111,7 @@ def test_sweep_summary_figure_draws_each_seed_and_their_mean(capsys, tmp_path, m
     path.write_text(json.dumps({"rows": rows}))
     figures = []
     save = plots.save_figure
-    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: figures.append(fig) or save(fig, stem))
+    monkeypatch.setattr(plots.saved, "save_figure", lambda fig, stem: figures.append(fig) or save(fig, stem))
     code, out, err = run_cli(capsys, "plot", path)
     assert code == 0, err
     assert (tmp_path / "summary.png").stat().st_size > 0

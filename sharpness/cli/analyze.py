@@ -13,7 +13,7 @@ from ..measures.epsilon import budget_outcome
 from ..report import Report, analyze as run_analysis
 from . import cli
 from .options import (apply_threads, check_outputs, common_options, parse_json_option, resolve_device, setup_logging,
-                      threads_option, write_json)
+                      tf32_option, threads_option, write_json)
 
 EXIT_CODES = """\b
 Exit codes: 0 success · 2 bad usage or input · 3 a gate failed (the report is still written)."""
@@ -182,6 +182,7 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
               help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
 @click.option("--backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
               help="torch.distributed backend under torchrun (ignored in a single process).")
+@tf32_option
 @threads_option
 @common_options
 def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, forward_ref, json_path, trust_checkpoint,

@@ -8,7 +8,6 @@ without recomputing.
 from __future__ import annotations
 
 import glob
-import json
 import logging
 from pathlib import Path
 
@@ -18,14 +17,13 @@ import torch
 
 from .. import distributed
 from .. import landscape as ls
-from ..checkpoint import load_checkpoint
 from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
 from ..report import select_analysis_set
 from ..rundir import check_writable
 from . import cli
-from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging
+from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging, tf32_option
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -76,6 +74,7 @@ def grid_options(fn):
         click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model."),
         click.option("--trust-checkpoint", is_flag=True, help="Unpickle arbitrary objects (RUNS CODE from the file)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for arrays and figures."),
+        tf32_option,
     ]):
         fn = decorator(fn)
     return common_options(fn)
@@ -91,113 +90,9 @@ def draw(result_path: Path, out_stem: Path | None = None, *, log: bool = False) 
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .. import plots
 
-    stem = out_stem or result_path.with_suffix("")
-    with plots.use_style():
-        if result_path.suffix == ".npz":
-            with np.load(result_path, allow_pickle=False) as data:
-                is_plane = "betas" in data.files
-            if is_plane:
-                result = ls.PlaneResult.load(result_path)
-                fig = plt.figure(figsize=(10, 4.2))
-                ax = fig.add_subplot(1, 2, 1)
-                plots.contour_2d(ax, result, log=log)
-                plots.surface_3d(fig.add_subplot(1, 2, 2, projection="3d"), result)
-            else:
-                result = ls.LineResult.load(result_path)
-                fig, ax = plt.subplots(figsize=(5.5, 4))
-                if result.kind == "interpolation":
-                    plots.parametric_plot(ax, result, log_loss=log, endpoints=("A", "B"))
-                else:
-                    plots.slices_1d(ax, [result], [stem.name], log=log)
-        elif result_path.suffix == ".json":
-            fig = _draw_json(result_path, plots, plt, log)
-        elif result_path.suffix == ".pt":
-            tracking = load_checkpoint(str(result_path)).extra.get("tracking")
-            if not tracking:
-                raise InputError(f"expected a checkpoint trained with --track-every, got {result_path} without a tracked series")
-            fig = _draw_tracking(tracking["records"], plots, plt)
-        else:
-            raise InputError(f"expected a saved result (.npz landscape, .json report/sweep/tracking, .pt tracked run), got {result_path}")
-        paths = plots.save_figure(fig, stem)
-        plt.close(fig)
-    return paths
-
-
-def _draw_tracking(records: list[dict], plots, plt):
-    """λ_max against the step with its stability threshold (2/η for GD), and the loss on a second axis."""
-    if not records:
-        raise InputError("expected tracking records to plot, got none")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    steps = [r["step"] for r in records]
-    lam = [np.nan if r["lambda_max"] is None else r["lambda_max"] for r in records]
-    thresholds = [r.get("eos_threshold") for r in records]
-    constant = len({t for t in thresholds if t is not None}) == 1
-    threshold = next((t for t in thresholds if t is not None), None) if constant else thresholds
-    plots.sharpness_trajectory(ax, steps, lam, threshold=threshold, loss=[r.get("loss") for r in records])
-    return fig
-
-
-def _draw_json(path: Path, plots, plt, log: bool):
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"expected a JSON result file, got {path} ({exc})") from None
-    schema = str(data.get("schema", "")) if isinstance(data, dict) else ""
-    if schema.startswith("sharpness.report/"):
-        h = data["hessian"]
-        density = h.get("density")
-        fig, axes = plt.subplots(1, 2 if density else 1, figsize=(10 if density else 5.5, 4), squeeze=False)
-        values = (h.get("top") or {}).get("values") or []
-        plots.eigenvalue_bars(axes[0, 0], values)
-        axes[0, 0].set_title("top Hessian eigenvalues")
-        if density:
-            plots.spectral_density(axes[0, 1], np.asarray(density["grid"]), np.asarray(density["density"]), log=True)
-        return fig
-    if isinstance(data, dict) and isinstance(data.get("tracking"), dict):  # `sharpness train --json` output
-        data, schema = data["tracking"], str(data["tracking"].get("schema", ""))
-    if schema.startswith("sharpness.tracking/"):
-        return _draw_tracking(data["records"], plots, plt)
-    if isinstance(data, dict) and "rows" in data and data["rows"] and "batch_size" in data["rows"][0]:
-        return _draw_sweep(data, path, plots, plt)
-    raise InputError(f"expected a sharpness report, tracking or sweep summary JSON, got another JSON in {path}")
-
-
-def _draw_sweep(data: dict, path: Path, plots, plt):
-    """λ_max (or the final train loss, without ``--analyze``) and test accuracy against batch size: the mean
-    ± std over seeds at each batch size, with each seed's own line beneath (one line per learning rate)."""
-    from ..reproduce import mean_std
-
-    rows = [r for r in data["rows"] if r.get("status", "ok") == "ok"]
-    if not rows:
-        raise InputError(f"expected finished runs to plot in {path}, got none (status: "
-                         f"{', '.join(sorted({str(r.get('status')) for r in data['rows']}))})")
-    key, label = ("lambda_max", r"sharpness $\lambda_{\max}$") if any(r.get("lambda_max") is not None for r in rows) \
-        else ("train_loss", "final train loss")
-    lrs = sorted({r.get("lr") for r in rows}, key=lambda v: (v is None, v))
-    seeds = sorted({r.get("seed") for r in rows}, key=str)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, lr in enumerate(lrs):
-        mine = [r for r in rows if r.get("lr") == lr]
-        sizes = sorted({r["batch_size"] for r in mine})
-        stats = {B: [mean_std(r.get(k) for r in mine if r["batch_size"] == B) for k in (key, "test_acc")] for B in sizes}
-        runs = {}
-        if len(seeds) > 1:
-            for seed in seeds:
-                own = sorted((r for r in mine if r.get("seed") == seed), key=lambda r: r["batch_size"])
-                runs[f"seed {seed}"] = ([r["batch_size"] for r in own], [r.get(key) for r in own],
-                                        [r.get("test_acc") for r in own])
-        suffix = f" (lr {lr:g})" if len(lrs) > 1 else ""
-        plots.sharpness_vs_batch(
-            ax, sizes, [stats[B][0][0] for B in sizes], [stats[B][1][0] for B in sizes],
-            sharpness_err=[stats[B][0][1] for B in sizes], acc_err=[stats[B][1][1] for B in sizes],
-            ylabel=label + suffix, color=f"C{2 * i}", acc_color=f"C{2 * i + 1}", runs=runs)
-    spread = f"mean ± std over {len(seeds)} seeds, thin lines: each seed" if len(seeds) > 1 else "one seed"
-    ax.set_title(f"sweep summary ({spread})", fontsize=9)
-    return fig
+    return plots.draw_saved(result_path, out_stem, log=log)
 
 
 @cli.command()
@@ -221,7 +116,7 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
         raise InputError(f"expected two checkpoints of the same architecture, got {checkpoint_a} and {checkpoint_b} with different parameters")
     lo, hi = _range(range_ or "-1,2")
     result = ls.interpolate(train_a, train_a.theta, train_b.theta, ls.grid(lo, hi, points or 25),
-                            test_objective=test_a, obj_b=train_b)
+                            test_objective=test_a, obj_b=train_b, allow_tf32=opts["allow_tf32"])
     _finish(result, Path(out), "interpolation")
 
 
@@ -251,24 +146,25 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     loaded = _load(checkpoint, opts)
     obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
                                 device=resolve_device(device), dtype=dtype)
-    directions = _directions(obj, direction, dims, normalization=normalization, ignore=ignore, other=other,
-                             trajectory=trajectory, seed=seed, opts=opts)
+    directions, info = _directions(obj, direction, dims, normalization=normalization, ignore=ignore, other=other,
+                                   trajectory=trajectory, seed=seed, opts=opts)
     lo, hi = _range(range_ or "-1,1")
     coords = ls.grid(lo, hi, points or 51)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if dims == 1:
-        result = ls.line(obj, None, directions[0], coords, test_objective=test_obj)
+        result = ls.line(obj, None, directions[0], coords, test_objective=test_obj, allow_tf32=opts["allow_tf32"])
         if direction == "eigen":
             fit = ls.fit_curvature(result, directions[0])
-            click.echo(f"curvature along the top eigenvector: fitted {fit.curvature:.6g} (Lanczos λ_max {directions.eigenvalue:.6g})")
+            click.echo(f"curvature along the top eigenvector: fitted {fit.curvature:.6g} (Lanczos λ_max {info['eigenvalues'][0]:.6g})")
         _finish(result, out_dir, "landscape_1d")
         return
     # The run directory's manifest hashes the centre, directions, grid and data: a changed command is refused.
     # Under torchrun each rank computes its rank-strided rows into that shared directory; rank 0 assembles.
     rundir = out_dir / "landscape_2d.run"
     plane = lambda rows=None: ls.plane(obj, None, directions[0], directions[1], coords, coords,  # noqa: E731
-                                       test_objective=test_obj, rundir=rundir, row_indices=rows)
+                                       test_objective=test_obj, rundir=rundir, row_indices=rows,
+                                       allow_tf32=opts["allow_tf32"])
     ctx = distributed.env_context()
     if ctx is None:
         _finish(plane(), out_dir, "landscape_2d")
@@ -280,35 +176,30 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
             _finish(plane(rows=()), out_dir, "landscape_2d")
 
 
-class _Directions(list):
-    eigenvalue: float = float("nan")
-
-
-def _directions(obj, kind, dims, *, normalization, ignore, other, trajectory, seed, opts) -> _Directions:
-    found = _Directions()
-    if kind == "random":
-        found.extend(ls.random_direction(obj, normalization=normalization, ignore=ignore, seed=seed + i) for i in range(dims))
-    elif kind == "eigen":
-        vectors, eigen = ls.eigen_directions(obj, k=dims, seed=seed)
-        found.extend(vectors)
-        found.eigenvalue = float(eigen.values[0])
-    elif kind == "checkpoint":
+def _directions(obj, kind, dims, *, normalization, ignore, other, trajectory, seed, opts) -> tuple[list, dict]:
+    """Load what ``--other``/``--trajectory`` name, then the one choice :func:`sharpness.landscape.choose_directions`
+    makes (the library's :func:`~sharpness.landscape.landscape` uses it too)."""
+    targets = points = None
+    if kind == "checkpoint":
         if len(other) != dims:
             raise InputError(f"--direction checkpoint needs {dims} --other checkpoint(s), got {len(other)}")
-        for path in other:
-            target = _objectives(_load(path, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval",
-                                 device=obj.device, dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0]
-            found.append(ls.checkpoint_direction(obj.theta, target.theta.to(obj.device, obj.dtype)))
-    else:
+        targets = [_theta(path, obj, seed, opts) for path in other]
+    elif kind == "pca":
         paths = sorted(glob.glob(trajectory or ""))
         if len(paths) < dims + 1:
             raise InputError(f"--direction pca needs --trajectory matching at least {dims + 1} checkpoints, got {len(paths)}")
-        points = [_objectives(_load(p, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval", device=obj.device,
-                              dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0].theta for p in paths]
-        vectors, ratios = ls.pca_directions(torch.stack(points), obj.theta, k=dims)
-        click.echo("PCA explained variance: " + ", ".join(f"{r:.1%}" for r in ratios))
-        found.extend(vectors)
-    return found
+        points = torch.stack([_theta(p, obj, seed, opts) for p in paths])
+    found, info = ls.choose_directions(obj, kind, dims, normalization=normalization, ignore=ignore, seed=seed,
+                                       trajectory=points, targets=targets)
+    if kind == "pca":
+        click.echo("PCA explained variance: " + ", ".join(f"{r:.1%}" for r in info["explained_variance_ratio"]))
+    return found, info
+
+
+def _theta(path, obj: Objective, seed, opts):
+    """The flat parameters of another checkpoint of the same model, on ``obj``'s device and dtype."""
+    return _objectives(_load(path, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval", device=obj.device,
+                       dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0].theta
 
 
 def _finish(result, out_dir: Path, name: str) -> None:

@@ -206,34 +206,37 @@ def batch_loss(objective: Objective, theta: Tensor, batch: Batch) -> float:
     """The weighted mean loss of ``batch`` at θ, chunked by the objective's ``chunk_size``."""
     params = objective.unflatten(theta)
     with torch.no_grad():
-        total = sum(float(objective.chunk_loss_sum(params, *c)) for c in _chunks(objective, batch))
-    return total / _batch_weight(objective, batch)
+        # Summed in float64 on the device (as the host's float sum did) and fetched once, not once per chunk.
+        total = sum(objective.chunk_loss_sum(params, *c).double() for c in _chunks(objective, batch))
+    return float(total) / _batch_weight(objective, batch)
 
 
 def _batch_loss_and_grad(objective: Objective, theta: Tensor, batch: Batch) -> tuple[float, Tensor]:
     params = objective.unflatten(theta)
     grad_fn = torch.func.grad_and_value(objective.chunk_loss_sum)
-    total, grad = 0.0, torch.zeros_like(theta)
+    total, grad = torch.zeros((), dtype=torch.float64, device=theta.device), torch.zeros_like(theta)
     for c in _chunks(objective, batch):
         g, v = grad_fn(params, *c)
-        total += float(v)
+        total = total + v.double()  # float64 on the device; one fetch below instead of one per chunk
         grad += objective.flatten(g)
     weight = _batch_weight(objective, batch)
-    return total / weight, grad / weight
+    return float(total) / weight, grad / weight
 
 
 def _project(u: Tensor, rho: float, p: str) -> Tensor:
     if p == "inf":
         return u.clamp(-rho, rho)
-    norm = float(u.norm())
-    return u if norm <= rho else u * (rho / norm)
+    # u·min(1, ρ/‖u‖) with the factor in float64 and then rounded to u's dtype — the same bits as the host
+    # formula ``u if ‖u‖ ≤ ρ else u·(ρ/‖u‖)`` (a factor of exactly 1 leaves u unchanged), without a fetch.
+    factor = (rho / u.norm().double()).clamp(max=1.0).to(u.dtype)
+    return u * factor
 
 
 def _direction(g: Tensor, p: str) -> Tensor:
     if p == "inf":
         return g.sign()
-    norm = float(g.norm())
-    return g / norm if norm > 0 else g
+    norm = g.norm()
+    return g / torch.where(norm > 0, norm, torch.ones_like(norm))  # g itself when g = 0, without a fetch
 
 
 def perturbation_draws(
@@ -251,7 +254,7 @@ def perturbation_draws(
     for _ in range(num_draws):
         v = torch.randn(numel, generator=gen, dtype=torch.float64)
         if distribution == "sphere":
-            yield v * (rho / float(v.norm()))
+            yield v * (rho / v.norm())
         elif distribution == "gaussian":
             yield v * (rho / math.sqrt(numel))
         else:
@@ -446,12 +449,18 @@ def average_sharpness(
     values = []
     best = (-math.inf, 0, 1)  # (L(w + s·c⊙u_k) − L(w), k, s) of the highest point evaluated
     draws = perturbation_draws(objective.numel, rho, distribution, num_draws=num_draws, seed=seed)
-    for k, u in enumerate(draws):
+    losses = []  # on the device; fetched once after the last draw
+    for u in draws:
         delta = c * u.to(theta.device, theta.dtype)
-        plus = float(objective.value(theta + delta)) - base
+        losses.append(objective.value(theta + delta))
+        if antithetic:
+            losses.append(objective.value(theta - delta))
+    per_draw = torch.stack(losses).double().cpu().view(num_draws, 2 if antithetic else 1).tolist()
+    for k, pair in enumerate(per_draw):
+        plus = pair[0] - base
         best = max(best, (plus, k, 1), key=lambda b: b[0])
         if antithetic:
-            minus = float(objective.value(theta - delta)) - base
+            minus = pair[1] - base
             best = max(best, (minus, k, -1), key=lambda b: b[0])
             values.append(0.5 * (plus + minus))
         else:

@@ -20,7 +20,7 @@ Accuracies are fractions in [0, 1] in the data and drawn in percent.
 All drawing in the package lives here, in themed modules: :mod:`~sharpness.plots.landscape` (interpolations,
 slices, planes, :func:`render`), :mod:`~sharpness.plots.curvature` (spectra, eigenvalues, batch-size sweeps,
 trajectories), :mod:`~sharpness.plots.axes` (shared axis helpers) and :mod:`~sharpness.plots.style` (the style
-and the files). Every name is importable from ``sharpness.plots``.
+and the files) and :mod:`~sharpness.plots.saved` (:func:`draw_saved`: a saved result file redrawn). Every name is importable from ``sharpness.plots``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from __future__ import annotations
 from .axes import batch_size_axis, log_axis
 from .curvature import curvature_check, eigenvalue_bars, sharpness_trajectory, sharpness_vs_batch, spectral_density
 from .landscape import contour_2d, contour_levels, parametric_plot, render, slices_1d, surface_3d
+from .saved import draw_saved
 from .style import save_and_close, save_figure, style_path, use_style
 
 __all__ = [
     "render",
+    "draw_saved",
     "use_style",
     "style_path",
     "save_figure",

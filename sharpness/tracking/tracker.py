@@ -23,6 +23,7 @@ from ..hessian import HessianOperator
 from ..linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
 from ..losses import per_sample_hits, per_sample_loss
 from ..objective import Objective
+from ..precision import precision_policy
 from ..report import select_analysis_set
 from ..rundir import atomic_write
 from .records import RECORD_FIELDS, SCHEMA
@@ -271,7 +272,7 @@ class SharpnessTracker:
         """
         self.set_data()
         t0 = time.perf_counter()
-        with preserved_rng():
+        with preserved_rng(), precision_policy():  # TF32 off while measuring; training's flags come back after
             record = self._measure(model, int(step))
         if lr is None and optimizer is not None:
             lr = float(optimizer.param_groups[0]["lr"])
