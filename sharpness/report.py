@@ -52,6 +52,7 @@ class AnalysisConfig:
     top_k: int = 1
     bottom_k: int = 1
     tol: float = 1e-4
+    scale_floor: float = 1e-2
     max_steps: int | None = None
     trace: bool = True
     trace_probes: int = 99
@@ -104,6 +105,8 @@ class AnalysisConfig:
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
+        if not 0 <= self.scale_floor <= 1:
+            raise InputError(f"scale_floor must be in [0, 1], got {self.scale_floor}")
         object.__setattr__(self, "epsilon", tuple(float(e) for e in self.epsilon))
         object.__setattr__(self, "adaptive_rho", tuple(float(r) for r in self.adaptive_rho))
         for name in ("rho", "average_adaptive_rho", "average_rho"):
@@ -387,6 +390,7 @@ def analyze(
         before = H.num_matvecs
         top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
             H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
+            scale_floor=cfg.scale_floor,
         ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
            f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
         hessian["top"] = _eigen_dict(top) if cfg.top_k else None
@@ -526,4 +530,7 @@ def _eigen_dict(result: Any) -> dict:
         "converged": jsonable(result.converged),
         "num_matvecs": int(result.num_matvecs),
         "num_steps": int(result.num_steps),
+        # converged when the error estimate ≤ tol·max(|λ|, tolerance_scale), tolerance_scale = scale_floor·Λ
+        "tolerance_scale": float(result.tolerance_scale),
+        "scale_floor": float(result.scale_floor),
     }
