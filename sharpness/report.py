@@ -26,14 +26,14 @@ from .errors import InputError
 from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
 from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
 from .hessian import HessianOperator
-from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
+from .linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .batches import DATA_POLICIES, combine_digests, sample_digests
 from .losses import IGNORE_INDEX
 from .objective import Objective, callable_name
 
 SCHEMA = "sharpness.report/1"
-TRACE_METHODS = ("hutch++", "hutchinson")
+TRACE_METHODS = ("hutch++", "hutchinson", "lanczos-deflated")
 EPSILON_METHODS = ("ascent", "paper", "both")
 AVERAGE_DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
 
@@ -278,6 +278,8 @@ class _Clock:
 def _trace(op: Any, cfg: AnalysisConfig, seed: int) -> Any:
     if cfg.trace_method == "hutch++":
         return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
+    if cfg.trace_method == "lanczos-deflated":
+        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
     return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed)
 
 
