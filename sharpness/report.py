@@ -45,6 +45,7 @@ class AnalysisConfig:
     split: str = "train"
     samples: int | None = None
     chunk_size: int | None = None
+    memory: float | None = None  # GiB for one chunk's graph when chunk_size is None (None: Objective's 2 GiB)
     params: str | None = None
     loss: str = "auto"
     bn_mode: str = "eval"
@@ -105,6 +106,8 @@ class AnalysisConfig:
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
+        if self.memory is not None and not self.memory > 0:
+            raise InputError(f"memory must be a positive number of GiB, got {self.memory}")
         if not 0 <= self.scale_floor <= 1:
             raise InputError(f"scale_floor must be in [0, 1], got {self.scale_floor}")
         object.__setattr__(self, "epsilon", tuple(float(e) for e in self.epsilon))
@@ -336,6 +339,7 @@ def analyze(
     objective_kw = dict(
         loss=loss, forward=forward, batch_size_fn=batch_size_fn, target_key=cfg.target_key,
         ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing, chunk_size=cfg.chunk_size,
+        memory=None if cfg.memory is None else int(cfg.memory * 2**30),
         bn_mode=cfg.bn_mode, params=cfg.params, dtype=dtype, device=device,
         reduce=all_reduce_sum if ctx is not None else None,
     )

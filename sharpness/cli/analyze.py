@@ -106,7 +106,13 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which split forms the analysis set.")
 @click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples (at most the split's size).")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
+@click.option("--chunk-size", type=click.IntRange(min=1),
+              help="Samples per forward pass (memory only; results change by float rounding at most). Default: from "
+                   "--memory.")
+@click.option("--memory", type=click.FloatRange(min=0, min_open=True), metavar="GIB",
+              help="Memory budget for one chunk's Hessian-vector-product graph when --chunk-size is not given "
+                   "[default: 2]: the whole set stays one chunk (retained graph) if its measured graph fits, else "
+                   "the largest chunk that does; the report's objective.chunk_policy says which.")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
 @click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|causal-lm|FILE.py:FN", default="auto", show_default=True,
               help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it).")
