@@ -330,9 +330,15 @@ class Objective:
                 seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
             return t
 
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = self.chunk_loss_sum(leaves, batch, w)
-            torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+        try:
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = self.chunk_loss_sum(leaves, batch, w)
+                torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+        except RuntimeError as err:  # e.g. an op without a double backward: keep all N, as before; say why
+            self.chunk_policy = {"memory_budget_bytes": int(budget), "graph_bytes_per_sample": None,
+                                 "probe_samples": m, "whole_set": True,
+                                 "probe_failed": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}
+            return
         per_sample = max(1.0, sum(seen.values()) / m * MEMORY_SAFETY)
         fits = max(1, int(budget // per_sample))
         self.chunk_size = min(self.n_samples, fits)

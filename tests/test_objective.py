@@ -145,3 +145,34 @@ def test_default_chunk_follows_the_memory_budget_and_keeps_the_results(mlp):
     assert Objective(mlp, x, y, memory=1, bn_mode="train").chunk_size == 200
     with pytest.raises(InputError, match="memory must be a positive number of bytes, got 0"):
         Objective(mlp, x, y, memory=0)
+
+
+def test_memory_probe_that_cannot_build_a_second_order_graph_keeps_the_whole_set():
+    # A model whose backward refuses to build a graph (a custom autograd.Function): loss and gradient must
+    # still work, with all N in one chunk as before and the reason recorded.
+    class Once(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.tanh()
+
+        @staticmethod
+        def backward(ctx, g):
+            if torch.is_grad_enabled():  # a backward under create_graph=True
+                raise RuntimeError("Once: no double backward")
+            (x,) = ctx.saved_tensors
+            return g * (1 - x.tanh() ** 2)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return Once.apply(self.lin(x))
+
+    x, y = make_classification(n=100)
+    obj = Objective(Net().double(), x, y)
+    assert obj.chunk_size == 100 and obj.chunk_policy["whole_set"]
+    assert obj.chunk_policy["probe_failed"] == "Once: no double backward"
+    assert torch.isfinite(obj.value_and_grad()[1]).all()
