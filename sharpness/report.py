@@ -419,7 +419,8 @@ def analyze(
         for group, names in _parameter_groups(objective.names).items():
             sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay)
             entry: dict[str, Any] = {"name": group, "params": names, "num_params": sub.shape[0]}
-            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed),
+            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed,
+                                                                               scale_floor=cfg.scale_floor),
                                    f"per-layer λ_max of {group}")
             entry["lambda_max"] = float(top1.values[0])
             entry["lambda_max_residual"] = float(top1.residuals[0])
