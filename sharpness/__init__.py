@@ -28,6 +28,7 @@ from .linalg import (
     SpectralDensity,
     TraceEstimate,
     bottom_eigenvalues,
+    deflated_trace,
     extreme_eigenvalues,
     hutchinson_trace,
     hutchpp_trace,

@@ -13,6 +13,14 @@ Three ways to compute it, all exact (Pearlmutter 1994):
   measured faster on CPU than forward-over-reverse, and it needs no forward-mode AD rules);
 * ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, chunk by chunk, by name.
 
+Blocks: ``H @ V`` for V of shape (P, K) gives the K products exactly as K calls of ``H @ v`` would, up to
+float rounding, but streamed chunks pay their forward pass and gradient graph once per chunk for all K
+columns (reverse-over-reverse: K backward passes through one ``create_graph`` gradient; forward-over-reverse:
+one ``vmap`` over the K tangents), which is where a fresh product spends most of its time
+(benchmarks/hvp_blocks.py). The retained graph answers each column with its one backward pass already.
+Hutch++ and stochastic Lanczos quadrature call ``H @ V`` with blocks; Lanczos for extreme eigenvalues is
+one vector at a time.
+
 An optional weight-decay term gives (H + λI) @ v.
 
 :class:`HessianOperator` exposes the small operator surface every estimator in :mod:`sharpness.linalg`
@@ -99,7 +107,12 @@ class HessianOperator:
         if v.ndim not in (1, 2) or v.shape[0] != P:
             raise ValueError(f"expected a vector of shape ({P},) or a block ({P}, K), got {tuple(v.shape)}")
         v = v.to(self.device, self.dtype)
-        sums = self._hvp_sum(v) if v.ndim == 1 else torch.stack([self._hvp_sum(c) for c in v.unbind(dim=1)], dim=1)
+        if v.ndim == 1:
+            sums = self._hvp_sum(v)
+        elif v.shape[1] == 1:
+            sums = self._hvp_sum(v[:, 0])[:, None]
+        else:
+            sums = self._block_sum(v)
         # Σ over the local samples → objective.reduce (across ranks; one call for a whole block) → mean.
         out = self.objective.reduce(sums) / self.objective.total_weight
         if self.weight_decay:
@@ -116,6 +129,51 @@ class HessianOperator:
             out = self._reverse_over_reverse(v)
         self.num_matvecs += 1
         return out
+
+    def _block_sum(self, V: Tensor) -> Tensor:
+        """Σ_i w_i ∇²ℓ_i(θ) V for a (P, K) block, (P, K), with each chunk's forward pass and gradient graph
+        built once for all K columns (module docstring, "Blocks")."""
+        K = V.shape[1]
+        if self.mode == "retained-graph":
+            out = torch.stack([self._retained_graph(c) for c in V.unbind(dim=1)], dim=1)
+        elif self.mode == "forward-over-reverse":
+            out = self._forward_over_reverse_block(V)
+        else:
+            out = self._reverse_over_reverse_block(V)
+        self.num_matvecs += K
+        return out
+
+    def _reverse_over_reverse_block(self, V: Tensor) -> Tensor:
+        obj = self.objective
+        K = V.shape[1]
+        total = torch.zeros(K, obj.numel, dtype=self.dtype, device=self.device)
+        columns = V.T.contiguous()  # (K, P): row k is the k-th vector
+        for chunk in obj.chunks():
+            with torch.enable_grad():
+                theta = obj.theta.detach().clone().requires_grad_(True)
+                loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
+                (g,) = torch.autograd.grad(loss, theta, create_graph=True)
+                if not g.requires_grad:  # the gradient does not depend on θ: a zero Hessian
+                    continue
+                for k in range(K):  # K backward passes through one gradient graph
+                    (hv,) = torch.autograd.grad(g, theta, grad_outputs=columns[k], retain_graph=k < K - 1)
+                    total[k] += hv.detach()
+        return total.T
+
+    def _forward_over_reverse_block(self, V: Tensor) -> Tensor:
+        # vmap over the K tangents of jvp(grad): the primal forward and backward run once per chunk.
+        obj = self.objective
+        K = V.shape[1]
+        tangents = {k: t.T.reshape(K, *s) for k, t, s in zip(obj.names, V.split(obj.sizes, dim=0), obj.shapes)}
+        grad_fn = torch.func.grad(obj.chunk_loss_sum)
+        total = torch.zeros(K, obj.numel, dtype=self.dtype, device=self.device)
+        for chunk in obj.chunks():
+            def column(t, chunk=chunk):
+                return torch.func.jvp(lambda p: grad_fn(p, *chunk), (self._point,), (t,))[1]
+
+            hv = torch.func.vmap(column)(tangents)
+            total += torch.cat([hv[k].reshape(K, -1) for k in obj.names], dim=1)
+        return total.T
 
     def _forward_over_reverse(self, v: Tensor) -> Tensor:
         obj = self.objective

@@ -63,6 +63,16 @@ __all__ = ["Objective", "Evaluation", "per_sample_loss", "cross_entropy_and_argm
 BN_MODES = ("eval", "train")
 #: Samples a ``Dataset`` is batched into when it is streamed (memory is one batch plus the model).
 DEFAULT_DATASET_BATCH = 256
+#: Default memory budget (bytes) for one chunk's second-order graph when ``chunk_size`` is not given for
+#: in-memory tensors: the set stays one chunk (a retained graph, the cheapest products) while its measured
+#: graph fits, and is split into chunks of at most this much otherwise. 2 GiB: a laptop's share.
+DEFAULT_MEMORY = 2 * 2**30
+#: Samples in the probe that measures a chunk's graph bytes per sample (_auto_chunk).
+MEMORY_PROBE_SAMPLES = 32
+#: Bytes saved for the double backward are multiplied by this for the temporaries beside them (the backward's
+#: gradient buffers, the product's result): peak ΔRSS / saved bytes measured 3.1 (one chunk of 2 000, retained
+#: graph) and 2.8 (chunks of 3 058, double backward) on benchmarks/scaling.py's 1 M-parameter CNN.
+MEMORY_SAFETY = 3.0
 log = logging.getLogger(__name__)
 _SDPA_NOTICED: set[str] = set()
 
@@ -167,8 +177,13 @@ class Objective:
         data_policy: ``"verify"``, ``"cache"`` or ``"trust"`` for a streamed set (module docstring).
         ignore_index: the label of tokens that do not count (built-in cross-entropy).
         label_smoothing: α of the built-in cross-entropy (:func:`sharpness.losses.example_losses`).
-        chunk_size: samples per forward pass; a memory knob only (default: all N at once, or each streamed
-            batch whole; a smaller value splits streamed batches).
+        chunk_size: samples per forward pass; a memory knob only (default for tensors: all N at once when the
+            graph of a Hessian-vector product over all N fits in ``memory``, else the largest chunk that does;
+            for streamed data each batch whole; a smaller value splits streamed batches). With
+            ``bn_mode="train"`` the chunk is the BatchNorm batch, so the default stays all N.
+        memory: budget in bytes for one chunk's second-order graph when ``chunk_size`` is not given (default
+            ``DEFAULT_MEMORY`` = 2 GiB). The graph's bytes per sample are measured on a probe of 32 samples
+            (tensors saved for the double backward, ×3); :attr:`chunk_policy` records the choice.
         bn_mode: ``"eval"`` or ``"train"`` (see the module docstring).
         params: glob(s) selecting the parameters θ that vary (comma-separated string or list); the others
             are held fixed at their values. Default: every parameter.
@@ -206,6 +221,7 @@ class Objective:
         ignore_index: int = IGNORE_INDEX,
         label_smoothing: float = 0.0,
         chunk_size: int | None = None,
+        memory: int | None = None,
         bn_mode: str = "eval",
         params: str | Sequence[str] | None = None,
         weights: Tensor | None = None,
@@ -302,6 +318,53 @@ class Objective:
             self.inputs = self.targets = self.weights = None
             self._init_stream(inputs, chunk_size)
         self._check_determinism(repeat=check_determinism)
+        #: How the chunk size was chosen: None when given (or streamed), else the measured budget (dict).
+        self.chunk_policy: dict | None = None
+        if tensor_path and chunk_size is None and bn_mode == "eval" and self.n_samples > MEMORY_PROBE_SAMPLES:
+            self._auto_chunk(DEFAULT_MEMORY if memory is None else int(memory))
+
+    def _auto_chunk(self, budget: int) -> None:
+        """Measure the bytes per sample of a Hessian-vector product's graph on a probe chunk (everything
+        autograd saves for the forward, the ``create_graph`` backward and so the second backward) and cut
+        :attr:`chunk_size` so one chunk's graph stays within ``budget``. Results change only by summation order."""
+        if budget < 1:
+            raise InputError(f"memory must be a positive number of bytes, got {budget}")
+        m = MEMORY_PROBE_SAMPLES
+        # Copies, so the probe's storages are its own (a slice would share the whole set's storage).
+        batch = (self.inputs[:m].clone(), self.targets[:m].clone())
+        w = None if self.weights is None else self.weights[:m].clone()
+        leaves = {k: t.detach().clone().requires_grad_(True) for k, t in self._point(None).items()}
+        # Parameters and buffers are saved by reference and do not grow with the chunk: not counted.
+        shared = {t.untyped_storage().data_ptr() for t in [*leaves.values(), *self._fixed.values()]}
+        seen: dict[int, int] = {}
+
+        def pack(t: Tensor) -> Tensor:
+            try:
+                st = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):  # a tensor without storage (a functional wrapper)
+                return t
+            if st.data_ptr() not in shared:
+                seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+            return t
+
+        try:
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = self.chunk_loss_sum(leaves, batch, w)
+                torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+        except RuntimeError as err:  # e.g. an op without a double backward: keep all N, as before; say why
+            self.chunk_policy = {"memory_budget_bytes": int(budget), "graph_bytes_per_sample": None,
+                                 "probe_samples": m, "whole_set": True,
+                                 "probe_failed": str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}
+            return
+        per_sample = max(1.0, sum(seen.values()) / m * MEMORY_SAFETY)
+        fits = max(1, int(budget // per_sample))
+        self.chunk_size = min(self.n_samples, fits)
+        self.chunk_policy = {
+            "memory_budget_bytes": int(budget),
+            "graph_bytes_per_sample": float(per_sample),
+            "probe_samples": m,
+            "whole_set": self.chunk_size >= self.n_samples,
+        }
 
     # --- the analysis set -----------------------------------------------------------------------------------
     def _init_tensors(self, inputs: Tensor, targets: Tensor, weights: Tensor | None, chunk_size: int | None) -> None:
@@ -449,6 +512,7 @@ class Objective:
             "loss": self.loss_kind,
             "bn_mode": self.bn_mode,
             "chunk_size": self.chunk_size,
+            "chunk_policy": getattr(self, "chunk_policy", None),
             "params": self.param_patterns,
             "num_params": self.numel,
             "n_samples": self.n_samples,

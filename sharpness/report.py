@@ -32,7 +32,7 @@ from .distributed import all_reduce_sum, current_context, rank_device, shard_ten
 from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
 from .hashing import tensor_sha256
 from .hessian import HessianOperator
-from .linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
+from .linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .batches import DATA_POLICIES, combine_digests, sample_digests
 from .losses import IGNORE_INDEX
@@ -40,7 +40,7 @@ from .objective import Objective, callable_name
 from .precision import precision_policy
 
 SCHEMA = "sharpness.report/1"
-TRACE_METHODS = ("hutch++", "hutchinson")
+TRACE_METHODS = ("hutch++", "hutchinson", "lanczos-deflated")
 EPSILON_METHODS = ("ascent", "paper", "both")
 AVERAGE_DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
 
@@ -52,6 +52,7 @@ class AnalysisConfig:
     split: str = "train"
     samples: int | None = None
     chunk_size: int | None = None
+    memory: float | None = None  # GiB for one chunk's graph when chunk_size is None (None: Objective's 2 GiB)
     params: str | None = None
     loss: str = "auto"
     bn_mode: str = "eval"
@@ -59,6 +60,7 @@ class AnalysisConfig:
     top_k: int = 1
     bottom_k: int = 1
     tol: float = 1e-4
+    scale_floor: float = 1e-2
     max_steps: int | None = None
     trace: bool = True
     trace_probes: int = 99
@@ -112,6 +114,10 @@ class AnalysisConfig:
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
+        if self.memory is not None and not self.memory > 0:
+            raise InputError(f"memory must be a positive number of GiB, got {self.memory}")
+        if not 0 <= self.scale_floor <= 1:
+            raise InputError(f"scale_floor must be in [0, 1], got {self.scale_floor}")
         object.__setattr__(self, "epsilon", tuple(float(e) for e in self.epsilon))
         object.__setattr__(self, "adaptive_rho", tuple(float(r) for r in self.adaptive_rho))
         for name in ("rho", "average_adaptive_rho", "average_rho"):
@@ -271,6 +277,8 @@ class _Clock:
 def _trace(op: Any, cfg: AnalysisConfig, seed: int) -> Any:
     if cfg.trace_method == "hutch++":
         return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
+    if cfg.trace_method == "lanczos-deflated":
+        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
     return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed)
 
 
@@ -338,6 +346,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     objective_kw = dict(
         loss=loss, forward=forward, batch_size_fn=batch_size_fn, target_key=cfg.target_key,
         ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing, chunk_size=cfg.chunk_size,
+        memory=None if cfg.memory is None else int(cfg.memory * 2**30),
         bn_mode=cfg.bn_mode, params=cfg.params, dtype=dtype, device=device,
         reduce=all_reduce_sum if ctx is not None else None,
     )
@@ -394,6 +403,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         before = H.num_matvecs
         top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
             H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
+            scale_floor=cfg.scale_floor,
         ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
            f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
         hessian["top"] = _eigen_dict(top) if cfg.top_k else None
@@ -416,7 +426,8 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         for group, names in _parameter_groups(objective.names).items():
             sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay)
             entry: dict[str, Any] = {"name": group, "params": names, "num_params": sub.shape[0]}
-            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed),
+            (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed,
+                                                                               scale_floor=cfg.scale_floor),
                                    f"per-layer λ_max of {group}")
             entry["lambda_max"] = float(top1.values[0])
             entry["lambda_max_residual"] = float(top1.residuals[0])
@@ -535,4 +546,7 @@ def _eigen_dict(result: Any) -> dict:
         "converged": jsonable(result.converged),
         "num_matvecs": int(result.num_matvecs),
         "num_steps": int(result.num_steps),
+        # converged when the error estimate ≤ tol·max(|λ|, tolerance_scale), tolerance_scale = scale_floor·Λ
+        "tolerance_scale": float(result.tolerance_scale),
+        "scale_floor": float(result.scale_floor),
     }

@@ -18,6 +18,18 @@ class Scalar(nn.Module):
         return self.lin(x).squeeze(-1)
 
 
+class Offset(nn.Module):
+    """A linear model plus 0·shift: the gradient in ``shift`` is a constant with no graph, its Hessian row is 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1, bias=False)
+        self.shift = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.lin(x).squeeze(-1) + 0 * self.shift
+
+
 def test_closed_form_linear_regression():
     # Mean squared error of a linear model: H = 2/N · XᵀX exactly, whatever the weights.
     g = torch.Generator().manual_seed(0)
@@ -43,6 +55,14 @@ def test_hvp_equals_dense_hessian(request, model_name, mode):
     assert op.mode == mode
     v = torch.randn(obj.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op @ v, H @ v, rtol=1e-10, atol=1e-12)
+    # A (P, K) block reuses each chunk's forward pass and gradient graph for its K columns: it must give the K
+    # single products and H_dense @ V (the tolerance is summation-order rounding, as above); K = 1 too.
+    V = torch.randn(obj.numel, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    block = op @ V
+    assert op.num_matvecs == 6
+    torch.testing.assert_close(block, torch.stack([op @ V[:, k] for k in range(5)], dim=1), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(block, H @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op @ V[:, :1], H @ V[:, :1], rtol=1e-10, atol=1e-12)
 
 
 def test_dense_hessian_matches_finite_differences_of_gradient(cnn):
@@ -82,15 +102,6 @@ def test_auto_mode_picks_retained_graph_for_one_chunk(mlp):
 def test_retained_graph_with_gradient_independent_of_a_parameter():
     # `shift` enters only as 0·shift: its gradient is a constant with no graph, its Hessian row is zero,
     # and the retained-graph path must still answer (not raise on the graph-less entry).
-    class Offset(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(3, 1, bias=False)
-            self.shift = nn.Parameter(torch.zeros(()))
-
-        def forward(self, x):
-            return self.lin(x).squeeze(-1) + 0 * self.shift
-
     x = torch.randn(9, 3, dtype=torch.float64)
     obj = Objective(Offset().double(), x, torch.randn(9, dtype=torch.float64))
     v = torch.randn(obj.numel, dtype=torch.float64)
@@ -144,8 +155,9 @@ def test_dense_hessian_in_column_blocks_equals_the_one_shot_hessian(mlp, block_s
 
 def test_dense_hessian_through_layer_norm_equals_finite_differences():
     # Guard: torch.func.hessian (jacfwd over jacrev) goes wrong through LayerNorm on torch 2.13 (on this very model
-    # it differs from the columns below by up to 0.056, entries ≤ 0.57), so dense_hessian must not rest on it. Each column checked against central differences of autograd gradients
-    # (an independent route, O(h²) ≈ 1e-10 at h = 1e-5 in float64), and symmetric to rounding.
+    # it differs from the columns below by up to 0.056, entries ≤ 0.57), so dense_hessian must not rest on it.
+    # Each column is checked against central differences of autograd gradients (an independent route, O(h²) ≈ 1e-10
+    # at h = 1e-5 in float64), and the matrix is symmetric to rounding.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double()
     with torch.no_grad():  # a non-trivial affine LayerNorm, so its own parameters have curvature too
@@ -160,3 +172,14 @@ def test_dense_hessian_through_layer_norm_equals_finite_differences():
                       for e in eye], dim=1)
     torch.testing.assert_close(H, fd, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(H, H.T, rtol=0, atol=1e-14)
+
+
+def test_streamed_block_with_a_parameter_whose_hessian_row_is_zero():
+    # `shift` enters only as 0·shift (as in the retained-graph test above): its Hessian row is zero, and the
+    # block paths must agree with the dense Hessian there too, over several chunks.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(13, 3, generator=g, dtype=torch.float64)
+    obj = Objective(Offset().double(), x, torch.randn(13, generator=g, dtype=torch.float64), chunk_size=5)
+    V = torch.randn(obj.numel, 3, generator=g, dtype=torch.float64)
+    for mode in ("reverse-over-reverse", "forward-over-reverse"):
+        torch.testing.assert_close(HessianOperator(obj, mode=mode) @ V, dense_hessian(obj) @ V, rtol=1e-12, atol=1e-13)

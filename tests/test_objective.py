@@ -118,3 +118,61 @@ def test_bad_inputs():
         Objective(model, torch.randn(8, 5), torch.randint(0, 2, (8,)))
     with pytest.raises(InputError, match=r"labels in \[0, 2\).*got labels in \[0, 3\]"):
         Objective(model, torch.randn(8, 4), torch.tensor([0, 1, 3, 0, 1, 0, 1, 0]))
+
+
+def test_default_chunk_follows_the_memory_budget_and_keeps_the_results(mlp):
+    # 200 samples > the 32-sample probe: the default chunk is all N under a roomy budget (a retained graph),
+    # and the largest chunk within a small one; loss, gradient and Hessian products agree to rounding (float64).
+    from sharpness.hessian import HessianOperator
+
+    x, y = make_classification(n=200)
+    roomy = Objective(mlp, x, y)
+    assert roomy.chunk_size == 200 and roomy.chunk_policy["whole_set"]
+    per_sample = roomy.chunk_policy["graph_bytes_per_sample"]
+    assert per_sample > x[0].numel() * x.element_size()  # at least the input itself is saved
+    tight = Objective(mlp, x, y, memory=int(30.5 * per_sample))
+    assert tight.chunk_size == 30 and not tight.chunk_policy["whole_set"]
+    assert tight.config["chunk_policy"]["memory_budget_bytes"] == int(30.5 * per_sample)
+    assert tight.chunk_policy["graph_bytes_per_sample"] == pytest.approx(per_sample)
+    torch.testing.assert_close(tight.value(), roomy.value(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(tight.value_and_grad()[1], roomy.value_and_grad()[1], rtol=1e-12, atol=1e-14)
+    v = torch.randn(roomy.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    H_roomy, H_tight = HessianOperator(roomy), HessianOperator(tight)
+    assert (H_roomy.mode, H_tight.mode) == ("retained-graph", "reverse-over-reverse")
+    torch.testing.assert_close(H_tight @ v, H_roomy @ v, rtol=1e-11, atol=1e-13)
+    # an explicit chunk_size is taken as given; BatchNorm in train mode keeps all N (its batch is the chunk)
+    assert Objective(mlp, x, y, chunk_size=7, memory=1).chunk_policy is None
+    assert Objective(mlp, x, y, memory=1, bn_mode="train").chunk_size == 200
+    with pytest.raises(InputError, match="memory must be a positive number of bytes, got 0"):
+        Objective(mlp, x, y, memory=0)
+
+
+def test_memory_probe_that_cannot_build_a_second_order_graph_keeps_the_whole_set():
+    # A model whose backward refuses to build a graph (a custom autograd.Function): loss and gradient must
+    # still work, with all N in one chunk as before and the reason recorded.
+    class Once(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.tanh()
+
+        @staticmethod
+        def backward(ctx, g):
+            if torch.is_grad_enabled():  # a backward under create_graph=True
+                raise RuntimeError("Once: no double backward")
+            (x,) = ctx.saved_tensors
+            return g * (1 - x.tanh() ** 2)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return Once.apply(self.lin(x))
+
+    x, y = make_classification(n=100)
+    obj = Objective(Net().double(), x, y)
+    assert obj.chunk_size == 100 and obj.chunk_policy["whole_set"]
+    assert obj.chunk_policy["probe_failed"] == "Once: no double backward"
+    assert torch.isfinite(obj.value_and_grad()[1]).all()

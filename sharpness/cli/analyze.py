@@ -106,7 +106,13 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Which split forms the analysis set.")
 @click.option("--samples", type=click.IntRange(min=1), help="Analyze a seeded random subset of this many samples (at most the split's size).")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Samples per forward pass (memory only; results do not change).")
+@click.option("--chunk-size", type=click.IntRange(min=1),
+              help="Samples per forward pass (memory only; results change by float rounding at most). Default: from "
+                   "--memory.")
+@click.option("--memory", type=click.FloatRange(min=0, min_open=True), metavar="GIB",
+              help="Memory budget for one chunk's Hessian-vector-product graph when --chunk-size is not given "
+                   "[default: 2]: the whole set stays one chunk (retained graph) if its measured graph fits, else "
+                   "the largest chunk that does; the report's objective.chunk_policy says which.")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
 @click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|causal-lm|FILE.py:FN", default="auto", show_default=True,
               help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it).")
@@ -126,13 +132,19 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--top-k", type=click.IntRange(min=0), default=1, show_default=True, help="Largest algebraic eigenvalues.")
 @click.option("--bottom-k", type=click.IntRange(min=0), default=1, show_default=True, help="Smallest algebraic eigenvalues.")
 @click.option("--tol", type=float, default=1e-4, show_default=True,
-              help="Lanczos: an eigenvalue is converged when its error estimate min(r, r²/gap) ≤ tol·|λ| and its residual "
-                   "norm r ≤ √tol·|λ| (an eigenvalue-error target, not a residual tolerance).")
+              help="Lanczos: an eigenvalue is converged when its error estimate min(r, r²/gap) ≤ tol·s and its residual "
+                   "norm r ≤ √tol·s, s = max(|λ|, c·Λ) with Λ the largest |Ritz value| and c = --scale-floor (an "
+                   "eigenvalue-error target, not a residual tolerance; the report keeps the rigorous residual).")
+@click.option("--scale-floor", type=click.FloatRange(min=0, max=1), default=1e-2, show_default=True,
+              help="c above: eigenvalues smaller than c·Λ (e.g. a λ_min near 0) are held to tol·c·Λ, not to tol·|λ|; "
+                   "the report states c and c·Λ (tolerance_scale). 0 = purely relative.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Lanczos step cap (default: automatic).")
 @click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the Hessian trace.")
 @click.option("--trace-probes", type=click.IntRange(min=3), default=99, show_default=True,
               help="Hessian-vector products spent on the trace.")
-@click.option("--trace-method", type=click.Choice(["hutch++", "hutchinson"]), default="hutch++", show_default=True)
+@click.option("--trace-method", type=click.Choice(["hutch++", "hutchinson", "lanczos-deflated"]), default="hutch++",
+              show_default=True, help="lanczos-deflated: ⅔ of the products build a Lanczos basis Q whose tr(QᵀHQ) is "
+                                      "exact, the rest probe the remainder (lower variance than Hutch++ at equal cost).")
 @click.option("--density", is_flag=True, help="Spectral density by stochastic Lanczos quadrature.")
 @click.option("--density-steps", type=click.IntRange(min=2), default=80, show_default=True)
 @click.option("--density-runs", type=click.IntRange(min=1), default=10, show_default=True)

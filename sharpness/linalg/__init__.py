@@ -14,7 +14,7 @@ from .lanczos import LanczosProcess, LanczosResult, lanczos, tridiagonal_eigh
 from .eigen import ConvergenceWarning, EigenResult, bottom_eigenvalues, extreme_eigenvalues, top_eigenvalues
 
 # Stochastic trace estimation: Hutchinson (1989) and Hutch++ (Meyer, Musco, Musco & Woodruff 2021).
-from .trace import TraceEstimate, hutchinson_trace, hutchpp_trace
+from .trace import TraceEstimate, deflated_trace, hutchinson_trace, hutchpp_trace
 
 # Spectral density by stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019).
 from .density import SpectralDensity, gaussian_smoothed_density, spectral_density
@@ -34,6 +34,7 @@ __all__ = [
     # trace
     "hutchinson_trace",
     "hutchpp_trace",
+    "deflated_trace",
     "TraceEstimate",
     # density
     "spectral_density",
