@@ -312,29 +312,23 @@ def test_warm_start_at_a_crossing_never_reports_the_second_eigenvalue_as_converg
     assert np.mean(products) < 9, np.mean(products)
 
 
-def test_loose_tolerance_shortens_the_cold_start_floor_without_stopping_at_the_second_eigenvalue():
-    # cold_start_min_steps: 10 extra steps at tol ≤ 1e-4 (the fix above), 6 at tol ≥ 1e-3. The families it was
-    # measured on, fewer starts: the outliers, the 12/10 crossing, and a 3 % gap (with 4 extra steps,
-    # 28 of 200 starts stopped at λ₂ there). "Wrong" = converged but farther from λ₁ than the tolerance.
-    from sharpness.linalg.eigen import cold_start_min_steps
-
-    assert [cold_start_min_steps(t) for t in (1e-2, 1e-3, 1e-4, 1e-8)] == [6, 6, 10, 10]
+def test_loose_tolerance_keeps_the_cold_start_floor_on_a_trained_network_like_spectrum():
+    # Regression: a floor of k + 6 at tol = 1e-3 reported λ₂ as λ₁ ("converged") in 4 of 177 saved study
+    # analyses, e.g. 2.862 instead of 2.963 for an MLP trained at B = 4 000. This spectrum has that model's top
+    # three eigenvalues (tol 1e-7 run), three more outliers and a bulk: with 6 extra steps 21 of 200 starts stop
+    # at λ₂; with the floor of 10 at every tolerance none does. "Wrong" = farther from λ₁ than the tolerance.
     tol = 1e-3
-    g = np.random.default_rng(1)
-    spectra = [np.r_[20.5, 14.9, g.uniform(0, 1.5, 1998)], np.r_[12.0, 10.0, g.uniform(0, 2, 998)],
-               np.r_[10.0, 9.7, g.uniform(0, 2, 998)]]
-    wrong, products = [], []
-    for d in spectra:
-        A = _Diagonal(d)
-        for s in range(60):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                res = top_eigenvalues(A, 1, seed=s, tol=tol)
-            products.append(res.num_matvecs)
-            if res.converged[0] and abs(res.values[0] - d[0]) > tol * d[0]:
-                wrong.append((d[0], s, float(res.values[0])))
+    g = np.random.default_rng(0)
+    d = np.r_[2.9634, 2.8622, 2.4023, 2.0, 1.6, 1.3, g.uniform(-0.05, 0.52, 3000)]
+    A = _Diagonal(d)
+    wrong = []
+    for s in range(200):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = top_eigenvalues(A, 1, seed=s, tol=tol)
+        if res.converged[0] and abs(res.values[0] - d[0]) > tol * d[0]:
+            wrong.append((s, float(res.values[0]), res.num_matvecs))
     assert not wrong, wrong
-    assert np.mean(products) <= 8, np.mean(products)  # 11 before: the floor was k + 10 at every tolerance
 
 
 def _hessian_like_bottom(seed: int = 0):

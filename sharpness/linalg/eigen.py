@@ -54,7 +54,7 @@ start can hide λ₁:
   eigenvector (only an exactly invariant v0 is caught by the breakdown restart). Mixing costs no product; a
   block of random vectors beside v0 would cost one more product per vector and step;
 * a minimum Krylov dimension: convergence is not declared before k + ``WARM_START_MIN_STEPS`` (5) steps,
-  half the cold start's ``COLD_START_MIN_STEPS`` (at tol ≤ 10⁻⁴; see :func:`cold_start_min_steps`): enough for the Krylov space to amplify a new top
+  half the cold start's ``COLD_START_MIN_STEPS`` (10, at every tolerance): enough for the Krylov space to amplify a new top
   direction at a gap like the one above from either source (measured over 40 bulks × 16 starts whose
   component along u₁ is 10⁻² to exactly 0: never λ₂, 6–8 products; with 4 steps 5 of the 640 stop at λ₂,
   without the random component 120 do, without either 639). A crossing of nearly equal eigenvalues (gaps of
@@ -92,17 +92,17 @@ __all__ = [
     "bottom_eigenvalues",
     "DEFAULT_MAX_STEPS",
     "SCALE_FLOOR",
-    "cold_start_min_steps",
 ]
 
 #: Default cap on Lanczos steps (and so on stored basis vectors), before the cap at P.
 DEFAULT_MAX_STEPS = 300
 CRITERIA = ("gap", "residual")
-#: Extra Lanczos steps (beyond k) before a cold start may declare convergence at tol ≤ 1e-4; see
-#: cold_start_min_steps for looser tolerances.
+#: Extra Lanczos steps (beyond k) before a cold start may declare convergence, at every tolerance. A well-separated
+#: λ₂ can pass the gap test before the Krylov space has amplified λ₁'s ~1/√P share of a random start, and the
+#: Ritz values cannot show it. A floor of 6 at tol ≥ 1e-3 was tried (2026-12-02) and reverted: re-measuring the
+#: 177 saved study analyses (benchmarks/study_eigen_recheck.py) it reported λ₂ as λ₁ in 4 of them (3.4 % and
+#: 20 % low, "converged"), and on a spectrum shaped like one of them 21 of 200 starts did (10 extra: 0).
 COLD_START_MIN_STEPS = 10
-#: The same at tol ≥ 1e-3 (cold_start_min_steps).
-COLD_START_MIN_STEPS_LOOSE = 6
 #: c in the convergence scale max(|θ|, c·Λ) (module docstring): eigenvalues below 1 % of the spectral
 #: scale are judged against that 1 %, not against themselves.
 SCALE_FLOOR = 1e-2
@@ -197,22 +197,6 @@ def _errors(theta: np.ndarray, res: np.ndarray, idx: np.ndarray, criterion: str)
     return out
 
 
-def cold_start_min_steps(tol: float) -> int:
-    """Extra Lanczos steps beyond k before a cold start may stop: 10 at tol ≤ 1e-4 (unchanged since the
-    λ₂-instead-of-λ₁ fix), 6 at tol ≥ 1e-3, interpolated in log10(tol) between (rounded up).
-
-    The floor guards against a well-separated λ₂ passing the gap test before the Krylov space has
-    amplified λ₁'s component (~1/√P in a random start). Measured on diagonal float64 spectra (the issue's
-    20.5/14.9 over a bulk in [0, 1.5], a 12/10 crossing, and 10/10(1−g) over a bulk in [0, 2] for relative
-    gaps g = 1 %, 2 %, 3 %, 5 %, 10 %, 30 %; 200–400 random starts each): with 6 extra steps no start stopped
-    at λ₂ at tol = 1e-3 or 1e-4 (0 of 2 600); with 4, 28 of 200 did at the 3 % gap. The loose floor is used
-    only where the user asked for 1e-3 (PyHessian's accuracy), the tight one keeps its margin (Chebyshev growth
-    ~exp(2m√γ): 10 steps lift a 10 % gap ~500×, 6 steps ~40×) where a wrong value would be a larger miss
-    relative to the request."""
-    t = min(max(-math.log10(tol), 3.0), 4.0)  # 3 at tol ≥ 1e-3 … 4 at tol ≤ 1e-4
-    return int(math.ceil(COLD_START_MIN_STEPS_LOOSE + (COLD_START_MIN_STEPS - COLD_START_MIN_STEPS_LOOSE) * (t - 3.0) - 1e-9))
-
-
 def _converged(theta, res, err, tol: float, floor: float, scale_min: float = 0.0) -> np.ndarray:
     scale = np.maximum(np.abs(theta), scale_min)
     ok = (err <= tol * scale) & (res <= math.sqrt(tol) * scale)
@@ -281,7 +265,7 @@ def _run(
     # Chebyshev growth after m steps is ~exp(2m·√gap), so ten steps lift a 10 % relative gap by ~500×.
     # A warm start carries a large component along the directions v0 is near, but may carry none along a new
     # top eigenvector (a crossing): it gets a random component and a shorter minimum (module docstring).
-    min_steps = min(P, kmax + (cold_start_min_steps(tol) if v0 is None else WARM_START_MIN_STEPS))
+    min_steps = min(P, kmax + (COLD_START_MIN_STEPS if v0 is None else WARM_START_MIN_STEPS))
     generator = make_generator(seed, A.device)  # also needed with v0: the mix and restarts draw from it
     start = start_vector(P, v0, generator, A.dtype, A.device)
     if v0 is not None:
