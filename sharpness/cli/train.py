@@ -33,7 +33,12 @@ _INT_OR_NONE = click.IntRange(min=1)
 def _option_list(per_run: bool) -> list[Callable]:
     """The TrainConfig options; ``per_run`` adds those a sweep sets itself (batch size, lr, init, resume)."""
     opts = [
-        click.option("--data", default="mnist1d", show_default=True, metavar="NAME|FILE.npz", help="Dataset name or .npz file."),
+        click.option("--data", default="mnist1d", show_default=True, metavar="NAME|FILE.npz|FILE.py:FN",
+                     help="Dataset name, .npz file, or FN (FILE.py:FN, pkg.mod:FN) returning (x, y) tensors, a Dataset or a "
+                          "DataLoader of (x, y); FN(split='test') gives the test split if FN takes split. Read once "
+                          "into tensors: the toolkit draws its own seeded batches (a loader's batching and shuffling "
+                          "are not used; one that changes between passes is refused). Naming code here RUNS it; "
+                          "analyze needs the same --data again."),
         click.option("--data-kwargs", metavar="JSON", help="Dataset options as a JSON object (e.g. '{\"n\": 500}'; \"seed\" regenerates synthetic data)."),
         click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live."),
         click.option("--subset", type=_INT_OR_NONE, help="Train on a seeded random subset of this many training samples."),

@@ -18,6 +18,7 @@ from ..checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from ..data import Dataset, hash_tensors, load_dataset
 from ..dtypes import DTYPES
 from ..errors import InputError
+from ..loading import is_code_ref, load_user_training_data
 from ..models import build_model, model_spec
 from ..rundir import atomic_write, check_writable
 from .callbacks import TrainState, _call, _ProgressBar
@@ -49,6 +50,13 @@ def _state_sha256(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def load_data(config: TrainConfig) -> Dataset:
+    """``config.data`` as tensors: a named dataset or ``.npz`` file, or a user's ``FILE.py:fn`` (run here: the
+    config came from the user's own command line or call; a checkpoint's recorded reference is never run)."""
+    if is_code_ref(config.data):
+        if config.data_kwargs:
+            raise InputError(f"expected no data_kwargs with the data function {config.data!r} (it takes only split=), "
+                             f"got {sorted(config.data_kwargs)}")
+        return load_user_training_data(config.data, subset=config.subset)
     return load_dataset(config.data, data_dir=config.data_dir, subset=config.subset, **config.data_kwargs)
 
 
