@@ -163,14 +163,19 @@ def _interrupted(exc: TrainingInterrupted) -> None:
               help="Write the tracked series: CSV for a .csv path, JSON otherwise.")
 @click.option("--track-verify-every", type=click.IntRange(min=0), default=10, show_default=True, metavar="K",
               help="Check every K-th warm-started measurement against a cold Lanczos start (0: never).")
+@click.option("--keep-state/--no-keep-state", default=True, show_default=True,
+              help="Write OUT.resume at the end of every epoch (one torch.save of weights, optimizer and RNG states), "
+                   "so a run killed without warning (SIGKILL, a lost machine) continues with --resume from its last "
+                   "finished epoch; removed when the run finishes.")
 @threads_option
 def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, verbose: int, quiet: int,
           track_every: int | None, track_samples: int, track_full: bool, track_top_k: int, track_lambda_min: bool,
-          track_trace: bool, track_out: str | None, track_verify_every: int, **options: Any) -> None:
+          track_trace: bool, track_out: str | None, track_verify_every: int, keep_state: bool, **options: Any) -> None:
     """Train a model at one batch size and write a self-describing checkpoint.
 
     Small vs large batch is only --batch-size (e.g. 256 vs 10%); runs with the same --seed (or --init-from)
-    start from bit-identical weights. Ctrl-C saves OUT.resume; --resume continues bit-identically.
+    start from bit-identical weights. Ctrl-C saves OUT.resume, and so does the end of every epoch (--keep-state,
+    the default), so even a killed run loses at most one epoch; --resume continues bit-identically.
 
     \b
     Example:
@@ -186,13 +191,18 @@ def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, v
         done = f"; {out} is a finished run" if os.path.exists(out) else ""
         raise InputError(f"expected a saved state {resume_path(out)} to continue with --resume, got none{done}; "
                          "drop --resume to start from scratch")
+    if not config.resume and os.path.exists(resume_path(out)):
+        # A killed run's state (kept at every epoch end) is about to be replaced by this fresh start: say so.
+        click.echo(f"sharpness: warning: {resume_path(out)} holds an unfinished run; starting over replaces it "
+                   "(--resume continues it instead)", err=True)
     if track_out and not track_every:
         raise InputError(f"expected --track-every with --track-out, got --track-out {track_out} alone")
     tracker = None if not track_every else SharpnessTracker(
         every=track_every, analysis_samples=None if track_full else track_samples, top_k=track_top_k,
         lambda_min=track_lambda_min, trace=track_trace, verify_every=track_verify_every, seed=seed)
     try:
-        result = run_train(config, progress=progress_enabled(level), out=out, callbacks=[tracker] if tracker else [])
+        result = run_train(config, progress=progress_enabled(level), out=out, callbacks=[tracker] if tracker else [],
+                           keep_state=keep_state)
     except TrainingInterrupted as exc:
         _interrupted(exc)
         raise
