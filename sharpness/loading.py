@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from torch import Tensor, nn
+from torch.utils.data import Dataset as TorchDataset
 
 from .checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint
 from .data import Dataset, dataset_from_spec, load_dataset
+from .data.user import user_code_dataset
 from .errors import InputError
 from .models import _accepts, _one_line, load_factory
 
@@ -95,10 +97,11 @@ def load_user_callable(ref: str, what: str) -> NamedCallable:
     return NamedCallable(load_factory(ref, what), ref)
 
 
-def load_user_data(ref: str, *, split: str = "train") -> Any:
+def load_user_data(ref: str, *, split: str = "train", optional: bool = False) -> Any:
     """The analysis set ``fn()`` returns for ``--data FILE.py:fn``: a ``Dataset``, a ``DataLoader``, a
     re-iterable of batches, or ``(x, y)`` tensors. ``fn`` receives ``split=`` when its signature names it.
-    This RUNS the user's code (see :func:`load_user_callable`)."""
+    ``optional``: ``None`` is an answer too (a function without that split). This RUNS the user's code (see
+    :func:`load_user_callable`)."""
     fn = load_factory(ref, "data function")
     try:
         out = fn(split=split) if _accepts(fn, "split") else fn()
@@ -106,11 +109,25 @@ def load_user_data(ref: str, *, split: str = "train") -> Any:
         raise
     except Exception as e:
         raise InputError(f"expected data function {ref!r} to return an analysis set, got {_one_line(e)}") from None
+    if out is None and optional:
+        return None
     if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out):
         return tuple(out)
-    if isinstance(out, Tensor) or out is None or isinstance(out, (str, bytes, dict)) or not hasattr(out, "__iter__"):
+    # A map-style torch Dataset has __getitem__/__len__ but no __iter__: it is a Dataset all the same.
+    iterable = hasattr(out, "__iter__") or isinstance(out, TorchDataset)
+    if isinstance(out, Tensor) or out is None or isinstance(out, (str, bytes, dict)) or not iterable:
         raise InputError(
             f"expected data function {ref!r} to return a Dataset, a DataLoader, a re-iterable of batches or (x, y) "
             f"tensors, got {type(out).__name__}"
         )
     return out
+
+
+def load_user_training_data(ref: str, *, subset: int | None = None, seed: int = 0) -> Dataset:
+    """The training :class:`Dataset` of ``--data FILE.py:fn`` for ``train``/``sweep``: ``fn(split="train")``
+    (or ``fn()``) and, when ``fn`` takes ``split``, ``fn(split="test")`` (``None``: no test split), each
+    materialized once into tensors (:mod:`sharpness.data.user`); ``subset`` is drawn with ``seed`` as for a
+    named dataset. This RUNS the user's code: only for a reference the user typed."""
+    train = load_user_data(ref, split="train")
+    test = load_user_data(ref, split="test", optional=True) if _accepts(load_factory(ref, "data function"), "split") else None
+    return user_code_dataset(ref, train, test, subset=subset, seed=seed)

@@ -274,3 +274,59 @@ def test_train_refuses_float_labels_for_cross_entropy(tmp_path, capsys):
                         "--epochs", 1, "--out", tmp_path / "r.pt"], capsys)
     one_line_error(code, err, r"cross-entropy expects .* integer labels, got .* float targets")
     assert not (tmp_path / "r.pt").exists()
+
+
+def test_killed_train_resumes_from_its_last_finished_epoch_bit_identically(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    train_module = importlib.import_module("sharpness.train")
+
+    class Killed(BaseException):
+        """SIGKILL from inside: no handler runs (not a KeyboardInterrupt), nothing is saved on the way out."""
+
+    original = train_module._Run._close_epoch
+
+    def dies_after_epoch_2(self, *, initial=False):
+        original(self, initial=initial)
+        if not initial and self.epoch == 2:
+            raise Killed
+
+    argv = ["train", *BLOBS, "--batch-size", 20, "--optimizer", "adam", "--lr", 0.01, "--epochs", 4]
+
+    def killed(out, *more):
+        monkeypatch.setattr(train_module._Run, "_close_epoch", dies_after_epoch_2)
+        with pytest.raises(Killed):
+            main([str(a) for a in [*argv, *more, "--out", out]])
+        monkeypatch.undo()
+        assert not out.exists()
+
+    assert run([*argv, "--out", tmp_path / "clean.pt"], capsys)[0] == 0
+    clean = load_checkpoint(tmp_path / "clean.pt")
+
+    def same_as_clean(path):
+        got = load_checkpoint(path)
+        return all(torch.equal(got.state_dict[k], clean.state_dict[k]) for k in clean.state_dict)
+
+    out = tmp_path / "r.pt"
+    killed(out)  # --keep-state is the default
+    saved = torch.load(tmp_path / "r.pt.resume", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 6)  # the last state written is epoch 1's end: epoch 2 never closed
+    code, _, err = run([*argv, "--resume", "--out", out, "-v"], capsys)
+    assert code == 0, err
+    assert "resumed from" in err and "at step 6 (epoch 1)" in err
+    assert same_as_clean(out) and load_checkpoint(out).extra["resumed"] is True
+    assert not (tmp_path / "r.pt.resume").exists()
+
+    # Without the per-epoch state a kill loses the run, and --resume says there is nothing to continue.
+    bare = tmp_path / "bare.pt"
+    killed(bare, "--no-keep-state")
+    assert not (tmp_path / "bare.pt.resume").exists()
+    code, _, err = run([*argv, "--resume", "--out", bare], capsys)
+    one_line_error(code, err, r"expected a saved state .*bare\.pt\.resume to continue with --resume, got none")
+
+    # Starting over on a killed run's state says what it replaces, then trains from scratch.
+    killed(bare)
+    code, _, err = run([*argv, "--out", bare], capsys)
+    assert code == 0 and re.fullmatch(r"sharpness: warning: .*bare\.pt\.resume holds an unfinished run; starting "
+                                      r"over replaces it \(--resume continues it instead\)\n", err), err
+    assert same_as_clean(bare) and load_checkpoint(bare).extra["resumed"] is False

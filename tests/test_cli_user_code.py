@@ -54,12 +54,18 @@ USER = textwrap.dedent('''
 ''')
 
 
+def _user_module(tmp_path, name: str, source: str):
+    """``source`` written to ``tmp_path/name`` (what the CLI imports) and executed here too (what tests compare)."""
+    path = tmp_path / name
+    path.write_text(source)
+    ns: dict = {}
+    exec(compile(source, str(path), "exec"), ns)
+    return path, ns
+
+
 @pytest.fixture
 def user(tmp_path):
-    path = tmp_path / "mine.py"
-    path.write_text(USER)
-    ns: dict = {}
-    exec(compile(USER, str(path), "exec"), ns)
+    path, ns = _user_module(tmp_path, "mine.py", USER)
     ckpt = tmp_path / "ckpt.pt"
     torch.save(ns["net"]().state_dict(), ckpt)
     return path, ckpt, ns
@@ -145,3 +151,152 @@ def test_two_ranks_stream_the_users_loader_to_the_one_process_report(capsys, use
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-12)
     assert b["hessian"]["top"]["values"] == pytest.approx(a["hessian"]["top"]["values"], rel=1e-10)
     assert b["hessian"]["trace"]["value"] == pytest.approx(a["hessian"]["trace"]["value"], rel=1e-10)
+
+
+# --- `sharpness train` / `sweep` --data FILE.py:fn ---------------------------------------------------------------
+
+TRAIN_DATA = textwrap.dedent('''
+    import torch
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+    def tensors(split="train"):
+        g = torch.Generator().manual_seed(0 if split == "train" else 1)
+        x = torch.randn(60 if split == "train" else 20, 3, generator=g)
+        return x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+
+    def loader(split="train"):  # its batch size and shuffling are not what training uses
+        return DataLoader(TensorDataset(*tensors(split)), batch_size=7, shuffle=True)
+
+    class Pairs(Dataset):
+        def __len__(self):
+            return 60
+        def __getitem__(self, i):
+            x, y = tensors()
+            return x[i], int(y[i])
+
+    def samples():  # no split: no test split
+        return Pairs()
+
+    def text():
+        return "not data"
+
+    def short_labels():
+        x, y = tensors()
+        return x, y[:50]
+
+    def flat_x():
+        return torch.arange(60.0), torch.zeros(60, dtype=torch.long)
+
+    def float_labels():
+        x, y = tensors()
+        return x, y.float()
+
+    def dicts():
+        return DataLoader([{"x": torch.zeros(3), "y": 0}] * 8, batch_size=4)
+
+    class Augmenting(Dataset):
+        def __len__(self):
+            return 60
+        def __getitem__(self, i):
+            return torch.randn(3), 0
+
+    def augmenting():
+        return DataLoader(Augmenting(), batch_size=10)
+''')
+
+TRAIN = ["--model", "mlp", "--model-kwargs", '{"hidden": [8]}', "--batch-size", 10, "--epochs", 2, "--seed", 3,
+         "--device", "cpu"]
+
+
+@pytest.fixture
+def train_data(tmp_path):
+    return _user_module(tmp_path, "data_fns.py", TRAIN_DATA)
+
+
+def _same_weights(a, b):
+    from sharpness.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(a), load_checkpoint(b)
+    return a.state_dict.keys() == b.state_dict.keys() and all(torch.equal(a.state_dict[k], b.state_dict[k])
+                                                              for k in a.state_dict)
+
+
+def test_train_on_a_data_function_equals_the_same_tensors_as_npz_and_records_the_reference(capsys, train_data, tmp_path):
+    import numpy as np
+
+    from sharpness.checkpoint import load_checkpoint
+
+    path, ns = train_data
+    (x, y), (xt, yt) = ns["tensors"](), ns["tensors"]("test")
+    np.savez(tmp_path / "same.npz", x=x.numpy(), y=y.numpy(), x_test=xt.numpy(), y_test=yt.numpy())
+    ref = f"{path}:tensors"
+    for data, out in ((ref, "code.pt"), (tmp_path / "same.npz", "npz.pt"), (f"{path}:loader", "loader.pt")):
+        code, _, err = run_cli(capsys, "train", "--data", data, *TRAIN, "--out", tmp_path / out)
+        assert code == 0, err
+    assert _same_weights(tmp_path / "code.pt", tmp_path / "npz.pt")  # bit for bit, the same seeded batches
+    assert _same_weights(tmp_path / "code.pt", tmp_path / "loader.pt")  # the loader's shuffle is not used
+    code_ckpt, npz_ckpt = load_checkpoint(tmp_path / "code.pt"), load_checkpoint(tmp_path / "npz.pt")
+    assert code_ckpt.data["name"] == "user-code" and code_ckpt.data["args"]["ref"] == ref
+    assert code_ckpt.data["sha256"] == npz_ckpt.data["sha256"]  # the materialized tensors' hash_tensors digest
+    assert (code_ckpt.data["n_train"], code_ckpt.data["n_test"]) == (60, 20)
+    assert code_ckpt.train_config["data"] == ref
+    assert code_ckpt.metrics["test_acc"] == npz_ckpt.metrics["test_acc"] is not None
+    # a function without split= has no test split; a map-style Dataset of (x, int) samples is read in order
+    code, _, err = run_cli(capsys, "train", "--data", f"{path}:samples", *TRAIN, "--out", tmp_path / "samples.pt")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "samples.pt").data["n_test"] is None
+    assert _same_weights(tmp_path / "samples.pt", tmp_path / "code.pt")  # the same train split; test is only measured
+
+
+def test_analyze_a_user_code_checkpoint_needs_the_reference_named_again(capsys, train_data, tmp_path):
+    import numpy as np
+
+    path, ns = train_data
+    ref = f"{path}:tensors"
+    (x, y), (xt, yt) = ns["tensors"](), ns["tensors"]("test")
+    np.savez(tmp_path / "same.npz", x=x.numpy(), y=y.numpy(), x_test=xt.numpy(), y_test=yt.numpy())
+    for data, out in ((ref, "code.pt"), (tmp_path / "same.npz", "npz.pt")):
+        assert run_cli(capsys, "train", "--data", data, *TRAIN, "--out", tmp_path / out)[0] == 0
+    assert_input_error(run_cli(capsys, "analyze", tmp_path / "code.pt", "--no-trace"),
+                       f"expected --data {ref} again", "user code", "never from a recorded reference")
+    base = ["--top-k", "1", "--bottom-k", "1", "--no-trace", "--tol", "1e-8", "--json", "-"]
+    for split in ("train", "test"):
+        code, out, err = run_cli(capsys, "analyze", tmp_path / "code.pt", "--data", ref, "--split", split, *base)
+        assert code == 0, err
+        got = json.loads(out)
+        code, out, err = run_cli(capsys, "analyze", tmp_path / "npz.pt", "--split", split, *base)
+        assert code == 0, err
+        want = json.loads(out)
+        assert got["analysis_set"]["n_samples"] == want["analysis_set"]["n_samples"] == (60 if split == "train" else 20)
+        assert got["loss"] == want["loss"] and got["hessian"]["top"]["values"] == want["hessian"]["top"]["values"]
+
+
+def test_bad_data_functions_for_training_are_one_line_errors(capsys, train_data, tmp_path):
+    path, _ = train_data
+    out = tmp_path / "r.pt"
+
+    def train(fn, *more):
+        return run_cli(capsys, "train", "--data", f"{path}:{fn}", *TRAIN, *more, "--out", out)
+
+    assert_input_error(train("text"), "data function", "got str")
+    assert_input_error(train("short_labels"), "as many train labels as samples", "60 x vs 50 y")
+    assert_input_error(train("flat_x"), "train x of shape (n, ...)", "got shape [60]")
+    assert_input_error(train("float_labels", "--loss", "cross-entropy"), "cross-entropy expects", "float targets")
+    assert_input_error(train("dicts"), "(x, y) tensor batches", "dict with keys ['x', 'y']")
+    assert_input_error(train("augmenting"), "same samples on every pass", "augmentation")
+    assert_input_error(train("tensors", "--data-kwargs", '{"n": 3}'), "no data_kwargs", "['n']")
+    assert_input_error(train("missing"), "data function", "no such attribute")
+    assert not out.exists() and not (tmp_path / "r.pt.resume").exists()
+
+
+def test_sweep_on_a_data_function(capsys, train_data, tmp_path):
+    from sharpness.checkpoint import load_checkpoint
+
+    path, _ = train_data
+    code, out, err = run_cli(capsys, "sweep", "--data", f"{path}:tensors", "--model", "mlp", "--model-kwargs",
+                             '{"hidden": [8]}', "--batch-sizes", "10,30", "--epochs", 1, "--device", "cpu",
+                             "--out", tmp_path / "sw", "--json", "-")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["test_acc"] is not None for r in rows)
+    assert load_checkpoint(rows[0]["checkpoint"]).data["args"]["ref"] == f"{path}:tensors"

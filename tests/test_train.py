@@ -407,8 +407,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(blobs, tmp_path):
     out = tmp_path / "run.pt"
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 31 \(epoch 3\); kept the last good weights "
                                                r"\(epoch 2, step 24\) in .*run.pt") as info:
-        train(cfg(epochs=4), dataset=blobs, out=out, callbacks=[Poison()])
+        train(cfg(epochs=4), dataset=blobs, out=out, callbacks=[Poison()], keep_state=True)
     assert info.value.step == 31 and isinstance(info.value, InputError)
+    assert not (tmp_path / "run.pt.resume").exists()  # the epoch-2 state would only resume into the same NaN
     kept = load_checkpoint(out)
     two_epochs = train(cfg(epochs=2), dataset=blobs)
     assert states_equal(kept.state_dict, two_epochs.model.state_dict())

@@ -33,7 +33,12 @@ _INT_OR_NONE = click.IntRange(min=1)
 def _option_list(per_run: bool) -> list[Callable]:
     """The TrainConfig options; ``per_run`` adds those a sweep sets itself (batch size, lr, init, resume)."""
     opts = [
-        click.option("--data", default="mnist1d", show_default=True, metavar="NAME|FILE.npz", help="Dataset name or .npz file."),
+        click.option("--data", default="mnist1d", show_default=True, metavar="NAME|FILE.npz|FILE.py:FN",
+                     help="Dataset name, .npz file, or FN (FILE.py:FN, pkg.mod:FN) returning (x, y) tensors, a Dataset or a "
+                          "DataLoader of (x, y); FN(split='test') gives the test split if FN takes split. Read once "
+                          "into tensors: the toolkit draws its own seeded batches (a loader's batching and shuffling "
+                          "are not used; one that changes between passes is refused). Naming code here RUNS it; "
+                          "analyze needs the same --data again."),
         click.option("--data-kwargs", metavar="JSON", help="Dataset options as a JSON object (e.g. '{\"n\": 500}'; \"seed\" regenerates synthetic data)."),
         click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files live."),
         click.option("--subset", type=_INT_OR_NONE, help="Train on a seeded random subset of this many training samples."),
@@ -158,14 +163,19 @@ def _interrupted(exc: TrainingInterrupted) -> None:
               help="Write the tracked series: CSV for a .csv path, JSON otherwise.")
 @click.option("--track-verify-every", type=click.IntRange(min=0), default=10, show_default=True, metavar="K",
               help="Check every K-th warm-started measurement against a cold Lanczos start (0: never).")
+@click.option("--keep-state/--no-keep-state", default=True, show_default=True,
+              help="Write OUT.resume at the end of every epoch (one torch.save of weights, optimizer and RNG states), "
+                   "so a run killed without warning (SIGKILL, a lost machine) continues with --resume from its last "
+                   "finished epoch; removed when the run finishes.")
 @threads_option
 def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, verbose: int, quiet: int,
           track_every: int | None, track_samples: int, track_full: bool, track_top_k: int, track_lambda_min: bool,
-          track_trace: bool, track_out: str | None, track_verify_every: int, **options: Any) -> None:
+          track_trace: bool, track_out: str | None, track_verify_every: int, keep_state: bool, **options: Any) -> None:
     """Train a model at one batch size and write a self-describing checkpoint.
 
     Small vs large batch is only --batch-size (e.g. 256 vs 10%); runs with the same --seed (or --init-from)
-    start from bit-identical weights. Ctrl-C saves OUT.resume; --resume continues bit-identically.
+    start from bit-identical weights. Ctrl-C saves OUT.resume, and so does the end of every epoch (--keep-state,
+    the default), so even a killed run loses at most one epoch; --resume continues bit-identically.
 
     \b
     Example:
@@ -181,13 +191,18 @@ def train(out: str, json_path: str | None, device: str, dtype: str, seed: int, v
         done = f"; {out} is a finished run" if os.path.exists(out) else ""
         raise InputError(f"expected a saved state {resume_path(out)} to continue with --resume, got none{done}; "
                          "drop --resume to start from scratch")
+    if not config.resume and os.path.exists(resume_path(out)):
+        # A killed run's state (kept at every epoch end) is about to be replaced by this fresh start: say so.
+        click.echo(f"sharpness: warning: {resume_path(out)} holds an unfinished run; starting over replaces it "
+                   "(--resume continues it instead)", err=True)
     if track_out and not track_every:
         raise InputError(f"expected --track-every with --track-out, got --track-out {track_out} alone")
     tracker = None if not track_every else SharpnessTracker(
         every=track_every, analysis_samples=None if track_full else track_samples, top_k=track_top_k,
         lambda_min=track_lambda_min, trace=track_trace, verify_every=track_verify_every, seed=seed)
     try:
-        result = run_train(config, progress=progress_enabled(level), out=out, callbacks=[tracker] if tracker else [])
+        result = run_train(config, progress=progress_enabled(level), out=out, callbacks=[tracker] if tracker else [],
+                           keep_state=keep_state)
     except TrainingInterrupted as exc:
         _interrupted(exc)
         raise

@@ -58,7 +58,8 @@ One loader per file behind one registry: :mod:`~sharpness.data.registry` (names 
 finishing step every loader shares), :mod:`~sharpness.data.files` (where files are looked for), and the loaders
 :mod:`~sharpness.data.mnist1d`, :mod:`~sharpness.data.idx`, :mod:`~sharpness.data.cifar`,
 :mod:`~sharpness.data.digits`, :mod:`~sharpness.data.npz`, :mod:`~sharpness.data.synthetic`,
-:mod:`~sharpness.data.text`. The hash is :func:`sharpness.hashing.hash_tensors`.
+:mod:`~sharpness.data.text`; :mod:`~sharpness.data.user` finishes the tensors a user's data function returned
+(``train --data FILE.py:fn``) the same way. The hash is :func:`sharpness.hashing.hash_tensors`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from .mnist1d import _MNIST1D_KEYS, _load_mnist1d
 from .npz import _load_npz
 from .synthetic import _load_blobs, _load_teacher_student
 from .text import _load_text
+from .user import USER_CODE, refuse_rebuild
 
 
 _ALIASES = {
@@ -109,11 +110,14 @@ def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
     in the usual places. For ``npz``, a missing recorded path is retried as ``data_dir/<file name>``.
 
     Raises:
-        InputError: the spec is malformed, the data cannot be found, or the rebuilt tensors' SHA-256 (or
-            the subset indices' hash) differs from the recorded one.
+        InputError: the spec is malformed, the data cannot be found, the rebuilt tensors' SHA-256 (or
+            the subset indices' hash) differs from the recorded one, or the spec records a user's data function
+            (``"user-code"``: its code is run only when the user names it again, see :mod:`sharpness.data.user`).
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("args", {}), dict):
         raise InputError(f"expected a data spec dict with 'name' and 'args', got {_short(spec)}")
+    if spec["name"] == USER_CODE:
+        refuse_rebuild(spec)
     args = dict(spec.get("args") or {})
     want_subset_hash = args.pop("subset_indices_sha256", None)
     want_test_subset_hash = args.pop("test_subset_indices_sha256", None)

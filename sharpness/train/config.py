@@ -27,7 +27,8 @@ class TrainConfig:
     """Everything that defines a training run; each ``sharpness train`` option is the field of the same name.
 
     What to train: ``data`` (a :func:`sharpness.data.load_dataset` name, with ``data_kwargs``, ``data_dir``,
-    ``subset``; the dataset's own generation seed is ``data_kwargs["seed"]``, default 0, independent of the
+    ``subset``, or a user's ``"file.py:fn"`` data function read once into tensors,
+    :func:`sharpness.loading.load_user_training_data`; the dataset's own generation seed is ``data_kwargs["seed"]``, default 0, independent of the
     training seed), ``model`` (a built-in name or ``"file.py:fn"`` factory, with ``model_kwargs``), ``loss``
     (``auto``: cross-entropy for integer labels, else mean squared error, as in
     :class:`~sharpness.objective.Objective`).

@@ -18,6 +18,7 @@ from ..checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from ..data import Dataset, hash_tensors, load_dataset
 from ..dtypes import DTYPES
 from ..errors import InputError
+from ..loading import is_code_ref, load_user_training_data
 from ..models import build_model, model_spec
 from ..rundir import atomic_write, check_writable
 from .callbacks import TrainState, _call, _ProgressBar
@@ -49,6 +50,13 @@ def _state_sha256(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def load_data(config: TrainConfig) -> Dataset:
+    """``config.data`` as tensors: a named dataset or ``.npz`` file, or a user's ``FILE.py:fn`` (run here: the
+    config came from the user's own command line or call; a checkpoint's recorded reference is never run)."""
+    if is_code_ref(config.data):
+        if config.data_kwargs:
+            raise InputError(f"expected no data_kwargs with the data function {config.data!r} (it takes only split=), "
+                             f"got {sorted(config.data_kwargs)}")
+        return load_user_training_data(config.data, subset=config.subset)
     return load_dataset(config.data, data_dir=config.data_dir, subset=config.subset, **config.data_kwargs)
 
 
@@ -90,7 +98,8 @@ def train(
         keep_state: also write the ``.resume`` state (atomically) at the end of every epoch, so that a process
             killed without warning (SIGKILL, a lost machine: no Ctrl-C handler runs) continues from its last
             finished epoch with ``resume=True``, bit-identically, instead of from scratch. The file is removed
-            when the run finishes. A sweep trains every run this way.
+            when the run finishes (or diverges). A sweep trains every run this way, and so does ``sharpness train``
+            unless ``--no-keep-state``.
 
     History: one record per epoch (and one for the initial weights, epoch 0, and a last one for a run that
     stops mid-epoch by ``steps``) with ``epoch, step, lr, train_loss, train_acc, test_loss, test_acc,
@@ -373,6 +382,7 @@ class _Run:
             self._write(self.out, good["state"], history, metrics,
                         diverged={"step": self.step + 1, "epoch": self.epoch + 1, "loss": str(value)})
             path = self.out
+            self._drop_state()  # the run has ended: a kept state would only resume into the same divergence
         kept = (f"kept the last good weights (epoch {good['epoch']}, step {good['step']}) in {path}" if path
                 else "no output path, nothing kept")
         raise TrainingDiverged(f"{what} became {value} {where}; {kept}; try a smaller learning rate",
@@ -388,12 +398,15 @@ class _Run:
         raise TrainingInterrupted(f"interrupted after step {self.step} (epoch {self.epoch}); {where}",
                                   step=self.step, resume_path=path)
 
+    def _drop_state(self) -> None:
+        leftover = resume_path(self.out)
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+
     def finish(self) -> TrainResult:
         metrics = self._metrics()
         if self.out is not None:
             self._write(self.out, self.net.state_dict(), self.history, metrics)
-            leftover = resume_path(self.out)
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+            self._drop_state()
         return TrainResult(model=self.net, history=list(self.history), metrics=metrics, config=self.config,
                            checkpoint_path=self.out)
