@@ -20,7 +20,7 @@ from .. import landscape as ls
 from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
-from ..report import select_analysis_set
+from ..subsets import select_analysis_set
 from ..rundir import check_writable
 from . import cli
 from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging, tf32_option
