@@ -36,6 +36,7 @@ Attention: ``F.scaled_dot_product_attention``'s fused kernels (flash, memory-eff
 kernel) have no double backward, so a model that calls it is evaluated under the math backend for every value,
 gradient and Hessian-vector product (one function of θ throughout); the objective says so once on the log and
 records ``"attention": "math"`` in :attr:`Objective.config`.
+
 Layout (one idea per module; every name is importable from ``sharpness.objective``):
 
 * :mod:`~sharpness.objective.core`: :class:`Objective` itself (construction, flat vectors, the evaluation
@@ -51,6 +52,7 @@ Layout (one idea per module; every name is importable from ``sharpness.objective
 
 from __future__ import annotations
 
+# Every name this module had before it became a package, so `from sharpness.objective import X` still works.
 from ..losses import LOSSES, cross_entropy_and_argmax, per_sample_loss  # noqa: F401
 from .analysis_set import DEFAULT_DATASET_BATCH  # noqa: F401
 from .core import BN_MODES, Evaluation, Objective, _Call, _local, callable_name, select_parameters  # noqa: F401
