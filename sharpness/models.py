@@ -35,28 +35,27 @@ Seeding: with ``seed`` the parameters are drawn inside ``torch.random.fork_rng``
 ``torch.manual_seed(seed)``, so the same seed gives bit-identical weights and the caller's global RNG state
 is untouched. With ``seed=None`` the global RNG is used (and advanced) as in plain PyTorch.
 
-Length (about 520 lines): the six architectures are short (20–40 lines each) and read as one catalogue beside
-the table above; the factory loading is what the other half is, and both meet in :func:`build_model`. A
-``models/`` package becomes worth it when an architecture grows past a screen.
+Layout: the six architectures are short (20–40 lines each) and read as one catalogue beside the table
+above; loading a factory by reference (``"pkg.mod:fn"`` / ``"file.py:fn"``) lives in :mod:`sharpness.usercode`
+(it loads data functions and losses, too) and is re-exported here. A ``models/`` package becomes worth it
+when an architecture grows past a screen.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import math
-import os
-import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from sharpness.errors import InputError
+from sharpness.usercode import accepts, load_factory, one_line
+
+# The names sharpness.loading has always imported from here.
+_accepts, _one_line = accepts, one_line
 
 __all__ = ["build_model", "model_names", "load_factory", "model_spec", "build_from_spec", "is_factory_ref"]
 
@@ -331,73 +330,6 @@ def is_factory_ref(name: str) -> bool:
     return isinstance(name, str) and name not in _REGISTRY and ":" in name
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def load_factory(ref: str, what: str = "model factory") -> Callable[..., Any]:
-    """Resolve ``"pkg.module:fn"`` (importable) or ``"path/to/file.py:fn"`` to the callable ``fn``.
-
-    ``what`` names the callable in error messages (``"model factory"``, ``"data function"``, ``"loss"``, …).
-
-    A file is executed as a module named ``sharpness_user_<file stem>_<hash of its absolute path>`` and
-    registered in ``sys.modules`` (so its classes pickle and repeated loads reuse it). ``fn`` may be a dotted
-    attribute path (``"mod:Class.build"``). This runs the referenced code.
-
-    Raises:
-        InputError: malformed reference, missing file, module not importable (or raising on import),
-            missing attribute, or an attribute that is not callable.
-    """
-    if not isinstance(ref, str) or ":" not in ref:
-        raise InputError(f"expected a {what} reference 'pkg.module:fn' or 'path/to/file.py:fn', got {ref!r}")
-    target, attr = ref.rsplit(":", 1)
-    if not target or not attr:
-        raise InputError(f"expected a {what} reference 'pkg.module:fn' or 'path/to/file.py:fn', got {ref!r}")
-    if target.endswith(".py") or os.sep in target or "/" in target:
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise InputError(f"expected a Python file for {what} {ref!r}, got {str(path)!r} (not found)")
-        resolved = path.resolve()
-        mod_name = f"sharpness_user_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
-        module = sys.modules.get(mod_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(mod_name, resolved)
-            if spec is None or spec.loader is None:
-                raise InputError(f"expected an importable Python file for {what} {ref!r}, got {str(path)!r}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as e:
-                del sys.modules[mod_name]
-                raise InputError(f"expected {str(path)!r} to import cleanly for {what} {ref!r}, got {_one_line(e)}") from None
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as e:
-            raise InputError(f"expected an importable module for {what} {ref!r}, got {_one_line(e)}") from None
-        except Exception as e:
-            raise InputError(f"expected module {target!r} to import cleanly for {what} {ref!r}, got {_one_line(e)}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InputError(f"expected attribute {attr!r} in {target!r} for {what} {ref!r}, got no such attribute")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise InputError(f"expected {ref!r} to be a callable {what}, got {type(obj).__name__}")
-    return obj
-
-
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    p = params.get(name)
-    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------
@@ -448,16 +380,16 @@ def build_model(
         raise InputError(f"expected a model name (one of {', '.join(model_names())}) or a factory 'pkg.mod:fn' / 'file.py:fn', got {name!r}")
     factory = load_factory(name)
     call_kwargs = dict(kwargs)
-    if input_shape is not None and _accepts(factory, "input_shape"):
+    if input_shape is not None and accepts(factory, "input_shape"):
         call_kwargs["input_shape"] = tuple(int(d) for d in input_shape)
-    if num_classes is not None and _accepts(factory, "num_classes"):
+    if num_classes is not None and accepts(factory, "num_classes"):
         call_kwargs["num_classes"] = num_classes
 
     def call() -> nn.Module:
         try:
             out = factory(**call_kwargs)
         except Exception as e:
-            raise InputError(f"expected model factory {name!r} to build a model from {sorted(call_kwargs)}, got {_one_line(e)}") from None
+            raise InputError(f"expected model factory {name!r} to build a model from {sorted(call_kwargs)}, got {one_line(e)}") from None
         if not isinstance(out, nn.Module):
             raise InputError(f"expected model factory {name!r} to return a torch.nn.Module, got {type(out).__name__}")
         return out

@@ -6,27 +6,23 @@ returns a frozen report whose :meth:`Report.to_dict` is the versioned JSON contr
 every number with its uncertainty and cost, the exact configuration, the analysis-set hash, device, dtype and
 library versions. Nothing here draws or prints.
 
-Length (about 520 lines): one module on purpose. :func:`analyze` is a single pass whose steps share the clock,
-the objective and the operator, and the dataclasses it fills (:class:`AnalysisConfig`, :class:`Report`) are
-its contract; the pass/fail checks already live apart in :mod:`sharpness.gate`. Splitting the rest would only
-separate the options from the code that reads them.
+Layout: this module holds the options (:class:`AnalysisConfig`) and the pass itself (:func:`analyze`, with
+its per-measure helpers and :func:`with_gates`); the result type and its JSON conversion live in
+:mod:`sharpness.report_schema`, the choice of samples in :mod:`sharpness.subsets`, the pass/fail checks in
+:mod:`sharpness.gate`. Every name is still importable from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-import scipy
 import torch
 from torch import Tensor, nn
 
-from . import __version__
 from .errors import InputError
 from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
 from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
@@ -38,8 +34,10 @@ from .batches import DATA_POLICIES, combine_digests, sample_digests
 from .losses import IGNORE_INDEX
 from .objective import Objective, callable_name
 from .precision import precision_policy
+# Re-exported: sharpness.report.Report, .jsonable, .select_analysis_set, ... stay where callers import them.
+from .report_schema import SCHEMA, Report, eigen_dict, environment, jsonable  # noqa: F401
+from .subsets import dataset_subset, select_analysis_set  # noqa: F401
 
-SCHEMA = "sharpness.report/1"
 TRACE_METHODS = ("hutch++", "hutchinson", "lanczos-deflated")
 EPSILON_METHODS = ("ascent", "paper", "both")
 AVERAGE_DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
@@ -157,93 +155,6 @@ class AnalysisConfig:
         for option, k in (("--top-k", self.top_k), ("--bottom-k", self.bottom_k), ("--subspace-dim", self.subspace_dim)):
             if k is not None and k > num_params:
                 raise InputError(f"expected {option} ≤ {num_params} (the number of parameters analyzed), got {k}")
-
-
-@dataclass(frozen=True)
-class Report:
-    """The result of :func:`analyze`; :meth:`to_dict` gives the JSON contract."""
-
-    loss: float
-    accuracy: float | None
-    analysis_set: dict
-    hessian: dict
-    per_layer: list | None
-    cost: dict
-    config: dict
-    environment: dict
-    gate: dict
-    measures: dict = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.gate["passed"])
-
-    def to_dict(self) -> dict:
-        out = {
-            "schema": SCHEMA,
-            "loss": self.loss,
-            "accuracy": self.accuracy,
-            "analysis_set": self.analysis_set,
-            "hessian": self.hessian,
-            "per_layer": self.per_layer,
-            **self.measures,
-            "cost": self.cost,
-            "config": self.config,
-            "environment": self.environment,
-            "gate": self.gate,
-        }
-        return jsonable(out)
-
-
-def jsonable(obj: Any) -> Any:
-    """Dataclasses, numpy and torch values → plain JSON types (eigenvectors are dropped: they are not data)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "vectors"}
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, Tensor):
-        return jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def select_analysis_set(
-    inputs: Tensor, targets: Tensor, *, samples: int | None, seed: int, split: str = "train"
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """All samples, or a seeded subset of ``samples`` of them (indices sorted, so order is canonical).
-
-    More samples than the ``split`` holds is refused: clamping silently would analyze another set than the
-    one asked for (and a report would claim a size nobody requested)."""
-    n = inputs.shape[0]
-    if samples is not None and samples > n:
-        raise InputError(f"expected --samples ≤ {n} (the size of the {split} split), got {samples}")
-    if samples is None or samples == n:
-        return inputs, targets, None
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(n, generator=g)[:samples].sort().values
-    return inputs[idx], targets[idx], idx
-
-
-def environment(device: torch.device, dtype: torch.dtype) -> dict:
-    return {
-        "sharpness": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "python": platform.python_version(),
-        "device": str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "dtype": str(dtype).removeprefix("torch."),
-        "threads": torch.get_num_threads(),
-    }
 
 
 def _parameter_groups(names: list[str]) -> dict[str, list[str]]:
@@ -374,7 +285,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     else:
         data, idx = inputs, None
         if cfg.samples is not None:
-            data, idx = _dataset_subset(inputs, cfg.samples, cfg.seed)
+            data, idx = dataset_subset(inputs, cfg.samples, cfg.seed)
         shard = (ctx.rank, ctx.world_size) if ctx is not None else None
         objective = Objective(model, data, **objective_kw, data_policy=cfg.data_policy, shard=shard, seed=cfg.seed)
         fp = objective.fingerprint()
@@ -406,8 +317,8 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
             scale_floor=cfg.scale_floor,
         ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
            f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
-        hessian["top"] = _eigen_dict(top) if cfg.top_k else None
-        hessian["bottom"] = _eigen_dict(bottom) if cfg.bottom_k else None
+        hessian["top"] = eigen_dict(top) if cfg.top_k else None
+        hessian["bottom"] = eigen_dict(bottom) if cfg.bottom_k else None
         hessian["eigen_num_matvecs"] = H.num_matvecs - before
     if cfg.trace:
         estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1),
@@ -463,20 +374,6 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         measures=measures,
     )
     return with_gates(report, cfg, baseline=baseline)
-
-
-def _dataset_subset(data: Any, samples: int, seed: int) -> tuple[Any, Tensor | None]:
-    """A seeded ``Subset`` of ``samples`` items of a map-style Dataset (indices sorted), or all of it."""
-    from torch.utils.data import Dataset as TorchDataset, Subset
-
-    if not isinstance(data, TorchDataset) or not hasattr(data, "__len__"):
-        raise InputError(f"samples= needs tensors or a map-style Dataset, got a {type(data).__name__}; "
-                         "subset it yourself (torch.utils.data.Subset) or drop samples=")
-    n = len(data)
-    if samples >= n:
-        return data, None
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:samples].sort().values
-    return Subset(data, idx.tolist()), idx
 
 
 def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_max: float | None) -> dict:
@@ -538,15 +435,3 @@ def with_gates(report: Report, cfg: AnalysisConfig, *, baseline: dict | None = N
     gate = {"passed": all(c.passed for c in checks), "checks": jsonable(checks)}
     return dataclasses.replace(report, gate=gate)
 
-
-def _eigen_dict(result: Any) -> dict:
-    return {
-        "values": jsonable(result.values),
-        "residuals": jsonable(result.residuals),
-        "converged": jsonable(result.converged),
-        "num_matvecs": int(result.num_matvecs),
-        "num_steps": int(result.num_steps),
-        # converged when the error estimate ≤ tol·max(|λ|, tolerance_scale), tolerance_scale = scale_floor·Λ
-        "tolerance_scale": float(result.tolerance_scale),
-        "scale_floor": float(result.scale_floor),
-    }

@@ -3,6 +3,22 @@
 Each command computes with :mod:`sharpness.landscape`, saves the arrays (``.npz`` + ``.csv``) in ``--out``,
 and draws them with :mod:`sharpness.plots` from the saved file; ``sharpness plot`` re-draws any saved result
 without recomputing.
+
+Why ``sharpness landscape`` calls :func:`~sharpness.landscape.choose_directions` and then
+:func:`~sharpness.landscape.line` / :func:`~sharpness.landscape.plane` itself rather than the one-call
+:func:`~sharpness.landscape.landscape` (the direction choice is still the library's single function):
+
+* the command needs the direction vectors after the choice: ``--direction eigen --dims 1`` prints the
+  curvature fitted along the top eigenvector (:func:`~sharpness.landscape.fit_curvature`), and
+  ``landscape()`` returns only the grid;
+* under ``torchrun`` each rank computes its rank-strided rows (``plane(row_indices=...)``) into the shared
+  run directory and rank 0 then assembles them (``plane(rows=())``); ``landscape()`` has no row split, and
+  calling it twice on rank 0 would recompute the directions (a second Lanczos run for ``eigen``);
+* ``landscape()`` records its choice under ``config["directions"]``, so the saved ``.npz`` metadata would
+  gain a key that results written by this command never had.
+
+Routing through ``landscape()`` would need it to grow a row split and return its directions; until a caller
+of the library needs those, the command keeps these two calls.
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ from .. import landscape as ls
 from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
-from ..report import select_analysis_set
+from ..subsets import select_analysis_set
 from ..rundir import check_writable
 from . import cli
 from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging, tf32_option

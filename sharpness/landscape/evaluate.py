@@ -70,7 +70,7 @@ def _chunk_sums(
     x, y = batch
     out = objective.forward(params, x)
     if out.ndim != 2:  # sequences: the objective's own per-sample token means
-        loss, hit, _ = objective._sums(out, batch, w, hits=True)
+        loss, hit, _ = objective.output_sums(out, batch, w, hits=True)
         return loss, hit
     losses, pred = cross_entropy_and_argmax(out, y)
     loss = losses.sum() if w is None else (losses * w).sum()
@@ -91,7 +91,7 @@ class _Evaluator:
         self.batched = batched
         # class labels in range (no ignore_index) allow the fast cross-entropy
         self.fast = (objective.loss_kind == "cross-entropy" and objective.inputs is not None
-                     and getattr(objective, "_plain", True) and bool((objective.targets >= 0).all()))
+                     and objective.per_sample_path and bool((objective.targets >= 0).all()))
         self._vmapped = torch.func.vmap(lambda p, batch, w: _chunk_sums(objective, p, batch, w, self.fast), in_dims=(0, None, None))
 
     def __call__(self, stacked: dict[str, Tensor], count: int, *, reference: bool = False) -> tuple[Tensor, Tensor | None]:

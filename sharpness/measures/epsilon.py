@@ -67,13 +67,14 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import scipy.optimize
@@ -420,19 +421,7 @@ def search_epsilon_box(
     )
 
 
-def epsilon_sharpness(
-    objective: Objective,
-    epsilon: float,
-    *,
-    subspace_dim: int | None = None,
-    method: str = "ascent",
-    start: str | None = None,
-    restarts: int | None = None,
-    max_iter: int | None = None,
-    polish: int = 0,
-    curvature: float | None = None,
-    seed: int = 0,
-) -> EpsilonSharpness:
+def epsilon_sharpness(objective: Objective, epsilon: float, **options: Any) -> EpsilonSharpness:
     """Keskar et al.'s φ(ε, A) = 100·(max_{y∈C_ε} f(θ + A y) − f(θ)) / (1 + f(θ)), in percent.
 
     Args:
@@ -455,7 +444,9 @@ def epsilon_sharpness(
     See the module docstring for the two methods and what the value and its bounds mean;
     :func:`search_epsilon_box` also returns the maximizer.
     """
-    return search_epsilon_box(
-        objective, epsilon, subspace_dim=subspace_dim, method=method, start=start, restarts=restarts,
-        max_iter=max_iter, polish=polish, curvature=curvature, seed=seed,
-    ).result
+    return search_epsilon_box(objective, epsilon, **options).result
+
+
+# The keyword options are declared once, on search_epsilon_box; help() and inspect show them here as well.
+epsilon_sharpness.__signature__ = inspect.signature(search_epsilon_box).replace(  # type: ignore[attr-defined]
+    return_annotation="EpsilonSharpness")

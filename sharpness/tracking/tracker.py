@@ -24,7 +24,7 @@ from ..linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
 from ..losses import per_sample_hits, per_sample_loss
 from ..objective import Objective
 from ..precision import precision_policy
-from ..report import select_analysis_set
+from ..subsets import select_analysis_set
 from ..rundir import atomic_write
 from .records import RECORD_FIELDS, SCHEMA
 from .rng import _LANCZOS_STREAM, _TRACE_STREAM, _VERIFY_STREAM, _seed_for, preserved_rng
