@@ -21,7 +21,7 @@ from .checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint
 from .data import Dataset, dataset_from_spec, load_dataset
 from .data.user import user_code_dataset
 from .errors import InputError
-from .models import _accepts, _one_line, load_factory
+from .usercode import accepts, load_factory, one_line
 
 
 @dataclass(frozen=True)
@@ -104,11 +104,11 @@ def load_user_data(ref: str, *, split: str = "train", optional: bool = False) ->
     :func:`load_user_callable`)."""
     fn = load_factory(ref, "data function")
     try:
-        out = fn(split=split) if _accepts(fn, "split") else fn()
+        out = fn(split=split) if accepts(fn, "split") else fn()
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"expected data function {ref!r} to return an analysis set, got {_one_line(e)}") from None
+        raise InputError(f"expected data function {ref!r} to return an analysis set, got {one_line(e)}") from None
     if out is None and optional:
         return None
     if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out):
@@ -129,5 +129,5 @@ def load_user_training_data(ref: str, *, subset: int | None = None, seed: int = 
     materialized once into tensors (:mod:`sharpness.data.user`); ``subset`` is drawn with ``seed`` as for a
     named dataset. This RUNS the user's code: only for a reference the user typed."""
     train = load_user_data(ref, split="train")
-    test = load_user_data(ref, split="test", optional=True) if _accepts(load_factory(ref, "data function"), "split") else None
+    test = load_user_data(ref, split="test", optional=True) if accepts(load_factory(ref, "data function"), "split") else None
     return user_code_dataset(ref, train, test, subset=subset, seed=seed)

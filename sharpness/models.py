@@ -54,8 +54,6 @@ from torch import nn
 from sharpness.errors import InputError
 from sharpness.usercode import accepts, load_factory, one_line
 
-# The names sharpness.loading has always imported from here.
-_accepts, _one_line = accepts, one_line
 
 __all__ = ["build_model", "model_names", "load_factory", "model_spec", "build_from_spec", "is_factory_ref"]
 
