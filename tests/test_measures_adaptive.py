@@ -164,6 +164,38 @@ def test_average_case_uses_those_draws_and_records_its_best_point(objective, ant
     assert r.distribution == "sphere" and r.value <= r.max_value
 
 
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_average_case_in_vmapped_blocks_equals_one_point_at_a_time(objective, antithetic):
+    # batch_size=1 evaluates each point exactly as Objective.value (same bits); blocks of any size, one that does
+    # not divide the 2 × 7 points too, agree with it to float64 rounding of O(1) losses (batched matrix products
+    # sum in another order: ~1e-16 relative; 1e-13 leaves room for the difference of two such losses).
+    one = average_sharpness(objective, 0.2, num_draws=7, antithetic=antithetic, seed=3, batch_size=1)
+    c, f0 = objective.theta.abs(), objective.value()
+    exact = [float(objective.value(objective.theta + s * c * u) - f0)
+             for u in perturbation_draws(objective.numel, 0.2, "sphere", num_draws=7, seed=3)
+             for s in ((1, -1) if antithetic else (1,))]
+    assert one.max_value == max(exact)
+    for block in (5, 16, None):
+        r = average_sharpness(objective, 0.2, num_draws=7, antithetic=antithetic, seed=3, batch_size=block)
+        assert r.value == pytest.approx(one.value, rel=1e-13, abs=1e-15)
+        assert r.stderr == pytest.approx(one.stderr, rel=1e-10)
+        assert (r.max_draw, r.max_sign) == (one.max_draw, one.max_sign)
+
+
+def test_objective_losses_at_many_points(cnn):
+    # The batched evaluator behind grids and average-case draws, against Objective.value at each point (float64,
+    # BatchNorm with running statistics): bit for bit one at a time, to rounding in blocks.
+    x, y = make_classification(n=23, d=8)
+    obj = Objective(cnn, x, y, chunk_size=7)
+    g = torch.Generator().manual_seed(0)
+    thetas = obj.theta + 0.1 * torch.randn(9, obj.numel, generator=g, dtype=torch.float64)
+    expected = torch.stack([obj.value(t) for t in thetas]).double()
+    assert torch.equal(obj.losses_at(thetas, batch_size=1), expected)
+    torch.testing.assert_close(obj.losses_at(thetas, batch_size=4), expected, rtol=1e-13, atol=0)
+    with pytest.raises(ValueError, match=r"expected points of shape \(B, "):
+        obj.losses_at(thetas[:, :-1])
+
+
 def random_small_models():
     """Four tiny models at random points with random data (float64): (name, objective)."""
     out = []

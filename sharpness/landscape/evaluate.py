@@ -1,9 +1,9 @@
-"""Evaluating an objective at many points: grids of coordinates, affine points, and blocks of points under
-:func:`torch.func.vmap` (falling back to a loop for models vmap cannot batch), fetched to the host once per run."""
+"""Evaluating an objective over a landscape: grids of coordinates, affine points, and sweeps of blocks of points
+(:mod:`sharpness.objective.points` evaluates each block, under :func:`torch.func.vmap` where it pays), fetched to
+the host once per run."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -11,13 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..objective import Objective, cross_entropy_and_argmax
+from ..objective import Objective
+from ..objective.points import BATCH_POINTS, BATCH_WORK_LIMIT, _Evaluator, _stack, default_batch_size  # noqa: F401
 from .results import _METRICS
 
-#: Points per vmapped block when batching pays (see :func:`default_batch_size`).
-BATCH_POINTS = 16
-#: Batching pays while one point costs little: numel × samples up to this (a proxy for a forward's FLOPs).
-BATCH_WORK_LIMIT = 2e7
 
 
 def grid(lo: float = -1.0, hi: float = 1.0, n: int = 51) -> np.ndarray:
@@ -52,86 +49,6 @@ def _check_compatible(objective: Objective, other: Objective | None, what: str) 
             f"the {what} must vary the same parameters as the objective ({objective.numel} values in "
             f"{len(objective.names)} tensors), got {other.numel} values in {len(other.names)} tensors"
         )
-
-
-def _chunk_sums(
-    objective: Objective, params: dict[str, Tensor], batch: Any, w: Tensor | None, fast: bool = False
-) -> tuple[Tensor, Tensor]:
-    """(Σ w_i ℓ_i, Σ w_i·[argmax = y_i]) over one chunk from a single forward pass.
-
-    ``fast=False`` computes the loss sum exactly as :meth:`Objective.chunk_loss_sum` does, so a point
-    evaluated this way reproduces ``objective.value()`` bit for bit. ``fast=True`` (cross-entropy on
-    ``(N, C)`` logits of in-memory tensors) gets the loss and the prediction from the one max-reduction that
-    :func:`~sharpness.objective.cross_entropy_and_argmax` needs anyway (the same exact formula, so values near
-    zero loss keep their digits), instead of a second argmax over classes.
-    """
-    if not fast:
-        return objective.chunk_sums(params, batch, w)
-    x, y = batch
-    out = objective.forward(params, x)
-    if out.ndim != 2:  # sequences: the objective's own per-sample token means
-        loss, hit, _ = objective.output_sums(out, batch, w, hits=True)
-        return loss, hit
-    losses, pred = cross_entropy_and_argmax(out, y)
-    loss = losses.sum() if w is None else (losses * w).sum()
-    hits = (pred == y).to(loss.dtype)
-    return loss, hits.sum() if w is None else (hits * w).sum()
-
-
-class _Evaluator:
-    """Loss and accuracy of an objective at a block of points given as stacked parameter dicts ``(B, ...)``.
-
-    ``batched=True`` evaluates the block under :func:`torch.func.vmap` (one batched forward per chunk); it
-    falls back to the loop, with a warning, for models whose ops have no batching rule. ``reference=True``
-    evaluates one point at a time exactly as :meth:`Objective.value` does (for the centre and checkpoints).
-    """
-
-    def __init__(self, objective: Objective, batched: bool) -> None:
-        self.objective = objective
-        self.batched = batched
-        # class labels in range (no ignore_index) allow the fast cross-entropy
-        self.fast = (objective.loss_kind == "cross-entropy" and objective.inputs is not None
-                     and objective.per_sample_path and bool((objective.targets >= 0).all()))
-        self._vmapped = torch.func.vmap(lambda p, batch, w: _chunk_sums(objective, p, batch, w, self.fast), in_dims=(0, None, None))
-
-    def __call__(self, stacked: dict[str, Tensor], count: int, *, reference: bool = False) -> tuple[Tensor, Tensor | None]:
-        obj = self.objective
-        stacked = {k: v.to(obj.device, obj.dtype if v.is_floating_point() else None) for k, v in stacked.items()}
-        with torch.no_grad():
-            if self.batched and count > 1 and not reference:
-                try:
-                    sums = [self._vmapped(stacked, *chunk) for chunk in obj.chunks()]
-                    loss = sum(s[0] for s in sums) / obj.total_weight
-                    correct = sum(s[1] for s in sums)
-                except (RuntimeError, NotImplementedError) as err:
-                    warnings.warn(
-                        f"batched evaluation unavailable for this model ({str(err).splitlines()[0][:120]}); "
-                        "evaluating grid points one at a time",
-                        stacklevel=4,
-                    )
-                    self.batched = False
-                    return self(stacked, count)
-            else:
-                fast = self.fast and not reference
-                losses, corrects = [], []
-                for i in range(count):
-                    params = {k: v[i] for k, v in stacked.items()}
-                    sums = [_chunk_sums(obj, params, *chunk, fast) for chunk in obj.chunks()]
-                    losses.append(sum(s[0] for s in sums) / obj.total_weight)  # as Objective.value computes it
-                    corrects.append(sum(s[1] for s in sums))
-                loss, correct = torch.stack(losses), torch.stack(corrects)
-        # Still on the device: the sweep fetches a whole run of points at once (no host round trip per block).
-        loss = loss.to(torch.float64)
-        if not obj.has_accuracy:
-            return loss, None
-        return loss, correct.to(torch.float64) / obj.total_weight
-
-
-def _stack(objective: Objective, thetas: Tensor, buffers: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """``(B, P)`` points → ``{name: (B, *shape)}`` (plus per-point buffers, which override the objective's)."""
-    B = thetas.shape[0]
-    out = {k: t.reshape(B, *s) for k, t, s in zip(objective.names, thetas.split(objective.sizes, dim=1), objective.shapes)}
-    return {**out, **(buffers or {})}
 
 
 def _affine_points(base: Tensor | None, vectors: Sequence[Tensor], coords: np.ndarray) -> Tensor:
@@ -189,19 +106,6 @@ class _Sweep:
         # One transfer to the host for the whole run (float64 on the device, so no rounding on the way).
         host = torch.stack([torch.cat(out[m]) for m in present]).cpu().numpy()
         return {m: (host[present.index(m)].copy() if m in present else None) for m in _METRICS}
-
-
-def default_batch_size(objective: Objective) -> int:
-    """Grid points per vmapped block: :data:`BATCH_POINTS` for small models, 1 (a plain loop) otherwise.
-
-    Measured on 2 CPU cores with ReLU MLPs on 1000 samples (21×21 plane, CPU time relative to 441 plain
-    forward passes): P = 3.5k: 3.5× unbatched, 2.1–2.3× in blocks of 8–32 (per-point dispatch overhead is
-    amortized); P = 26k: 1.8× either way; P = 301k: 1.2–1.3× unbatched but 1.5–1.8× batched (batched
-    matrix products run slower than separate ones and thrash the cache). Hence batching while
-    numel × n_samples ≤ :data:`BATCH_WORK_LIMIT`. The rule depends only on the problem's size, so a resumed
-    grid makes the same choice.
-    """
-    return BATCH_POINTS if objective.numel * objective.n_samples <= BATCH_WORK_LIMIT else 1
 
 
 def _float_buffers(objective: Objective) -> dict[str, Tensor]:

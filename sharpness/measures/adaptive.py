@@ -67,6 +67,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..objective import Objective
+from ..objective.points import default_batch_size
 from ..stats import mean_stderr as _mean_stderr
 
 DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
@@ -413,6 +414,7 @@ def average_sharpness(
     num_draws: int = 100,
     antithetic: bool = True,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> AverageSharpness:
     """Average-case (adaptive) sharpness  E_u[L(w + c ⊙ u)] − L(w)  over the whole analysis set.
 
@@ -433,7 +435,10 @@ def average_sharpness(
     (``num_evals``); ``antithetic=False`` is the plain Monte Carlo estimate, one pass per draw.
 
     By linearity the mean over batches of per-batch averages equals the whole-set average, so no batch size is
-    needed. Returns mean ± standard error of the mean (sample standard deviation of the draws / √num_draws),
+    needed. The points are evaluated ``batch_size`` at a time in vmapped blocks (default: batched only where it
+    pays, :func:`~sharpness.objective.points.default_batch_size`; 1 evaluates each exactly as
+    :meth:`~sharpness.objective.Objective.value`). Returns mean ± standard error of the mean (sample standard
+    deviation of the draws / √num_draws),
     and the best single evaluated point (``max_value``, ``max_draw``, ``max_sign``), which
     :func:`worst_case_sharpness` can take as a start (``average=``).
     """
@@ -449,13 +454,17 @@ def average_sharpness(
     values = []
     best = (-math.inf, 0, 1)  # (L(w + s·c⊙u_k) − L(w), k, s) of the highest point evaluated
     draws = perturbation_draws(objective.numel, rho, distribution, num_draws=num_draws, seed=seed)
-    losses = []  # on the device; fetched once after the last draw
-    for u in draws:
+    block = default_batch_size(objective) if batch_size is None else batch_size
+    signs = (1, -1) if antithetic else (1,)
+    per_block = max(1, block // len(signs))  # draws whose points w + c⊙u_k (and w − c⊙u_k) share a block
+    losses, points = [], []  # losses stay on the device; fetched once after the last draw
+    for k, u in enumerate(draws):
         delta = c * u.to(theta.device, theta.dtype)
-        losses.append(objective.value(theta + delta))
-        if antithetic:
-            losses.append(objective.value(theta - delta))
-    per_draw = torch.stack(losses).double().cpu().view(num_draws, 2 if antithetic else 1).tolist()
+        points += [theta + s * delta for s in signs]
+        if (k + 1) % per_block == 0 or k + 1 == num_draws:
+            losses.append(objective.losses_at(torch.stack(points), batch_size=len(points) if block > 1 else 1))
+            points = []
+    per_draw = torch.cat(losses).double().cpu().view(num_draws, len(signs)).tolist()
     for k, pair in enumerate(per_draw):
         plus = pair[0] - base
         best = max(best, (plus, k, 1), key=lambda b: b[0])

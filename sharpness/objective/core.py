@@ -397,6 +397,13 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
         sums = self.reduce(torch.cat([total.reshape(1), grad])) / self.total_weight
         return sums[0], sums[1:]
 
+    def losses_at(self, thetas: Tensor, *, batch_size: int | None = None) -> Tensor:
+        """f at each row of ``thetas`` ``(B, P)`` as a ``(B,)`` float64 tensor on the device, evaluated in vmapped
+        blocks where that pays (:func:`sharpness.objective.points.losses_at`; ``batch_size=1``: as :meth:`value`)."""
+        from .points import losses_at
+
+        return losses_at(self, thetas, batch_size=batch_size)
+
     def evaluate(self, theta: Tensor | None = None) -> Evaluation:
         """Loss and (where defined: classification, token accuracy for sequences, binary) weighted accuracy at θ."""
         params = self._point(theta)
