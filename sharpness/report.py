@@ -274,11 +274,11 @@ class _Clock:
         return out
 
 
-def _trace(op: Any, cfg: AnalysisConfig, seed: int) -> Any:
+def _trace(op: Any, cfg: AnalysisConfig, seed: int, lanczos: Any = None) -> Any:
     if cfg.trace_method == "hutch++":
         return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
-    if cfg.trace_method == "lanczos-deflated":
-        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
+    if cfg.trace_method == "lanczos-deflated":  # extends the eigenvalue run's basis when there is one
+        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed, lanczos=lanczos)
     return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed)
 
 
@@ -399,26 +399,33 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     H = HessianOperator(objective, weight_decay=cfg.weight_decay)
     hessian: dict[str, Any] = {"num_params": objective.numel, "mode": None}
 
+    reuse = cfg.trace and cfg.trace_method == "lanczos-deflated"
+    lanczos = None
     if cfg.top_k or cfg.bottom_k:
         before = H.num_matvecs
         top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
             H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
-            scale_floor=cfg.scale_floor,
+            scale_floor=cfg.scale_floor, keep_lanczos=reuse,
         ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
            f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
         hessian["top"] = _eigen_dict(top) if cfg.top_k else None
         hessian["bottom"] = _eigen_dict(bottom) if cfg.bottom_k else None
         hessian["eigen_num_matvecs"] = H.num_matvecs - before
+        lanczos = top.lanczos if reuse else None
+        del top, bottom
     if cfg.trace:
-        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1),
+        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1, lanczos),
                               f"trace ({cfg.trace_method}, {cfg.trace_probes} matvecs)")
-        hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method}
+        hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method,
+                            **({"reused_eigen_steps": lanczos is not None} if reuse else {})}
+        lanczos = None  # release the basis
     if cfg.density:
         dens = clock.time("density", lambda: spectral_density(
             H, num_steps=min(cfg.density_steps, objective.numel), num_runs=cfg.density_runs, seed=cfg.seed + 2,
         ), f"spectral density ({cfg.density_runs} runs × {cfg.density_steps} steps)")
         hessian["density"] = jsonable(dens)
     hessian["mode"] = H.mode
+    hessian["mode_selection"] = H.selection  # auto: candidates, seconds per product (per column), choice
 
     per_layer = None
     if cfg.per_layer:

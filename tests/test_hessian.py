@@ -99,6 +99,58 @@ def test_auto_mode_picks_retained_graph_for_one_chunk(mlp):
     assert op.mode == "reverse-over-reverse"
 
 
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_auto_measures_every_candidate_and_records_the_choice(mlp, chunk_size):
+    # "auto" times each candidate mode once on the first products (their answers are the products asked
+    # for), then keeps the fastest: every answer, measured or not, equals the dense Hessian's product to
+    # float64 rounding, whichever mode the clock picked; the choice and the times are recorded.
+    from sharpness.hessian import BLOCK_CANDIDATES, SINGLE_CANDIDATES
+
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=chunk_size)
+    one_chunk = chunk_size is None
+    dense = dense_hessian(obj)
+    op = HessianOperator(obj)
+    g = torch.Generator().manual_seed(5)
+    singles, blocks = SINGLE_CANDIDATES[one_chunk], BLOCK_CANDIDATES[one_chunk]
+    assert op.selection["single"]["chosen"] is None and "not yet measured" in repr(op)
+    for i in range(len(singles) + 1):
+        v = torch.randn(obj.numel, dtype=torch.float64, generator=g)
+        torch.testing.assert_close(op @ v, dense @ v, rtol=1e-10, atol=1e-12)
+        assert len(op.selection["single"]["seconds"]) == min(i + 1, len(singles))
+    # blocks: a 3-column block gives the candidates one column each (3 timings of the 4 needed), the next
+    # block one more piece to the last candidate short of two timings, and the rest to the winner
+    for K, timed in ((3, 3), (6, 4), (5, 4)):
+        V = torch.randn(obj.numel, K, dtype=torch.float64, generator=g)
+        torch.testing.assert_close(op @ V, dense @ V, rtol=1e-10, atol=1e-12)
+        assert sum(map(len, op.selection["block"]["samples"].values())) == timed
+    for kind, cands, chosen, rounds in (("single", singles, op.mode, 1), ("block", blocks, op.block_mode, 2)):
+        sel = op.selection[kind]
+        assert sel["candidates"] == list(cands) and set(sel["seconds"]) == set(cands)
+        assert all(len(sel["samples"][m]) == rounds and sel["seconds"][m] == min(sel["samples"][m]) > 0 for m in cands)
+        assert sel["chosen"] == chosen == min(cands, key=sel["seconds"].get)
+        assert chosen in repr(op)
+    assert op.num_matvecs == len(singles) + 1 + 3 + 6 + 5
+    assert HessianOperator(obj, mode="reverse-over-reverse").selection is None
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_every_mode_gives_the_same_block_to_float64_rounding(mlp, chunk_size):
+    # What "auto" may switch between must agree to rounding, singles and blocks (vmapped sub-blocks too).
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=chunk_size)
+    V = torch.randn(obj.numel, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    modes = ["forward-over-reverse", "reverse-over-reverse"] + (["retained-graph"] if chunk_size is None else [])
+    outs = [HessianOperator(obj, mode=m, max_vmap_columns=3) @ V for m in modes]
+    outs += [HessianOperator(obj, mode=m) @ V[:, 2] for m in modes]
+    for o in outs[1 : len(modes)]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-12, atol=1e-13)
+    for o in outs[len(modes):]:
+        torch.testing.assert_close(o, outs[0][:, 2], rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match="max_vmap_columns"):
+        HessianOperator(obj, max_vmap_columns=0)
+
+
 def test_retained_graph_with_gradient_independent_of_a_parameter():
     # `shift` enters only as 0·shift: its gradient is a constant with no graph, its Hessian row is zero,
     # and the retained-graph path must still answer (not raise on the graph-less entry).
