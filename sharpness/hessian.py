@@ -16,7 +16,9 @@ Three ways to compute it, all exact (Pearlmutter 1994):
 the fastest mode depends on the model (benchmarks/hvp_blocks.py: for (P, K) blocks over 4 chunks the
 convnet's forward-over-reverse costs 0.71× a gradient per column at K = 16 against reverse-over-reverse's
 1.43×, the MLP's the other way round, 1.56× against 1.22×). Single products: the first one per candidate
-mode (:data:`SINGLE_CANDIDATES`, in order) is computed by that candidate and timed. Blocks: the first block
+mode (:data:`SINGLE_CANDIDATES`, in order) is computed by that candidate and timed — except that for one
+chunk a fresh double backward is the retained graph's build plus one backward through it, so its time is
+that sum, measured on the first retained product, and never costs a product of its own. Blocks: the first block
 calls are cut into contiguous pieces that go to the candidates (:data:`BLOCK_CANDIDATES`) in turn until each
 has :data:`MEASURE_ROUNDS` timings per column (two: a first one-column piece, which absorbs one-time setup
 such as torch.func's first vmapped call, then a piece as wide as the block allows, so a vmapped mode is timed
@@ -26,10 +28,8 @@ timed products are the answers asked for, not extra work. Every mode computes th
 choice changes results only at float rounding (tests/test_hessian.py checks all modes against each other and
 the dense Hessian in float64). :attr:`HessianOperator.selection` records the candidates, the best measured
 seconds per product (per column for blocks) and the choice; ``analyze`` copies it to
-``report.hessian["mode_selection"]``. The first single candidate also pays one-time warm-up costs, which
-biases the choice toward the later one; the order puts the usual winner (the retained graph for one chunk)
-second. Before measurement, :attr:`HessianOperator.mode` and :attr:`~HessianOperator.block_mode` hold the
-prior defaults (retained graph for one chunk, reverse-over-reverse for streamed chunks).
+``report.hessian["mode_selection"]``. Before measurement, :attr:`HessianOperator.mode` and
+:attr:`~HessianOperator.block_mode` hold the prior defaults (retained graph for one chunk, reverse-over-reverse for streamed chunks).
 
 Blocks: ``H @ V`` for V of shape (P, K) gives the K products exactly as K calls of ``H @ v`` would, up to
 float rounding, but streamed chunks pay their forward pass and gradient graph once per chunk for all K
@@ -59,9 +59,10 @@ from .objective import Objective
 
 MODES = ("auto", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
 
-#: Modes ``"auto"`` times for single products, by (one chunk?). Measured in this order: the fresh double
-#: backward first (before the retained graph exists, so the two graphs are never held at once).
-SINGLE_CANDIDATES = {True: ("reverse-over-reverse", "retained-graph"), False: ("reverse-over-reverse", "forward-over-reverse")}
+#: Modes ``"auto"`` times for single products, by (one chunk?). For one chunk the retained graph's first
+#: product is timed and a fresh double backward's time is taken as that graph's build plus that product
+#: (which is what it computes), so no product is spent on it.
+SINGLE_CANDIDATES = {True: ("retained-graph", "reverse-over-reverse"), False: ("reverse-over-reverse", "forward-over-reverse")}
 #: Modes ``"auto"`` times for (P, K) blocks, by (one chunk?).
 BLOCK_CANDIDATES = {True: ("forward-over-reverse", "retained-graph"), False: ("reverse-over-reverse", "forward-over-reverse")}
 #: Default cap on the columns of one vmapped forward-over-reverse sub-block (each column holds a tangent copy
@@ -128,6 +129,7 @@ class HessianOperator:
         self.num_matvecs = 0
         self._point = objective.unflatten(objective.theta)
         self._graph: tuple[list[Tensor], list[Tensor], list[int]] | None = None
+        self._build_seconds: float | None = None  # under "auto": how long the retained graph took to build
         one_chunk = objective.chunk_size >= objective.n_samples
         if mode == "auto":
             # Prior defaults until measured: one chunk reuses its gradient graph; streamed chunks a fresh
@@ -172,17 +174,20 @@ class HessianOperator:
             out = out + self.weight_decay * v
         return out
 
-    def _timed(self, mode: str, compute: Callable[[str], Tensor]) -> tuple[Tensor, float]:
-        if mode == "retained-graph":
-            self._retained_graph_leaves()  # a one-time cost, not the per-product one being compared
+    def _clock(self, fn: Callable[[], Any]) -> tuple[Any, float]:
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        out = compute(mode)
+        out = fn()
         if cuda:
             torch.cuda.synchronize(self.device)
         return out, time.perf_counter() - start
+
+    def _timed(self, mode: str, compute: Callable[[str], Tensor]) -> tuple[Tensor, float]:
+        if mode == "retained-graph":
+            self._retained_graph_leaves()  # a one-time cost, not the per-product one being compared
+        return self._clock(lambda: compute(mode))
 
     def _pending(self, kind: str) -> str | None:
         """The candidate of ``kind`` to time next (fewest timings so far, in candidate order), or ``None``."""
@@ -210,6 +215,10 @@ class HessianOperator:
         else:
             out, seconds = self._timed(mode, lambda m: self._single(m, v))
             self._record("single", mode, seconds)
+            if mode == "retained-graph" and self._build_seconds is not None:
+                # One chunk: a fresh double backward is this graph's build plus one backward through it, so
+                # its time is measured without computing it (an extra product would cost more than it tells).
+                self._record("single", "reverse-over-reverse", self._build_seconds + seconds)
         self.num_matvecs += 1
         return out
 
@@ -296,10 +305,15 @@ class HessianOperator:
         obj = self.objective
         if self._graph is None:
             leaves = [t.detach().clone().requires_grad_(True) for t in self._point.values()]
-            with torch.enable_grad():
-                (chunk,) = obj.chunks()
-                loss = obj.chunk_loss_sum(dict(zip(obj.names, leaves)), *chunk)
-                grads = torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
+
+            def build() -> tuple[Tensor, ...]:
+                with torch.enable_grad():
+                    (chunk,) = obj.chunks()
+                    loss = obj.chunk_loss_sum(dict(zip(obj.names, leaves)), *chunk)
+                    return torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
+
+            grads, seconds = self._clock(build) if self.selection is not None else (build(), None)
+            self._build_seconds = seconds
             # A gradient entry that does not depend on θ has a zero Hessian row; only the others are kept.
             keep = [i for i, g in enumerate(grads) if g.requires_grad]
             self._graph = (leaves, [grads[i] for i in keep], keep)
