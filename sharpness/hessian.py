@@ -74,6 +74,23 @@ MAX_VMAP_COLUMNS = 16
 MEASURE_ROUNDS = {"single": 1, "block": 2}
 
 
+def vmap_columns_within_budget(objective: Objective) -> int:
+    """How many vmapped forward-over-reverse columns fit the objective's memory budget beside one chunk's graph.
+
+    Each column carries its own tangent copy of a chunk's activations, about one chunk's second-order graph
+    (``objective.chunk_policy["graph_bytes_per_sample"]`` × chunk size, safety factor included), and the
+    chunk's own graph is held too (the retained graph, or the primal of jvp-of-grad). So the cap is
+    ⌊budget / chunk graph⌋ − 1, at least 1; unbounded (a large int) when the objective did not measure its
+    graph (``chunk_size`` given, a streamed loader, the probe failed).
+    """
+    policy = getattr(objective, "chunk_policy", None) or {}
+    per_sample, budget = policy.get("graph_bytes_per_sample"), policy.get("memory_budget_bytes")
+    if not per_sample or not budget:
+        return 2**31
+    chunk_graph = per_sample * min(objective.chunk_size, objective.n_samples)
+    return max(1, int(budget // chunk_graph) - 1)
+
+
 class HessianOperator:
     """The Hessian of ``objective`` at its point θ as a linear operator.
 
@@ -82,7 +99,8 @@ class HessianOperator:
         weight_decay: λ ≥ 0; the operator is H + λI (the Hessian of f + λ/2‖θ‖²).
         mode: ``"auto"`` (chosen by timing the candidates on the first products, module docstring), or a
             method by name for both single products and blocks.
-        max_vmap_columns: columns per vmapped forward-over-reverse sub-block (a memory cap; default 16).
+        max_vmap_columns: columns per vmapped forward-over-reverse sub-block (a memory cap; default 16), further
+            capped by :func:`vmap_columns_within_budget` when the objective measured its graph's size.
 
     Attributes:
         mode: the method single products use (under ``"auto"``: the prior default until measured).
@@ -125,7 +143,7 @@ class HessianOperator:
             raise ValueError(f"max_vmap_columns must be an int >= 1, got {max_vmap_columns!r}")
         self.objective = objective
         self.weight_decay = float(weight_decay)
-        self.max_vmap_columns = max_vmap_columns
+        self.max_vmap_columns = min(max_vmap_columns, vmap_columns_within_budget(objective))
         self.num_matvecs = 0
         self._point = objective.unflatten(objective.theta)
         self._graph: tuple[list[Tensor], list[Tensor], list[int]] | None = None

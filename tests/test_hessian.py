@@ -241,3 +241,21 @@ def test_streamed_block_with_a_parameter_whose_hessian_row_is_zero():
     V = torch.randn(obj.numel, 3, generator=g, dtype=torch.float64)
     for mode in ("reverse-over-reverse", "forward-over-reverse"):
         torch.testing.assert_close(HessianOperator(obj, mode=mode) @ V, dense_hessian(obj) @ V, rtol=1e-12, atol=1e-13)
+
+
+def test_vmapped_block_width_stays_within_the_objectives_memory_budget(mlp):
+    # The objective measured its graph (no chunk_size given, > 32 samples): K tangent copies of one chunk's
+    # activations must fit beside that chunk's graph, so a budget of ~2.5 chunk graphs allows 1 column, a roomy
+    # one the default 16; products agree either way.
+    from sharpness.hessian import MAX_VMAP_COLUMNS, vmap_columns_within_budget
+
+    x, y = make_classification(n=80)
+    roomy = Objective(mlp, x, y)
+    per_sample = roomy.chunk_policy["graph_bytes_per_sample"]
+    tight = Objective(mlp, x, y, memory=int(per_sample * 80 * 2.5))
+    assert tight.chunk_size == 80 and vmap_columns_within_budget(tight) == 1
+    assert HessianOperator(tight).max_vmap_columns == 1 and HessianOperator(roomy).max_vmap_columns == MAX_VMAP_COLUMNS
+    assert vmap_columns_within_budget(Objective(mlp, x, y, chunk_size=80)) >= MAX_VMAP_COLUMNS
+    V = torch.randn(roomy.numel, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(HessianOperator(tight, mode="forward-over-reverse") @ V,
+                               HessianOperator(roomy, mode="retained-graph") @ V, rtol=1e-12, atol=1e-13)
