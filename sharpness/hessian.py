@@ -107,8 +107,9 @@ class HessianOperator:
         block_mode: the method (P, K) blocks use (likewise).
         selection: under ``"auto"``, ``{"single": {...}, "block": {...}}``, each with the ``candidates``, the
             ``samples`` (seconds per product, per column for blocks, of each timing), their minimum as
-            ``seconds``, and the ``chosen`` mode (``None`` until every candidate has its timings); ``None`` for a
-            mode given by name.
+            ``seconds``, and the ``chosen`` mode (``None`` until every candidate has its timings), plus
+            ``failed`` (mode → error line) for a candidate that could not run on the model and was dropped;
+            ``None`` for a mode given by name.
         num_matvecs: Hessian-vector products computed so far (a column of a block counts as one).
 
     Example:
@@ -214,10 +215,31 @@ class HessianOperator:
         sel = self.selection[kind]
         return min(sel["candidates"], key=lambda m: len(sel["samples"][m]))
 
+    def _try(self, kind: str, mode: str, compute: Callable[[str], Tensor]) -> tuple[Tensor, float] | None:
+        """A timed candidate product, or ``None`` when the candidate cannot run on this model (e.g. ``vmap``
+        refuses a forward that draws random numbers): it is dropped, with the reason in ``selection``, and the
+        others stay. The last candidate's error propagates, as it would with the mode given by name."""
+        sel = self.selection[kind]
+        if len(sel["candidates"]) == 1:
+            return self._timed(mode, compute)
+        try:
+            return self._timed(mode, compute)
+        except RuntimeError as err:
+            sel["candidates"].remove(mode)
+            del sel["samples"][mode]
+            sel["seconds"].pop(mode, None)
+            sel.setdefault("failed", {})[mode] = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            self._settle(kind)
+            return None
+
     def _record(self, kind: str, mode: str, seconds: float) -> None:
         sel = self.selection[kind]
         sel["samples"][mode].append(seconds)
         sel["seconds"][mode] = min(sel["samples"][mode])
+        self._settle(kind)
+
+    def _settle(self, kind: str) -> None:
+        sel = self.selection[kind]
         if all(len(t) >= MEASURE_ROUNDS[kind] for t in sel["samples"].values()):
             sel["chosen"] = min(sel["candidates"], key=lambda m: sel["seconds"][m])
             if kind == "single":
@@ -227,16 +249,20 @@ class HessianOperator:
 
     def _hvp_sum(self, v: Tensor) -> Tensor:
         """Σ_i w_i ∇²ℓ_i(θ) v over the local samples (not yet reduced or divided)."""
-        mode = self._pending("single")
-        if mode is None:
-            out = self._single(self.mode, v)
-        else:
-            out, seconds = self._timed(mode, lambda m: self._single(m, v))
+        out = None
+        while out is None and (mode := self._pending("single")) is not None:
+            timed = self._try("single", mode, lambda m: self._single(m, v))
+            if timed is None:
+                continue
+            out, seconds = timed
             self._record("single", mode, seconds)
-            if mode == "retained-graph" and self._build_seconds is not None:
+            derived = "reverse-over-reverse"
+            if mode == "retained-graph" and self._build_seconds is not None and derived in self.selection["single"]["samples"]:
                 # One chunk: a fresh double backward is this graph's build plus one backward through it, so
                 # its time is measured without computing it (an extra product would cost more than it tells).
-                self._record("single", "reverse-over-reverse", self._build_seconds + seconds)
+                self._record("single", derived, self._build_seconds + seconds)
+        if out is None:
+            out = self._single(self.mode, v)
         self.num_matvecs += 1
         return out
 
@@ -259,7 +285,10 @@ class HessianOperator:
             missing = sum(max(0, MEASURE_ROUNDS["block"] - len(t)) for t in sel["samples"].values())
             # a first timing on one column (it absorbs one-time setup), later ones as wide as the block allows
             width = 1 if not sel["samples"][mode] else max(1, min(self.max_vmap_columns, (K - start) // missing))
-            piece, seconds = self._timed(mode, lambda m: self._block(m, V[:, start : start + width]))
+            timed = self._try("block", mode, lambda m: self._block(m, V[:, start : start + width]))
+            if timed is None:
+                continue
+            piece, seconds = timed
             self._record("block", mode, seconds / width)
             pieces.append(piece)
             start += width

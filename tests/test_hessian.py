@@ -259,3 +259,30 @@ def test_vmapped_block_width_stays_within_the_objectives_memory_budget(mlp):
     V = torch.randn(roomy.numel, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(HessianOperator(tight, mode="forward-over-reverse") @ V,
                                HessianOperator(roomy, mode="retained-graph") @ V, rtol=1e-12, atol=1e-13)
+
+
+class DrawsInForward(nn.Module):
+    """A forward that draws a random number (0 × it): vmap refuses it, a plain backward does not."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.lin(x) + 0 * torch.rand(())
+
+
+def test_auto_drops_a_candidate_that_cannot_run_on_the_model():
+    torch.manual_seed(0)
+    x, y = make_classification()
+    obj = Objective(DrawsInForward().double(), x, y)
+    op = HessianOperator(obj)
+    V = torch.randn(obj.numel, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    # dense_hessian vmaps too; the reference is a fresh double backward per column
+    ref = torch.stack([HessianOperator(obj, mode="reverse-over-reverse") @ c for c in V.unbind(1)], dim=1)
+    torch.testing.assert_close(op @ V, ref, rtol=1e-12, atol=1e-13)
+    sel = op.selection["block"]
+    assert sel["candidates"] == ["retained-graph"] and "forward-over-reverse" in sel["failed"]
+    assert op.block_mode == sel["chosen"] == "retained-graph" and op.num_matvecs == 6
+    with pytest.raises(RuntimeError, match="randomness"):  # by name, the error is the user's to see
+        HessianOperator(obj, mode="forward-over-reverse") @ V
