@@ -616,14 +616,16 @@ class Sharpness:
 
         H = self.op()
         res = top_eigenvalues(H, k, seed=self.seed, tol=tol)
-        return Outcome(res.values.tolist(), H.num_matvecs, extra={"error_bounds": res.error_bounds.tolist()})
+        return Outcome(res.values.tolist(), H.num_matvecs,
+                       extra={"error_bounds": res.error_bounds.tolist(), "mode_selection": H.selection})
 
     def trace(self, num_matvecs: int, *, vmap_blocks: bool = False, deflated: bool = False) -> Outcome:
         from sharpness.linalg import deflated_trace, hutchpp_trace
 
         H = VmapBlockHessian(self.op()) if vmap_blocks else self.op()
         res = (deflated_trace if deflated else hutchpp_trace)(H, num_matvecs, seed=self.seed)
-        return Outcome([res.value], H.num_matvecs, stderr=res.stderr)
+        return Outcome([res.value], H.num_matvecs, stderr=res.stderr,
+                       extra={"mode_selection": getattr(H, "selection", None)})
 
     def density(self, steps: int) -> Outcome:
         from sharpness.linalg import spectral_density
@@ -927,6 +929,11 @@ class Bench:
             add("curvlinops", "HVP (jvp of jacrev)", lambda: A @ v)
         self._missing("hvp", ("pyhessian", "eigenthings", "curvlinops"), "HVP")
         entries = self._run("hvp", jobs, self.s.hvp_rounds, warm=True)
+        for H in (H1, Hs):  # what "auto" measured and chose, in the JSON beside the times
+            self.log(f"    auto: {H!r}")
+        for e in entries:
+            if e.library == "sharpness" and e.outcome is not None and "auto" in e.setting:
+                e.outcome.extra["mode_selection"] = Hs.selection
         # Every product is checked against one float64 product at the same point.
         try:
             from sharpness.hessian import HessianOperator

@@ -6,20 +6,42 @@ summed over chunks and divided by the total sample weight once, so the product i
 Three ways to compute it, all exact (Pearlmutter 1994):
 
 * ``"retained-graph"``: when the analysis set is one chunk, build the graph of ∇f once (``create_graph``) and
-  answer each product with one backward pass through it — the cheapest per product (1.5–2.2× a gradient in
-  benchmarks/README.md, one CPU thread, against 2.4–3.0× for a fresh double backward of the same batch), at the
-  memory of one gradient graph, which a single chunk needs anyway;
-* ``"reverse-over-reverse"``: a fresh double backward per chunk, for streamed chunks (the automatic choice:
-  measured faster on CPU than forward-over-reverse, and it needs no forward-mode AD rules);
-* ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, chunk by chunk, by name.
+  answer each product with one backward pass through it — the cheapest single product in every benchmark so
+  far (1.5–2.2× a gradient in benchmarks/README.md, one CPU thread, against 2.4–3.0× for a fresh double
+  backward of the same batch), at the memory of one gradient graph, which a single chunk needs anyway;
+* ``"reverse-over-reverse"``: a fresh double backward per chunk;
+* ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, chunk by chunk.
+
+``"auto"`` (the default) is a fixed rule, so an analysis reruns bit for bit: the retained graph for one chunk,
+a fresh double backward (reverse-over-reverse) for streamed chunks, singles and blocks alike. ``"fastest"``
+(opt-in) chooses by measurement instead, separately for single products and for blocks, because
+the fastest mode depends on the model (benchmarks/hvp_blocks.py: for (P, K) blocks over 4 chunks the
+convnet's forward-over-reverse costs 0.71× a gradient per column at K = 16 against reverse-over-reverse's
+1.43×, the MLP's the other way round, 1.56× against 1.22×). Single products: the first one per candidate
+mode (:data:`SINGLE_CANDIDATES`, in order) is computed by that candidate and timed — except that for one
+chunk a fresh double backward is the retained graph's build plus one backward through it, so its time is
+that sum, measured on the first retained product, and never costs a product of its own. Blocks: the first block
+calls are cut into contiguous pieces that go to the candidates (:data:`BLOCK_CANDIDATES`) in turn until each
+has :data:`MEASURE_ROUNDS` timings per column (two: a first one-column piece, which absorbs one-time setup
+such as torch.func's first vmapped call, then a piece as wide as the block allows, so a vmapped mode is timed
+near the width it will be used at; the minimum counts); the rest of the block goes to the winner. Wall clock; on CUDA
+with a synchronize before and after each timed piece — a handful of host syncs in all, none afterwards. The
+timed products are the answers asked for, not extra work. Every mode computes the same exact product, so the
+choice changes results only at float rounding — but it does change them between runs, as the clock decides,
+which is why it is not the default (tests/test_hessian.py checks all modes against each other and
+the dense Hessian in float64). :attr:`HessianOperator.selection` records the candidates, the best measured
+seconds per product (per column for blocks) and the choice; ``analyze`` copies it to
+``report.hessian["mode_selection"]``. Before measurement, :attr:`HessianOperator.mode` and
+:attr:`~HessianOperator.block_mode` hold the prior defaults (retained graph for one chunk, reverse-over-reverse for streamed chunks).
 
 Blocks: ``H @ V`` for V of shape (P, K) gives the K products exactly as K calls of ``H @ v`` would, up to
 float rounding, but streamed chunks pay their forward pass and gradient graph once per chunk for all K
 columns (reverse-over-reverse: K backward passes through one ``create_graph`` gradient; forward-over-reverse:
-one ``vmap`` over the K tangents), which is where a fresh product spends most of its time
-(benchmarks/hvp_blocks.py). The retained graph answers each column with its one backward pass already.
-Hutch++ and stochastic Lanczos quadrature call ``H @ V`` with blocks; Lanczos for extreme eigenvalues is
-one vector at a time.
+one ``vmap`` over the K tangents, in sub-blocks of at most :attr:`HessianOperator.max_vmap_columns`
+columns, since each column carries its own tangent activations), which is where a fresh product spends most
+of its time (benchmarks/hvp_blocks.py). The retained graph answers each column with its one backward pass.
+Hutchinson, Hutch++, the deflated trace's residual probes and stochastic Lanczos quadrature call ``H @ V``
+with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 
 An optional weight-decay term gives (H + λI) @ v.
 
@@ -30,13 +52,46 @@ takes: ``shape``, ``dtype``, ``device`` and ``H @ v`` for ``(P,)`` or ``(P, K)``
 
 from __future__ import annotations
 
+import time
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from .objective import Objective
 
-MODES = ("auto", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
+MODES = ("auto", "fastest", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
+
+#: Modes ``"fastest"`` times for single products, by (one chunk?). For one chunk the retained graph's first
+#: product is timed and a fresh double backward's time is taken as that graph's build plus that product
+#: (which is what it computes), so no product is spent on it.
+SINGLE_CANDIDATES = {True: ("retained-graph", "reverse-over-reverse"), False: ("reverse-over-reverse", "forward-over-reverse")}
+#: Modes ``"fastest"`` times for (P, K) blocks, by (one chunk?).
+BLOCK_CANDIDATES = {True: ("forward-over-reverse", "retained-graph"), False: ("reverse-over-reverse", "forward-over-reverse")}
+#: Default cap on the columns of one vmapped forward-over-reverse sub-block (each column holds a tangent copy
+#: of the chunk's activations); benchmarks/hvp_blocks.py measured K = 16 as past the knee on both problems.
+MAX_VMAP_COLUMNS = 16
+#: Timings per candidate before ``"fastest"`` chooses: singles once (each costs a whole product, and the slower
+#: candidate is usually much slower); blocks twice, on pieces of a block (the first vmapped call carries
+#: torch.func's one-time setup, which a second timing leaves out of the minimum).
+MEASURE_ROUNDS = {"single": 1, "block": 2}
+
+
+def vmap_columns_within_budget(objective: Objective) -> int:
+    """How many vmapped forward-over-reverse columns fit the objective's memory budget beside one chunk's graph.
+
+    Each column carries its own tangent copy of a chunk's activations, about one chunk's second-order graph
+    (``objective.chunk_policy["graph_bytes_per_sample"]`` × chunk size, safety factor included), and the
+    chunk's own graph is held too (the retained graph, or the primal of jvp-of-grad). So the cap is
+    ⌊budget / chunk graph⌋ − 1, at least 1; unbounded (a large int) when the objective did not measure its
+    graph (``chunk_size`` given, a streamed loader, the probe failed).
+    """
+    policy = getattr(objective, "chunk_policy", None) or {}
+    per_sample, budget = policy.get("graph_bytes_per_sample"), policy.get("memory_budget_bytes")
+    if not per_sample or not budget:
+        return 2**31
+    chunk_graph = per_sample * min(objective.chunk_size, objective.n_samples)
+    return max(1, int(budget // chunk_graph) - 1)
 
 
 class HessianOperator:
@@ -45,10 +100,19 @@ class HessianOperator:
     Args:
         objective: the loss over the analysis set, with the parameters that vary.
         weight_decay: λ ≥ 0; the operator is H + λI (the Hessian of f + λ/2‖θ‖²).
-        mode: ``"auto"`` (retained graph for a single chunk, double backward for streamed chunks), or a
-            method by name (module docstring).
+        mode: ``"auto"`` (the fixed rule of the module docstring: bit-identical reruns), ``"fastest"`` (chosen
+            by timing the candidates on the first products), or a method by name for singles and blocks.
+        max_vmap_columns: columns per vmapped forward-over-reverse sub-block (a memory cap; default 16), further
+            capped by :func:`vmap_columns_within_budget` when the objective measured its graph's size.
 
     Attributes:
+        mode: the method single products use (under ``"fastest"``: the ``"auto"`` rule's until measured).
+        block_mode: the method (P, K) blocks use (likewise).
+        selection: under ``"fastest"``, ``{"single": {...}, "block": {...}}``, each with the ``candidates``, the
+            ``samples`` (seconds per product, per column for blocks, of each timing), their minimum as
+            ``seconds``, and the ``chosen`` mode (``None`` until every candidate has its timings), plus
+            ``failed`` (mode → error line) for a candidate that could not run on the model and was dropped;
+            ``None`` otherwise.
         num_matvecs: Hessian-vector products computed so far (a column of a block counts as one).
 
     Example:
@@ -73,22 +137,38 @@ class HessianOperator:
         4
     """
 
-    def __init__(self, objective: Objective, *, weight_decay: float = 0.0, mode: str = "auto") -> None:
+    def __init__(self, objective: Objective, *, weight_decay: float = 0.0, mode: str = "auto",
+                 max_vmap_columns: int = MAX_VMAP_COLUMNS) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay}")
+        if isinstance(max_vmap_columns, bool) or not isinstance(max_vmap_columns, int) or max_vmap_columns < 1:
+            raise ValueError(f"max_vmap_columns must be an int >= 1, got {max_vmap_columns!r}")
         self.objective = objective
         self.weight_decay = float(weight_decay)
-        self.mode = mode
+        self.max_vmap_columns = min(max_vmap_columns, vmap_columns_within_budget(objective))
         self.num_matvecs = 0
         self._point = objective.unflatten(objective.theta)
         self._graph: tuple[list[Tensor], list[Tensor], list[int]] | None = None
-        if mode == "auto":
-            # benchmarks/results: a streamed double backward costs 4.1× a gradient, jvp-of-grad 5.3× (MLP,
-            # 85k parameters, 2 CPU cores); one chunk reuses its gradient graph (2.0×).
-            one_chunk = objective.chunk_size >= objective.n_samples
+        self._build_seconds: float | None = None  # under "fastest": how long the retained graph took to build
+        one_chunk = objective.chunk_size >= objective.n_samples
+        if mode in ("auto", "fastest"):
+            # The fixed rule (and "fastest"'s until measured): one chunk reuses its gradient graph; streamed
+            # chunks a fresh double backward (benchmarks/results: 4.1× a gradient against jvp-of-grad's 5.3× on the MLP).
             self.mode = "retained-graph" if one_chunk else "reverse-over-reverse"
+            self.block_mode = self.mode
+        if mode == "auto":
+            self.selection: dict[str, dict[str, Any]] | None = None
+        elif mode == "fastest":
+            self.selection = {
+                kind: {"candidates": list(c[one_chunk]), "seconds": {}, "samples": {m: [] for m in c[one_chunk]},
+                       "chosen": None}
+                for kind, c in (("single", SINGLE_CANDIDATES), ("block", BLOCK_CANDIDATES))
+            }
+        else:
+            self.mode = self.block_mode = mode
+            self.selection = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -119,29 +199,118 @@ class HessianOperator:
             out = out + self.weight_decay * v
         return out
 
+    def _clock(self, fn: Callable[[], Any]) -> tuple[Any, float]:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        return out, time.perf_counter() - start
+
+    def _timed(self, mode: str, compute: Callable[[str], Tensor]) -> tuple[Tensor, float]:
+        if mode == "retained-graph":
+            self._retained_graph_leaves()  # a one-time cost, not the per-product one being compared
+        return self._clock(lambda: compute(mode))
+
+    def _pending(self, kind: str) -> str | None:
+        """The candidate of ``kind`` to time next (fewest timings so far, in candidate order), or ``None``."""
+        if self.selection is None or self.selection[kind]["chosen"] is not None:
+            return None
+        sel = self.selection[kind]
+        return min(sel["candidates"], key=lambda m: len(sel["samples"][m]))
+
+    def _try(self, kind: str, mode: str, compute: Callable[[str], Tensor]) -> tuple[Tensor, float] | None:
+        """A timed candidate product, or ``None`` when the candidate cannot run on this model (e.g. ``vmap``
+        refuses a forward that draws random numbers): it is dropped, with the reason in ``selection``, and the
+        others stay. The last candidate's error propagates, as it would with the mode given by name."""
+        sel = self.selection[kind]
+        if len(sel["candidates"]) == 1:
+            return self._timed(mode, compute)
+        try:
+            return self._timed(mode, compute)
+        except RuntimeError as err:
+            sel["candidates"].remove(mode)
+            del sel["samples"][mode]
+            sel["seconds"].pop(mode, None)
+            sel.setdefault("failed", {})[mode] = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            self._settle(kind)
+            return None
+
+    def _record(self, kind: str, mode: str, seconds: float) -> None:
+        sel = self.selection[kind]
+        sel["samples"][mode].append(seconds)
+        sel["seconds"][mode] = min(sel["samples"][mode])
+        self._settle(kind)
+
+    def _settle(self, kind: str) -> None:
+        sel = self.selection[kind]
+        if all(len(t) >= MEASURE_ROUNDS[kind] for t in sel["samples"].values()):
+            sel["chosen"] = min(sel["candidates"], key=lambda m: sel["seconds"][m])
+            if kind == "single":
+                self.mode = sel["chosen"]
+            else:
+                self.block_mode = sel["chosen"]
+
     def _hvp_sum(self, v: Tensor) -> Tensor:
         """Σ_i w_i ∇²ℓ_i(θ) v over the local samples (not yet reduced or divided)."""
-        if self.mode == "retained-graph":
-            out = self._retained_graph(v)
-        elif self.mode == "forward-over-reverse":
-            out = self._forward_over_reverse(v)
-        else:
-            out = self._reverse_over_reverse(v)
+        out = None
+        while out is None and (mode := self._pending("single")) is not None:
+            timed = self._try("single", mode, lambda m: self._single(m, v))
+            if timed is None:
+                continue
+            out, seconds = timed
+            self._record("single", mode, seconds)
+            derived = "reverse-over-reverse"
+            if mode == "retained-graph" and self._build_seconds is not None and derived in self.selection["single"]["samples"]:
+                # One chunk: a fresh double backward is this graph's build plus one backward through it, so
+                # its time is measured without computing it (an extra product would cost more than it tells).
+                self._record("single", derived, self._build_seconds + seconds)
+        if out is None:
+            out = self._single(self.mode, v)
         self.num_matvecs += 1
         return out
+
+    def _single(self, mode: str, v: Tensor) -> Tensor:
+        if mode == "retained-graph":
+            return self._retained_graph(v)
+        if mode == "forward-over-reverse":
+            return self._forward_over_reverse(v)
+        return self._reverse_over_reverse(v)
 
     def _block_sum(self, V: Tensor) -> Tensor:
         """Σ_i w_i ∇²ℓ_i(θ) V for a (P, K) block, (P, K), with each chunk's forward pass and gradient graph
         built once for all K columns (module docstring, "Blocks")."""
         K = V.shape[1]
-        if self.mode == "retained-graph":
-            out = torch.stack([self._retained_graph(c) for c in V.unbind(dim=1)], dim=1)
-        elif self.mode == "forward-over-reverse":
-            out = self._forward_over_reverse_block(V)
-        else:
-            out = self._reverse_over_reverse_block(V)
+        pieces, start = [], 0
+        # Under "fastest", while timings are missing: contiguous pieces of the block go to the candidates in
+        # turn (each piece's time per column is one timing), the rest to the chosen mode.
+        while start < K and (mode := self._pending("block")) is not None:
+            sel = self.selection["block"]
+            missing = sum(max(0, MEASURE_ROUNDS["block"] - len(t)) for t in sel["samples"].values())
+            # a first timing on one column (it absorbs one-time setup), later ones as wide as the block allows
+            width = 1 if not sel["samples"][mode] else max(1, min(self.max_vmap_columns, (K - start) // missing))
+            timed = self._try("block", mode, lambda m: self._block(m, V[:, start : start + width]))
+            if timed is None:
+                continue
+            piece, seconds = timed
+            self._record("block", mode, seconds / width)
+            pieces.append(piece)
+            start += width
+        if start < K:
+            pieces.append(self._block(self.block_mode, V[:, start:]))
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
         self.num_matvecs += K
         return out
+
+    def _block(self, mode: str, V: Tensor) -> Tensor:
+        if mode == "retained-graph":
+            return torch.stack([self._retained_graph(c) for c in V.unbind(dim=1)], dim=1)
+        if mode == "forward-over-reverse":
+            step = self.max_vmap_columns
+            return torch.cat([self._forward_over_reverse_block(V[:, s : s + step]) for s in range(0, V.shape[1], step)], dim=1)
+        return self._reverse_over_reverse_block(V)
 
     def _reverse_over_reverse_block(self, V: Tensor) -> Tensor:
         obj = self.objective
@@ -185,18 +354,27 @@ class HessianOperator:
             total += obj.flatten(hv)
         return total
 
-    def _retained_graph(self, v: Tensor) -> Tensor:
+    def _retained_graph_leaves(self) -> tuple[list[Tensor], list[Tensor], list[int]]:
         obj = self.objective
         if self._graph is None:
             leaves = [t.detach().clone().requires_grad_(True) for t in self._point.values()]
-            with torch.enable_grad():
-                (chunk,) = obj.chunks()
-                loss = obj.chunk_loss_sum(dict(zip(obj.names, leaves)), *chunk)
-                grads = torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
+
+            def build() -> tuple[Tensor, ...]:
+                with torch.enable_grad():
+                    (chunk,) = obj.chunks()
+                    loss = obj.chunk_loss_sum(dict(zip(obj.names, leaves)), *chunk)
+                    return torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
+
+            grads, seconds = self._clock(build) if self.selection is not None else (build(), None)
+            self._build_seconds = seconds
             # A gradient entry that does not depend on θ has a zero Hessian row; only the others are kept.
             keep = [i for i, g in enumerate(grads) if g.requires_grad]
             self._graph = (leaves, [grads[i] for i in keep], keep)
-        leaves, grads, keep = self._graph
+        return self._graph
+
+    def _retained_graph(self, v: Tensor) -> Tensor:
+        obj = self.objective
+        leaves, grads, keep = self._retained_graph_leaves()
         if not grads:
             return torch.zeros_like(v)
         tangent = list(obj.unflatten(v).values())
@@ -218,7 +396,17 @@ class HessianOperator:
         return total
 
     def __repr__(self) -> str:
-        return f"HessianOperator(P={self.objective.numel}, dtype={self.dtype}, device={self.device}, mode={self.mode})"
+        text = f"HessianOperator(P={self.objective.numel}, dtype={self.dtype}, device={self.device}, mode={self.mode}"
+        if self.block_mode != self.mode:
+            text += f", block_mode={self.block_mode}"
+        if self.selection is not None:
+            timed = "; ".join(
+                f"{kind}: " + ", ".join(f"{m} {t * 1e3:.3g} ms" for m, t in sel["seconds"].items())
+                + ("" if sel["chosen"] else " (measuring)")
+                for kind, sel in self.selection.items() if sel["seconds"]
+            )
+            text += f", fastest [{timed or 'not yet measured'}]"
+        return text + ")"
 
 
 def dense_hessian(objective: Objective, *, weight_decay: float = 0.0, block_size: int = 64) -> Tensor:

@@ -27,7 +27,7 @@ from .errors import InputError
 from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
 from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
 from .hashing import tensor_sha256
-from .hessian import HessianOperator
+from .hessian import MODES as HVP_MODES, HessianOperator
 from .linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .batches import DATA_POLICIES, combine_digests, sample_digests
@@ -55,6 +55,7 @@ class AnalysisConfig:
     loss: str = "auto"
     bn_mode: str = "eval"
     weight_decay: float = 0.0
+    hvp_mode: str = "auto"
     top_k: int = 1
     bottom_k: int = 1
     tol: float = 1e-4
@@ -104,6 +105,8 @@ class AnalysisConfig:
             raise InputError(f"samples must be a positive integer, got {self.samples}")
         if self.top_k < 0 or self.bottom_k < 0:
             raise InputError(f"top_k and bottom_k must be ≥ 0, got {self.top_k} and {self.bottom_k}")
+        if self.hvp_mode not in HVP_MODES:
+            raise InputError(f"hvp_mode must be one of {', '.join(HVP_MODES)}, got {self.hvp_mode!r}")
         if self.trace_method not in TRACE_METHODS:
             raise InputError(f"trace_method must be one of {', '.join(TRACE_METHODS)}, got {self.trace_method!r}")
         if self.trace and self.trace_probes < 3:
@@ -185,11 +188,11 @@ class _Clock:
         return out
 
 
-def _trace(op: Any, cfg: AnalysisConfig, seed: int) -> Any:
+def _trace(op: Any, cfg: AnalysisConfig, seed: int, lanczos: Any = None) -> Any:
     if cfg.trace_method == "hutch++":
         return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
-    if cfg.trace_method == "lanczos-deflated":
-        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
+    if cfg.trace_method == "lanczos-deflated":  # extends the eigenvalue run's basis when there is one
+        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed, lanczos=lanczos)
     return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed)
 
 
@@ -307,35 +310,42 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     evaluation = clock.time("loss", objective.evaluate, f"loss on {analysis_set['n_samples']} samples")
     if not math.isfinite(evaluation.loss):
         raise InputError(f"expected a finite loss at the checkpoint, got {evaluation.loss}")
-    H = HessianOperator(objective, weight_decay=cfg.weight_decay)
+    H = HessianOperator(objective, weight_decay=cfg.weight_decay, mode=cfg.hvp_mode)
     hessian: dict[str, Any] = {"num_params": objective.numel, "mode": None}
 
+    reuse = cfg.trace and cfg.trace_method == "lanczos-deflated"
+    lanczos = None
     if cfg.top_k or cfg.bottom_k:
         before = H.num_matvecs
         top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
             H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
-            scale_floor=cfg.scale_floor,
+            scale_floor=cfg.scale_floor, keep_lanczos=reuse,
         ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
            f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
         hessian["top"] = eigen_dict(top) if cfg.top_k else None
         hessian["bottom"] = eigen_dict(bottom) if cfg.bottom_k else None
         hessian["eigen_num_matvecs"] = H.num_matvecs - before
+        lanczos = top.lanczos if reuse else None
+        del top, bottom
     if cfg.trace:
-        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1),
+        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1, lanczos),
                               f"trace ({cfg.trace_method}, {cfg.trace_probes} matvecs)")
-        hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method}
+        hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method,
+                            **({"reused_eigen_steps": lanczos is not None} if reuse else {})}
+        lanczos = None  # release the basis
     if cfg.density:
         dens = clock.time("density", lambda: spectral_density(
             H, num_steps=min(cfg.density_steps, objective.numel), num_runs=cfg.density_runs, seed=cfg.seed + 2,
         ), f"spectral density ({cfg.density_runs} runs × {cfg.density_steps} steps)")
         hessian["density"] = jsonable(dens)
     hessian["mode"] = H.mode
+    hessian["mode_selection"] = H.selection  # fastest: candidates, seconds per product (per column), choice
 
     per_layer = None
     if cfg.per_layer:
         per_layer = []
         for group, names in _parameter_groups(objective.names).items():
-            sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay)
+            sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay, mode=cfg.hvp_mode)
             entry: dict[str, Any] = {"name": group, "params": names, "num_params": sub.shape[0]}
             (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed,
                                                                                scale_floor=cfg.scale_floor),

@@ -99,6 +99,78 @@ def test_auto_mode_picks_retained_graph_for_one_chunk(mlp):
     assert op.mode == "reverse-over-reverse"
 
 
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_auto_is_a_fixed_rule_so_reruns_are_bit_identical(mlp, chunk_size):
+    # "auto" never consults the clock: the retained graph for one chunk, a fresh double backward when streamed,
+    # for singles and blocks; two operators give the same bits (float32, where mode changes would show).
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=chunk_size, dtype=torch.float32)
+    expected = "retained-graph" if chunk_size is None else "reverse-over-reverse"
+    g = torch.Generator().manual_seed(2)
+    v, V = torch.randn(obj.numel, generator=g), torch.randn(obj.numel, 5, generator=g)
+    a, b = HessianOperator(obj), HessianOperator(obj)
+    assert torch.equal(a @ v, b @ v) and torch.equal(a @ V, b @ V)
+    assert a.mode == a.block_mode == expected and a.selection is None
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_fastest_measures_every_candidate_and_records_the_choice(mlp, chunk_size):
+    # "fastest" times each candidate mode once on the first products (their answers are the products asked
+    # for), then keeps the fastest: every answer, measured or not, equals the dense Hessian's product to
+    # float64 rounding, whichever mode the clock picked; the choice and the times are recorded.
+    from sharpness.hessian import BLOCK_CANDIDATES, SINGLE_CANDIDATES
+
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=chunk_size)
+    one_chunk = chunk_size is None
+    dense = dense_hessian(obj)
+    op = HessianOperator(obj, mode="fastest")
+    g = torch.Generator().manual_seed(5)
+    singles, blocks = SINGLE_CANDIDATES[one_chunk], BLOCK_CANDIDATES[one_chunk]
+    assert op.selection["single"]["chosen"] is None and "not yet measured" in repr(op)
+    # one chunk: the first retained product also gives the fresh double backward's time (graph build + that
+    # product); streamed: each candidate computes one product
+    products = 1 if one_chunk else len(singles)
+    for i in range(products + 1):
+        v = torch.randn(obj.numel, dtype=torch.float64, generator=g)
+        torch.testing.assert_close(op @ v, dense @ v, rtol=1e-10, atol=1e-12)
+        assert len(op.selection["single"]["seconds"]) == (2 if one_chunk else min(i + 1, len(singles)))
+    # blocks: a 3-column block gives the candidates one column each (3 timings of the 4 needed), the next
+    # block one more piece to the last candidate short of two timings, and the rest to the winner
+    for K, timed in ((3, 3), (6, 4), (5, 4)):
+        V = torch.randn(obj.numel, K, dtype=torch.float64, generator=g)
+        torch.testing.assert_close(op @ V, dense @ V, rtol=1e-10, atol=1e-12)
+        assert sum(map(len, op.selection["block"]["samples"].values())) == timed
+    for kind, cands, chosen, rounds in (("single", singles, op.mode, 1), ("block", blocks, op.block_mode, 2)):
+        sel = op.selection[kind]
+        assert sel["candidates"] == list(cands) and set(sel["seconds"]) == set(cands)
+        assert all(len(sel["samples"][m]) == rounds and sel["seconds"][m] == min(sel["samples"][m]) > 0 for m in cands)
+        assert sel["chosen"] == chosen == min(cands, key=sel["seconds"].get)
+        assert chosen in repr(op)
+    assert op.num_matvecs == products + 1 + 3 + 6 + 5
+    if one_chunk:
+        sel = op.selection["single"]
+        assert sel["seconds"]["reverse-over-reverse"] > sel["seconds"]["retained-graph"] and op.mode == "retained-graph"
+    assert HessianOperator(obj, mode="reverse-over-reverse").selection is None
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_every_mode_gives_the_same_block_to_float64_rounding(mlp, chunk_size):
+    # What "auto" may switch between must agree to rounding, singles and blocks (vmapped sub-blocks too).
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=chunk_size)
+    V = torch.randn(obj.numel, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    modes = ["forward-over-reverse", "reverse-over-reverse"] + (["retained-graph"] if chunk_size is None else [])
+    outs = [HessianOperator(obj, mode=m, max_vmap_columns=3) @ V for m in modes]
+    outs += [HessianOperator(obj, mode=m) @ V[:, 2] for m in modes]
+    for o in outs[1 : len(modes)]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-12, atol=1e-13)
+    for o in outs[len(modes):]:
+        torch.testing.assert_close(o, outs[0][:, 2], rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match="max_vmap_columns"):
+        HessianOperator(obj, max_vmap_columns=0)
+
+
 def test_retained_graph_with_gradient_independent_of_a_parameter():
     # `shift` enters only as 0·shift: its gradient is a constant with no graph, its Hessian row is zero,
     # and the retained-graph path must still answer (not raise on the graph-less entry).
@@ -183,3 +255,48 @@ def test_streamed_block_with_a_parameter_whose_hessian_row_is_zero():
     V = torch.randn(obj.numel, 3, generator=g, dtype=torch.float64)
     for mode in ("reverse-over-reverse", "forward-over-reverse"):
         torch.testing.assert_close(HessianOperator(obj, mode=mode) @ V, dense_hessian(obj) @ V, rtol=1e-12, atol=1e-13)
+
+
+def test_vmapped_block_width_stays_within_the_objectives_memory_budget(mlp):
+    # The objective measured its graph (no chunk_size given, > 32 samples): K tangent copies of one chunk's
+    # activations must fit beside that chunk's graph, so a budget of ~2.5 chunk graphs allows 1 column, a roomy
+    # one the default 16; products agree either way.
+    from sharpness.hessian import MAX_VMAP_COLUMNS, vmap_columns_within_budget
+
+    x, y = make_classification(n=80)
+    roomy = Objective(mlp, x, y)
+    per_sample = roomy.chunk_policy["graph_bytes_per_sample"]
+    tight = Objective(mlp, x, y, memory=int(per_sample * 80 * 2.5))
+    assert tight.chunk_size == 80 and vmap_columns_within_budget(tight) == 1
+    assert HessianOperator(tight).max_vmap_columns == 1 and HessianOperator(roomy).max_vmap_columns == MAX_VMAP_COLUMNS
+    assert vmap_columns_within_budget(Objective(mlp, x, y, chunk_size=80)) >= MAX_VMAP_COLUMNS
+    V = torch.randn(roomy.numel, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(HessianOperator(tight, mode="forward-over-reverse") @ V,
+                               HessianOperator(roomy, mode="retained-graph") @ V, rtol=1e-12, atol=1e-13)
+
+
+class DrawsInForward(nn.Module):
+    """A forward that draws a random number (0 × it): vmap refuses it, a plain backward does not."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.lin(x) + 0 * torch.rand(())
+
+
+def test_fastest_drops_a_candidate_that_cannot_run_on_the_model():
+    torch.manual_seed(0)
+    x, y = make_classification()
+    obj = Objective(DrawsInForward().double(), x, y)
+    op = HessianOperator(obj, mode="fastest")
+    V = torch.randn(obj.numel, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    # dense_hessian vmaps too; the reference is a fresh double backward per column
+    ref = torch.stack([HessianOperator(obj, mode="reverse-over-reverse") @ c for c in V.unbind(1)], dim=1)
+    torch.testing.assert_close(op @ V, ref, rtol=1e-12, atol=1e-13)
+    sel = op.selection["block"]
+    assert sel["candidates"] == ["retained-graph"] and "forward-over-reverse" in sel["failed"]
+    assert op.block_mode == sel["chosen"] == "retained-graph" and op.num_matvecs == 6
+    with pytest.raises(RuntimeError, match="randomness"):  # by name, the error is the user's to see
+        HessianOperator(obj, mode="forward-over-reverse") @ V

@@ -201,3 +201,37 @@ def test_deflated_trace_validation():
         deflated_trace(A, 10, deflation_steps=0)
     with pytest.raises(ValueError, match="must be >= 2 residual probes"):
         deflated_trace(A, 10, deflation_steps=9)
+
+
+def test_deflated_trace_extends_the_eigenvalue_run_it_is_given():
+    # The eigenvalue run's basis is continued, not rebuilt: with the top-5 run's L steps reused, only s − L
+    # new Lanczos products and the m − s probes are paid. Exact once Q spans R^P; unbiased otherwise.
+    from sharpness.linalg import extreme_eigenvalues
+
+    A = CountingOperator(with_spectrum(1.0 / np.arange(1, 101) ** 1.5, 7))
+    truth = torch.trace(A.M).item()
+    top, _ = extreme_eigenvalues(A, top_k=5, tol=1e-6, seed=0, keep_lanczos=True)
+    L = top.num_steps
+    assert top.lanczos is not None and top.lanczos.length() == L
+    assert extreme_eigenvalues(A, top_k=1, seed=0)[0].lanczos is None  # not kept unless asked
+    before = A.num_matvecs
+    est = deflated_trace(A, 60, seed=11, lanczos=top.lanczos)
+    assert L < 40 and est.num_matvecs == A.num_matvecs - before == (40 - L) + 20 and est.num_probes == 20
+    Q = top.lanczos.basis()
+    torch.testing.assert_close(Q.T @ Q, torch.eye(40, dtype=DT), atol=1e-12, rtol=0)
+    # ... and the estimate is as good as a fresh run's, unbiased over seeds (each seed its own eigen run)
+    errs, fresh = [], []
+    for s in range(40):
+        t, _ = extreme_eigenvalues(A.M, top_k=1, tol=1e-3, seed=100 + s, keep_lanczos=True)
+        errs.append(deflated_trace(A.M, 60, seed=s, lanczos=t.lanczos).value - truth)
+        fresh.append(deflated_trace(A.M, 60, seed=s).value - truth)
+    assert abs(np.mean(errs)) <= 4 * np.std(errs, ddof=1) / np.sqrt(len(errs))
+    rms, rms_fresh = np.sqrt(np.mean(np.square(errs))), np.sqrt(np.mean(np.square(fresh)))
+    assert 0.6 < rms / rms_fresh < 1.6, (rms, rms_fresh)
+    # s ≥ P: exact
+    M = random_symmetric(12, 5)
+    t, _ = extreme_eigenvalues(M, top_k=1, seed=0, keep_lanczos=True)
+    full = deflated_trace(M, 20, deflation_steps=50, seed=1, lanczos=t.lanczos)
+    assert full.value == pytest.approx(torch.trace(M).item(), abs=1e-10) and full.stderr == 0.0
+    with pytest.raises(ValueError, match="same operator"):
+        deflated_trace(A, 60, seed=1, lanczos=extreme_eigenvalues(A.M, seed=0, keep_lanczos=True)[0].lanczos)

@@ -142,6 +142,11 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the Hessian trace.")
 @click.option("--trace-probes", type=click.IntRange(min=3), default=99, show_default=True,
               help="Hessian-vector products spent on the trace.")
+@click.option("--hvp-mode", type=click.Choice(["auto", "fastest", "retained-graph", "reverse-over-reverse",
+                                               "forward-over-reverse"]), default="auto", show_default=True,
+              help="How Hessian-vector products are computed. auto: a fixed rule (retained graph for one chunk, a "
+                   "fresh double backward per streamed chunk), bit-identical reruns; fastest: time the modes on the "
+                   "first products and keep the fastest (reruns then agree only to float rounding).")
 @click.option("--trace-method", type=click.Choice(["hutch++", "hutchinson", "lanczos-deflated"]), default="hutch++",
               show_default=True, help="lanczos-deflated: ⅔ of the products build a Lanczos basis Q whose tr(QᵀHQ) is "
                                       "exact, the rest probe the remainder (lower variance than Hutch++ at equal cost).")

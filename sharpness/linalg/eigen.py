@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,9 @@ class EigenResult:
         tolerance_scale: c·Λ, the absolute scale below which a value was judged against c·Λ instead of
             |θ| (converged when its absolute error estimate ≤ tol·max(|θ|, c·Λ); module docstring).
         scale_floor: c, as requested (0: every value held to tol relative to itself).
+        lanczos: the run's :class:`~sharpness.linalg.lanczos.LanczosProcess` (its orthonormal basis and
+            tridiagonal T) when ``keep_lanczos=True`` was asked, e.g. for :func:`~sharpness.linalg.deflated_trace`
+            to continue instead of building its own; ``None`` otherwise (it holds a P × steps basis).
     """
 
     values: np.ndarray
@@ -152,6 +155,7 @@ class EigenResult:
     error_bounds: np.ndarray
     tolerance_scale: float = 0.0
     scale_floor: float = 0.0
+    lanczos: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """Plain-Python view for JSON reports (vectors left out)."""
@@ -239,6 +243,7 @@ def _run(
     criterion: str,
     stacklevel: int,
     scale_floor: float = SCALE_FLOOR,
+    keep_lanczos: bool = False,
 ) -> tuple[EigenResult, EigenResult]:
     P = operator_size(A)
     top_k = _check_count("top_k", top_k, P, 0)
@@ -374,6 +379,7 @@ def _run(
             error_bounds=err[idx] / denom,
             tolerance_scale=scale_floor * float(np.abs(theta).max()),
             scale_floor=float(scale_floor),
+            lanczos=proc if keep_lanczos else None,
         )
 
     top_res, bottom_res = make(top), make(bottom)
@@ -406,6 +412,7 @@ def extreme_eigenvalues(
     check_every: int = 1,
     criterion: str = "gap",
     scale_floor: float = SCALE_FLOOR,
+    keep_lanczos: bool = False,
 ) -> tuple[EigenResult, EigenResult]:
     """The ``top_k`` largest and ``bottom_k`` smallest (algebraic) eigenvalues from one Lanczos run.
 
@@ -425,6 +432,8 @@ def extreme_eigenvalues(
         criterion: ``"gap"`` (default; error estimate min(r, r²/gap)) or ``"residual"`` (error ≤ r).
         scale_floor: c in [0, 1]: a value is held to tol·max(|θ|, c·Λ), Λ the spectral scale (default
             10⁻²; 0 = purely relative, the rule before 2026-12-02).
+        keep_lanczos: also return the Lanczos run (its basis) as ``EigenResult.lanczos``, for a
+            :func:`~sharpness.linalg.deflated_trace` of the same operator to extend.
 
     Returns:
         ``(top, bottom)``: two :class:`EigenResult` (an empty one for a side with k = 0). Both report the
@@ -436,49 +445,38 @@ def extreme_eigenvalues(
         >>> round(float(top.values[0]), 6), round(float(bottom.values[0]), 6)
         (2.0, -3.0)
     """
-    return _run(A, top_k, bottom_k, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3, scale_floor)
+    return _run(A, top_k, bottom_k, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3, scale_floor,
+                keep_lanczos)
 
 
-def top_eigenvalues(
-    A: Any,
-    k: int = 1,
-    *,
-    tol: float = 1e-4,
-    max_steps: int | None = None,
-    seed: Seed = None,
-    v0: Tensor | None = None,
-    return_vectors: bool = False,
-    check_every: int = 1,
-    criterion: str = "gap",
-    scale_floor: float = SCALE_FLOOR,
-) -> EigenResult:
+def _one_end(A: Any, k: int, side: int, **kwargs: Any) -> EigenResult:
+    """One end of the spectrum (``side`` 0: top, 1: bottom) from one run, for the two wrappers below."""
+    opts = {"tol": 1e-4, "max_steps": None, "seed": None, "v0": None, "return_vectors": False, "check_every": 1,
+            "criterion": "gap", "scale_floor": SCALE_FLOOR}
+    unknown = sorted(set(kwargs) - set(opts))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; expected some of {', '.join(opts)}")
+    opts.update(kwargs)
+    _check_count("k", k, operator_size(A), 1)
+    counts = (k, 0) if side == 0 else (0, k)
+    return _run(A, *counts, opts["tol"], opts["max_steps"], opts["seed"], opts["v0"], opts["return_vectors"],
+                opts["check_every"], opts["criterion"], 4, opts["scale_floor"])[side]
+
+
+def top_eigenvalues(A: Any, k: int = 1, **kwargs: Any) -> EigenResult:
     """The k largest (algebraic) eigenvalues, descending; λ_max is ``values[0]``.
 
-    See :func:`extreme_eigenvalues` for the arguments and the stopping rule; ``k`` must be in [1, P].
+    Keyword arguments as for :func:`extreme_eigenvalues` (``tol``, ``max_steps``, ``seed``, ``v0``,
+    ``return_vectors``, ``check_every``, ``criterion``, ``scale_floor``), and its stopping rule; ``k`` must be
+    in [1, P].
     """
-    P = operator_size(A)
-    _check_count("k", k, P, 1)
-    return _run(A, k, 0, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3, scale_floor)[0]
+    return _one_end(A, k, 0, **kwargs)
 
 
-def bottom_eigenvalues(
-    A: Any,
-    k: int = 1,
-    *,
-    tol: float = 1e-4,
-    max_steps: int | None = None,
-    seed: Seed = None,
-    v0: Tensor | None = None,
-    return_vectors: bool = False,
-    check_every: int = 1,
-    criterion: str = "gap",
-    scale_floor: float = SCALE_FLOOR,
-) -> EigenResult:
+def bottom_eigenvalues(A: Any, k: int = 1, **kwargs: Any) -> EigenResult:
     """The k smallest (algebraic) eigenvalues, ascending; λ_min is ``values[0]``.
 
-    See :func:`extreme_eigenvalues` for the arguments and the stopping rule; ``k`` must be in [1, P].
+    Keyword arguments and stopping rule as for :func:`top_eigenvalues`; ``k`` must be in [1, P].
     Small-magnitude eigenvalues inside a Hessian's bulk converge slowly; expect more matvecs than for λ_max.
     """
-    P = operator_size(A)
-    _check_count("k", k, P, 1)
-    return _run(A, 0, k, tol, max_steps, seed, v0, return_vectors, check_every, criterion, 3, scale_floor)[1]
+    return _one_end(A, k, 1, **kwargs)

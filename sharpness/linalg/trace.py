@@ -113,6 +113,18 @@ def _check_distribution(distribution: str) -> None:
         raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
 
 
+def _setup(A: Any, name: str, count: int, minimum: int, why: str, distribution: str, block_size: int | None,
+           block_count: Any) -> tuple[int, int]:
+    """Checks shared by the estimators: P, ``count`` ≥ ``minimum``, the distribution; returns P and the block
+    size (at most ``block_count(count)`` columns, Z and A @ Z within the memory budget)."""
+    P = operator_size(A)
+    if isinstance(count, bool) or not isinstance(count, int) or count < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum} ({why}), got {count!r}")
+    _check_distribution(distribution)
+    itemsize = torch.empty((), dtype=A.dtype).element_size()
+    return P, check_block_size(block_size, block_count(count), 2 * P * itemsize)
+
+
 def _quadratic_forms(
     A: Any,
     n: int,
@@ -158,12 +170,8 @@ def hutchinson_trace(
         >>> hutchinson_trace(A, 10, seed=0).value   # Rademacher probes are exact on a diagonal
         10.0
     """
-    P = operator_size(A)
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 2:
-        raise ValueError(f"num_probes must be an int >= 2 (a standard error needs two), got {num_probes!r}")
-    _check_distribution(distribution)
-    itemsize = torch.empty((), dtype=A.dtype).element_size()
-    block = check_block_size(block_size, num_probes, 2 * P * itemsize)  # Z and A @ Z
+    P, block = _setup(A, "num_probes", num_probes, 2, "a standard error needs two", distribution, block_size,
+                      lambda m: m)
     generator = make_generator(seed, A.device)
     samples = _quadratic_forms(A, num_probes, block, generator, distribution)
     value, stderr = _mean_stderr(samples)
@@ -194,14 +202,10 @@ def hutchpp_trace(
         :class:`TraceEstimate`; ``stderr`` comes from the residual Hutchinson part (sample std / √probes) and
         ``num_probes`` counts those probes.
     """
-    P = operator_size(A)
-    if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, int) or num_matvecs < 6:
-        raise ValueError(f"num_matvecs must be an int >= 6 (sketch of >= 2 and >= 2 probes), got {num_matvecs!r}")
-    _check_distribution(distribution)
+    P, block = _setup(A, "num_matvecs", num_matvecs, 6, "sketch of >= 2 and >= 2 probes", distribution, block_size,
+                      lambda m: max(m // 3, m - 2 * (m // 3)))
     k = num_matvecs // 3
     num_probes = num_matvecs - 2 * k
-    itemsize = torch.empty((), dtype=A.dtype).element_size()
-    block = check_block_size(block_size, max(k, num_probes), 2 * P * itemsize)
     generator = make_generator(seed, A.device)
 
     sketch = []
@@ -228,6 +232,7 @@ def deflated_trace(
     seed: Seed = None,
     distribution: str = "rademacher",
     block_size: int | None = None,
+    lanczos: LanczosProcess | None = None,
 ) -> TraceEstimate:
     """Lanczos-deflated Hutchinson estimate of tr(A) with a budget of ``num_matvecs`` products (module docstring).
 
@@ -243,10 +248,16 @@ def deflated_trace(
         seed: int, ``torch.Generator`` or ``None``.
         distribution: of the residual probes, ``"rademacher"`` (default) or ``"gaussian"``.
         block_size: residual probes per block product; default as for :func:`hutchinson_trace`.
+        lanczos: a Lanczos run of the same A already made, e.g. ``extreme_eigenvalues(A, ...,
+            keep_lanczos=True)[0].lanczos``: it is extended to s steps (or used whole, if longer) instead of
+            starting a new one, so its products are not paid twice. Its start must not depend on this call's
+            probes (it never does: they are drawn here, from ``seed``), which is all the unbiasedness needs.
+            The process is advanced in place.
 
     Returns:
         :class:`TraceEstimate` with method ``"lanczos-deflated-<distribution>"``; ``stderr`` from the residual
-        probes, ``num_probes`` their count.
+        probes, ``num_probes`` their count; ``num_matvecs`` the products this call made (a reused run's
+        earlier steps not included).
 
     Example:
         >>> A = torch.diag(torch.arange(1.0, 9.0, dtype=torch.float64))
@@ -267,8 +278,15 @@ def deflated_trace(
         raise ValueError(f"num_matvecs − deflation_steps must be >= 2 residual probes (a standard error needs two), "
                          f"got {num_matvecs} − {s}")
     generator = make_generator(seed, A.device)
-    proc = LanczosProcess(A, random_block((P,), generator, dtype=A.dtype, device=A.device, distribution="gaussian"),
-                          max_steps=s)
+    if lanczos is None:
+        proc = LanczosProcess(A, random_block((P,), generator, dtype=A.dtype, device=A.device, distribution="gaussian"),
+                              max_steps=s)
+    else:
+        if lanczos.A is not A or lanczos.R != 1:
+            raise ValueError("lanczos must be a single Lanczos run of this same operator A")
+        proc = lanczos
+        proc.max_steps = max(proc.max_steps, s)
+    done_before = proc.num_matvecs
     while proc.length() < s:
         if proc.active():
             proc.step()
@@ -277,9 +295,10 @@ def deflated_trace(
     Q = proc.basis()
     exact = float(proc.alphas().sum())  # tr(QᵀAQ) = tr(T) under full reorthogonalization (T block diagonal)
     if Q.shape[1] >= P:
-        return TraceEstimate(exact, 0.0, 0, proc.num_matvecs, f"lanczos-deflated-{distribution}")
+        return TraceEstimate(exact, 0.0, 0, proc.num_matvecs - done_before, f"lanczos-deflated-{distribution}")
     itemsize = torch.empty((), dtype=A.dtype).element_size()
     block = check_block_size(block_size, probes, 2 * P * itemsize)
     samples = _quadratic_forms(A, probes, block, generator, distribution, project=Q)
     rest, stderr = _mean_stderr(samples)
-    return TraceEstimate(exact + rest, stderr, probes, proc.num_matvecs + probes, f"lanczos-deflated-{distribution}")
+    return TraceEstimate(exact + rest, stderr, probes, proc.num_matvecs - done_before + probes,
+                         f"lanczos-deflated-{distribution}")
