@@ -4,8 +4,9 @@ The operator contract is deliberately tiny: ``A.shape == (P, P)``, ``A.dtype`` (
 and ``A @ v`` for ``v`` of shape ``(P,)`` or ``(P, K)``. A dense :class:`torch.Tensor` satisfies it, and so does
 :class:`sharpness.hessian.HessianOperator`. ``A`` is assumed symmetric; nothing here can afford to check that.
 
-Randomness enters only through a ``seed`` (an ``int``, a :class:`torch.Generator`, or ``None`` for fresh
-entropy); library code never touches the global RNG.
+Randomness enters only through a ``seed`` (an ``int``, 0 by default as everywhere in the public API, so a call
+repeats its numbers; a :class:`torch.Generator`; or ``None`` for fresh entropy, an explicit choice); library code
+never touches the global RNG.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def spectral_density(
     *,
     num_steps: int = 80,
     num_runs: int = 10,
-    seed: Seed = None,
+    seed: Seed = 0,
     grid_size: int = 1000,
     sigma: float | None = None,
     grid: np.ndarray | None = None,

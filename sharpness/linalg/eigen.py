@@ -406,7 +406,7 @@ def extreme_eigenvalues(
     bottom_k: int = 0,
     tol: float = 1e-4,
     max_steps: int | None = None,
-    seed: Seed = None,
+    seed: Seed = 0,
     v0: Tensor | None = None,
     return_vectors: bool = False,
     check_every: int = 1,

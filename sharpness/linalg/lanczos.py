@@ -304,7 +304,7 @@ def lanczos(
     num_steps: int,
     *,
     v0: Tensor | None = None,
-    seed: Seed = None,
+    seed: Seed = 0,
     return_basis: bool = False,
 ) -> LanczosResult:
     """Run ``num_steps`` steps of Lanczos with full reorthogonalization (stopping early at breakdown).

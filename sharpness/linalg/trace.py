@@ -149,7 +149,7 @@ def hutchinson_trace(
     A: Any,
     num_probes: int = 100,
     *,
-    seed: Seed = None,
+    seed: Seed = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
 ) -> TraceEstimate:
@@ -182,7 +182,7 @@ def hutchpp_trace(
     A: Any,
     num_matvecs: int = 102,
     *,
-    seed: Seed = None,
+    seed: Seed = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
 ) -> TraceEstimate:
@@ -229,7 +229,7 @@ def deflated_trace(
     num_matvecs: int = 99,
     *,
     deflation_steps: int | None = None,
-    seed: Seed = None,
+    seed: Seed = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
     lanczos: LanczosProcess | None = None,
