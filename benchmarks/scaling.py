@@ -81,8 +81,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax[1].set_xlabel("N (samples)")
     ax[1].set_ylabel("peak ΔRSS (MB)")
     ax[1].set_ylim(bottom=0)
-    for r in rows:
-        ax[1].annotate(f"chunk {r['chunk_size']}", (r["n"], r["peak_rss_mb"]), fontsize=7)
+    for r in rows:  # below each point, so neighbouring labels at the right edge do not overlap
+        ax[1].annotate(f"chunk\n{r['chunk_size']:,}", (r["n"], r["peak_rss_mb"]), xytext=(0, -8),
+                       textcoords="offset points", ha="center", va="top", fontsize=7)
     for a_ in ax:
         a_.set_xticks(ns, [f"{n:,}" for n in ns], fontsize=7)
         a_.minorticks_off()
