@@ -62,17 +62,6 @@ def _chunk_sums(
     return loss, hits.sum() if w is None else (hits * w).sum()
 
 
-def _fast_cross_entropy(objective: Objective) -> bool:
-    """Whether the max-trick cross-entropy applies: class labels all in range (no ignore_index) of in-memory
-    tensors. Decided once per objective (its targets are fixed), so evaluating many blocks costs one host sync."""
-    cached = objective.__dict__.get("_fast_cross_entropy")
-    if cached is None:
-        cached = (objective.loss_kind == "cross-entropy" and objective.inputs is not None
-                  and objective.per_sample_path and bool((objective.targets >= 0).all()))
-        objective.__dict__["_fast_cross_entropy"] = cached
-    return cached
-
-
 class _Evaluator:
     """Loss and accuracy of an objective at a block of points given as stacked parameter dicts ``(B, ...)``.
 
@@ -85,7 +74,9 @@ class _Evaluator:
         self.objective = objective
         self.batched = batched
         # class labels in range (no ignore_index) allow the fast cross-entropy
-        self.fast = _fast_cross_entropy(objective)
+        # The max-trick cross-entropy needs class labels all in range: the per-sample path has no ignored labels,
+        # and its construction already refused any label outside [0, classes) — no check (or host sync) here.
+        self.fast = objective.loss_kind == "cross-entropy" and objective.inputs is not None and objective.per_sample_path
         self._vmapped = torch.func.vmap(lambda p, batch, w: _chunk_sums(objective, p, batch, w, self.fast), in_dims=(0, None, None))
 
     def __call__(self, stacked: dict[str, Tensor], count: int, *, reference: bool = False) -> tuple[Tensor, Tensor | None]:
