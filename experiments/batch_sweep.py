@@ -135,7 +135,7 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
                     log_axis(ax)
         axes[0, 0].legend(title="learning rate", loc="lower left")
         n = len(saved["seeds"])
-        fig.suptitle(f"Batch-size sweep on MNIST-1D (mean ± std, {n} seed{'s' * (n > 1)}; hollow: loss target not "
+        fig.suptitle(f"Batch-size sweep on MNIST-1D (mean ± std, {plural(n, 'seed')}; hollow: loss target not "
                      f"reached in {plural(s['max_epochs'], 'epoch')}; missing: diverged)", fontsize=10)
         return save_and_close(fig, figures / "batch_sweep")
 

@@ -37,7 +37,8 @@ from sharpness import load_checkpoint, load_dataset  # noqa: E402
 from sharpness.plots import use_style  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
     RAN_OUT_NOTE,
-    batch_size_axis, log_axis, markdown_table, mean_std, pm, ran_out_mark, save_and_close, script_main, train_config,
+    batch_size_axis, log_axis, markdown_table, mean_std, plural, pm, ran_out_mark, save_and_close, script_main,
+    train_config,
 )
 from sharpness.throughput import fraction_batch_sizes, measure_throughput, time_to_target  # noqa: E402
 
@@ -234,7 +235,7 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
         ax_t.legend(loc="lower left", fontsize=7)
         ax_a.legend(fontsize=7, loc="upper right")
         n = len(saved["seeds"])
-        fig.suptitle(f"Is the biggest batch the best? MNIST-1D, mean ± std over {n} seed{'s' * (n > 1)}; "
+        fig.suptitle(f"Is the biggest batch the best? MNIST-1D, mean ± std over {plural(n, 'seed')}; "
                      f"hollow: target not reached in {s['max_epochs']} epochs; band: sweet spot", fontsize=10)
         return save_and_close(fig, figures / "batch_tradeoff")
 

@@ -7,6 +7,7 @@ import click
 
 from .. import distributed
 from ..errors import GateFailed, InputError
+from ..hessian import MODES as HVP_MODES
 from ..loading import is_code_ref, load_model_and_data, load_user_callable
 from ..losses import LOSSES
 from ..measures.epsilon import budget_outcome
@@ -142,8 +143,7 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--trace/--no-trace", default=True, show_default=True, help="Estimate the Hessian trace.")
 @click.option("--trace-probes", type=click.IntRange(min=3), default=99, show_default=True,
               help="Hessian-vector products spent on the trace.")
-@click.option("--hvp-mode", type=click.Choice(["auto", "fastest", "retained-graph", "reverse-over-reverse",
-                                               "forward-over-reverse"]), default="auto", show_default=True,
+@click.option("--hvp-mode", type=click.Choice(HVP_MODES), default="auto", show_default=True,
               help="How Hessian-vector products are computed. auto: a fixed rule (retained graph for one chunk, a "
                    "fresh double backward per streamed chunk), bit-identical reruns; fastest: time the modes on the "
                    "first products and keep the fastest (reruns then agree only to float rounding).")
