@@ -451,7 +451,7 @@ def extreme_eigenvalues(
 
 def _one_end(A: Any, k: int, side: int, **kwargs: Any) -> EigenResult:
     """One end of the spectrum (``side`` 0: top, 1: bottom) from one run, for the two wrappers below."""
-    opts = {"tol": 1e-4, "max_steps": None, "seed": None, "v0": None, "return_vectors": False, "check_every": 1,
+    opts = {"tol": 1e-4, "max_steps": None, "seed": 0, "v0": None, "return_vectors": False, "check_every": 1,
             "criterion": "gap", "scale_floor": SCALE_FLOOR}
     unknown = sorted(set(kwargs) - set(opts))
     if unknown:
