@@ -43,6 +43,11 @@ of its time (benchmarks/hvp_blocks.py). The retained graph answers each column w
 Hutchinson, Hutch++, the deflated trace's residual probes and stochastic Lanczos quadrature call ``H @ V``
 with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 
+Both double-backward modes build their gradient graphs under
+:func:`~sharpness.conv_double_backward.convolutions_without_input_grad`: PyTorch's second derivative of a
+convolution also computes the gradient of its input, which at a network's first convolution is the data's and
+is thrown away — a quarter of every product on the benchmark convnets (that module's docstring).
+
 An optional weight-decay term gives (H + λI) @ v.
 
 :class:`HessianOperator` exposes the small operator surface every estimator in :mod:`sharpness.linalg`
@@ -58,6 +63,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .conv_double_backward import convolutions_without_input_grad
 from .objective import Objective
 
 MODES = ("auto", "fastest", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
@@ -318,7 +324,7 @@ class HessianOperator:
         total = torch.zeros(K, obj.numel, dtype=self.dtype, device=self.device)
         columns = V.T.contiguous()  # (K, P): row k is the k-th vector
         for chunk in obj.chunks():
-            with torch.enable_grad():
+            with torch.enable_grad(), convolutions_without_input_grad():
                 theta = obj.theta.detach().clone().requires_grad_(True)
                 loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True)
@@ -360,7 +366,7 @@ class HessianOperator:
             leaves = [t.detach().clone().requires_grad_(True) for t in self._point.values()]
 
             def build() -> tuple[Tensor, ...]:
-                with torch.enable_grad():
+                with torch.enable_grad(), convolutions_without_input_grad():
                     (chunk,) = obj.chunks()
                     loss = obj.chunk_loss_sum(dict(zip(obj.names, leaves)), *chunk)
                     return torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
@@ -387,7 +393,7 @@ class HessianOperator:
         obj = self.objective
         total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
         for chunk in obj.chunks():
-            with torch.enable_grad():
+            with torch.enable_grad(), convolutions_without_input_grad():
                 theta = obj.theta.detach().clone().requires_grad_(True)
                 loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True)
