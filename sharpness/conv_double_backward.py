@@ -12,7 +12,7 @@ every Hessian-vector product: retained-graph HVP ÷ gradient 1.71 → 1.21 (4-8-
 1.78 → 1.32 (8-16-channel, 1 M parameters, 28×28 Fashion-MNIST), a fresh double backward 2.72 → 2.46 and
 2.96 → 2.27 (``benchmarks/peers.py``, ``benchmarks/README.md``).
 
-:func:`convolutions_without_input_grad` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
+:class:`convolutions_without_input_grad` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
 mode is on, routes ``conv1d``/``conv2d``/``conv3d`` calls whose input does not require a gradient and whose
 weight does (numeric padding, batched input) to an exact pair of autograd Functions:
 
@@ -26,8 +26,9 @@ The math is the textbook one; only the order of a few float sums differs from Py
 tests/test_conv_double_backward.py, against the dense Hessian and against the unpatched path). Everything else
 — convolutions inside the network, transposed convolutions, string padding, models run under
 ``torch.func`` transforms — goes through unchanged. :class:`~sharpness.hessian.HessianOperator` enters the
-mode wherever it builds a graph to differentiate twice (the retained graph, reverse-over-reverse chunks) and
-:mod:`sharpness.objective.memory` where it measures that graph.
+mode (only for a model with convolution modules, :func:`has_convolutions`) wherever it builds a graph to
+differentiate twice: the retained graph and the reverse-over-reverse chunks. The memory probe
+(:mod:`sharpness.objective.memory`) measures PyTorch's own graph, which holds at least what the mode's does.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 #: Spatial dimensions of each functional convolution the mode intercepts.
@@ -122,3 +123,12 @@ class convolutions_without_input_grad(TorchFunctionMode):
                 return _InputConv.apply(x, w, a["bias"], _expand(a["stride"], d), _expand(a["padding"], d),
                                         _expand(a["dilation"], d), int(a["groups"]))
         return func(*args, **kwargs)
+
+
+def has_convolutions(module: nn.Module) -> bool:
+    """Whether ``module`` holds an ``nn.Conv1d``/``Conv2d``/``Conv3d`` (lazy ones included): the models the mode
+    can help. Callers enter the mode only for those: it sends every torch call through a Python dispatch,
+    which cost a streamed product of the conv-free benchmark MLP 6 % (median of 15 paired rounds) for nothing.
+    Functional convolutions without such a module are not detected and keep PyTorch's path."""
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in module.modules())
+

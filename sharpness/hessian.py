@@ -43,8 +43,8 @@ of its time (benchmarks/hvp_blocks.py). The retained graph answers each column w
 Hutchinson, Hutch++, the deflated trace's residual probes and stochastic Lanczos quadrature call ``H @ V``
 with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 
-Both double-backward modes build their gradient graphs under
-:func:`~sharpness.conv_double_backward.convolutions_without_input_grad`: PyTorch's second derivative of a
+For a model with convolutions, both double-backward modes build their gradient graphs under
+:class:`~sharpness.conv_double_backward.convolutions_without_input_grad`: PyTorch's second derivative of a
 convolution also computes the gradient of its input, which at a network's first convolution is the data's and
 is thrown away — a quarter of every product on the benchmark convnets (that module's docstring).
 
@@ -57,13 +57,14 @@ takes: ``shape``, ``dtype``, ``device`` and ``H @ v`` for ``(P,)`` or ``(P, K)``
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from .conv_double_backward import convolutions_without_input_grad
+from .conv_double_backward import convolutions_without_input_grad, has_convolutions
 from .objective import Objective
 
 MODES = ("auto", "fastest", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
@@ -152,6 +153,7 @@ class HessianOperator:
         if isinstance(max_vmap_columns, bool) or not isinstance(max_vmap_columns, int) or max_vmap_columns < 1:
             raise ValueError(f"max_vmap_columns must be an int >= 1, got {max_vmap_columns!r}")
         self.objective = objective
+        self._convolutions = has_convolutions(objective.module)
         self.weight_decay = float(weight_decay)
         self.max_vmap_columns = min(max_vmap_columns, vmap_columns_within_budget(objective))
         self.num_matvecs = 0
@@ -204,6 +206,10 @@ class HessianOperator:
         if self.weight_decay:
             out = out + self.weight_decay * v
         return out
+
+    def _second_order(self):
+        """The context of a graph built to be differentiated twice (module docstring, first convolutions)."""
+        return convolutions_without_input_grad() if self._convolutions else contextlib.nullcontext()
 
     def _clock(self, fn: Callable[[], Any]) -> tuple[Any, float]:
         cuda = self.device.type == "cuda"
@@ -324,7 +330,7 @@ class HessianOperator:
         total = torch.zeros(K, obj.numel, dtype=self.dtype, device=self.device)
         columns = V.T.contiguous()  # (K, P): row k is the k-th vector
         for chunk in obj.chunks():
-            with torch.enable_grad(), convolutions_without_input_grad():
+            with torch.enable_grad(), self._second_order():
                 theta = obj.theta.detach().clone().requires_grad_(True)
                 loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True)
@@ -366,7 +372,7 @@ class HessianOperator:
             leaves = [t.detach().clone().requires_grad_(True) for t in self._point.values()]
 
             def build() -> tuple[Tensor, ...]:
-                with torch.enable_grad(), convolutions_without_input_grad():
+                with torch.enable_grad(), self._second_order():
                     (chunk,) = obj.chunks()
                     loss = obj.chunk_loss_sum(dict(zip(obj.names, leaves)), *chunk)
                     return torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
@@ -393,7 +399,7 @@ class HessianOperator:
         obj = self.objective
         total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
         for chunk in obj.chunks():
-            with torch.enable_grad(), convolutions_without_input_grad():
+            with torch.enable_grad(), self._second_order():
                 theta = obj.theta.detach().clone().requires_grad_(True)
                 loss = obj.chunk_loss_sum(obj.unflatten(theta), *chunk)
                 (g,) = torch.autograd.grad(loss, theta, create_graph=True)

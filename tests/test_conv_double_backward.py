@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sharpness.conv_double_backward import convolutions_without_input_grad
+from sharpness.conv_double_backward import convolutions_without_input_grad, has_convolutions
 from sharpness.hessian import HessianOperator, dense_hessian
 from sharpness.objective import Objective
 
@@ -123,3 +123,21 @@ def test_only_convolutions_of_inputs_without_gradient_are_rerouted():
     assert frozen.grad_fn is None
     with torch.no_grad(), convolutions_without_input_grad():  # no graph, nothing to reroute
         assert model.first(x).grad_fn is None
+
+
+@pytest.mark.parametrize("mode,chunk_size", [("retained-graph", None), ("reverse-over-reverse", 5)])
+def test_the_hessian_operator_uses_the_shortcut_for_convnets_only(mode, chunk_size):
+    assert has_convolutions(Net2d()) and has_convolutions(nn.Sequential(nn.LazyConv2d(2, 3)))
+    assert not has_convolutions(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)))
+    model, x, y = _problem("2d")
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=DT, generator=torch.Generator().manual_seed(2))
+    counts = {}
+    for shortcut in (True, False):
+        op = HessianOperator(Objective(model, x, y, chunk_size=chunk_size), mode=mode)
+        op._convolutions = shortcut  # the rule's outcome, forced off for the reference
+        op @ v  # builds the retained graph (for the first mode)
+        with _CountConvolutions() as c:
+            op @ v
+        counts[shortcut] = c.transposed
+    chunks = 1 if chunk_size is None else -(-x.shape[0] // chunk_size)
+    assert counts[False] - counts[True] == chunks  # one wasted transposed convolution per graph differentiated
