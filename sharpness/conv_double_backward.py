@@ -6,11 +6,14 @@ along a tangent V of W is wanted with respect to δ only, conv(x, V) (δ depends
 PyTorch's ``_convolution_double_backward`` (torch 2.13, aten/src/ATen/native/Convolution.cpp) also computes
 gI = convT(δ, V), the tangent's contribution to ∂f/∂x, whenever V is defined and x is not empty, whether or not
 x requires a gradient: it does not consult the output mask for that output. At the first convolution of a
-network x is the data, so gI is thrown away — and on a CPU a transposed convolution into 1–3 input channels
-takes a slow path. On the benchmark convnets (one thread, float32) that one wasted product was a quarter of
-every Hessian-vector product: retained-graph HVP ÷ gradient 1.71 → 1.21 (4-8-channel convnet on 8×8 digits),
-1.78 → 1.32 (8-16-channel, 1 M parameters, 28×28 Fashion-MNIST), a fresh double backward 2.72 → 2.46 and
-2.96 → 2.27 (``benchmarks/peers.py``, ``benchmarks/README.md``).
+network x is the data, so gI is thrown away — and on a CPU a transposed convolution into one channel took a
+slow path (13 ms, against 1.5 ms for the layer's forward convolution, on the digits convnet below). Paired rounds with the shortcut on and off (``benchmarks/conv_shortcut.py``,
+``benchmarks/results/conv-shortcut-2026-12-02.json``, one thread, float32, load 0.4–0.7), HVP ÷ gradient:
+
+* 4-8-channel convnet on 8×8 digits (1,610 parameters, 1 797 samples): retained graph 1.84 → 1.10, four
+  streamed chunks 2.48 → 2.14;
+* 8-16-channel convnet on 28×28 Fashion-MNIST (1.02 M parameters), 8 000 samples in chunks of 6 117:
+  3.47 → 2.83, and the graph's peak memory ~25 % lower (``results/scaling-2026-12-02-convs.json``).
 
 :class:`convolutions_without_input_grad` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
 mode is on, routes ``conv1d``/``conv2d``/``conv3d`` calls whose input does not require a gradient and whose

@@ -46,7 +46,7 @@ with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 For a model with convolutions, both double-backward modes build their gradient graphs under
 :class:`~sharpness.conv_double_backward.convolutions_without_input_grad`: PyTorch's second derivative of a
 convolution also computes the gradient of its input, which at a network's first convolution is the data's and
-is thrown away — a quarter of every product on the benchmark convnets (that module's docstring).
+is thrown away: 13–40 % of every product on the benchmark convnets (that module's docstring).
 
 An optional weight-decay term gives (H + λI) @ v.
 

@@ -1,0 +1,109 @@
+"""Hessian-vector products with and without the first-convolution shortcut, in paired rounds (issue #18).
+
+:mod:`sharpness.conv_double_backward` reroutes a convolution whose input needs no gradient (a network's first)
+so the double backward skips PyTorch's wasted ∂/∂input product. This script measures what that buys on the
+benchmark convnets, the same :class:`~sharpness.hessian.HessianOperator` with the shortcut on and off
+(``_convolutions`` forced), alternating within each round so outside load hits both alike:
+
+* ``cnn-digits`` of ``peers.py`` (1,610 parameters, 1 797 digits): one chunk (retained graph) and 4 chunks
+  (double backward per chunk);
+* the ~1 M-parameter Fashion-MNIST convnet of ``scaling.py`` (seed-0 initialization) at N = 8 000 in chunks of
+  6 117, as the default 2 GiB budget cuts it.
+
+Reported: seconds per product (minimum over rounds) and × a gradient over the same chunks, and the median over
+rounds of the on/off ratio.
+
+    python benchmarks/conv_shortcut.py --out benchmarks/results/conv-shortcut-DATE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def problems():
+    sys.path.insert(0, str(HERE))
+    import peers
+
+    from sharpness import Objective
+    from sharpness.data import load_dataset
+    from sharpness.models import build_model
+
+    cnn = peers.build_cnn_digits()
+    yield "cnn-digits, 1 chunk (retained graph)", peers._objective(cnn)
+    yield "cnn-digits, 4 chunks (double backward)", peers._objective(cnn, chunks=4)
+    ds = load_dataset("fashion-mnist", subset=8000)
+    model = build_model("convnet", input_shape=[1, 28, 28], num_classes=10, channels=(8, 16), hidden=1280, seed=0)
+    yield "cnn-fmnist 1.02M parameters, N = 8000 in chunks of 6117", Objective(model, ds.x_train, ds.y_train, chunk_size=6117)
+
+
+def measure(objective, rounds: int) -> dict:
+    from sharpness import HessianOperator
+
+    v = torch.randn(objective.numel, generator=torch.Generator().manual_seed(0))
+    ops = {}
+    for on in (True, False):
+        H = HessianOperator(objective)
+        H._convolutions = on
+        H @ v  # builds a retained graph; warms every path
+        ops[on] = H
+    times: dict[bool, list[float]] = {True: [], False: []}
+    grads: list[float] = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        objective.value_and_grad()
+        grads.append(time.perf_counter() - t)
+        for on in (True, False):
+            t = time.perf_counter()
+            ops[on] @ v
+            times[on].append(time.perf_counter() - t)
+    g = min(grads)
+    return {
+        "mode": ops[True].mode,
+        "chunk_size": objective.chunk_size,
+        "gradient_s": g,
+        "hvp_s": {"shortcut": min(times[True]), "pytorch": min(times[False])},
+        "hvp_x_gradient": {"shortcut": min(times[True]) / g, "pytorch": min(times[False]) / g},
+        "median_ratio_shortcut_to_pytorch": statistics.median(a / b for a, b in zip(times[True], times[False])),
+        "rounds": {"shortcut": times[True], "pytorch": times[False], "gradient": grads},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    load0 = os.getloadavg()
+    for name, objective in problems():
+        row = {"problem": name, "num_params": objective.numel, "n_samples": objective.n_samples,
+               **measure(objective, args.rounds if objective.n_samples < 5000 else max(3, args.rounds // 2))}
+        rows.append(row)
+        x = row["hvp_x_gradient"]
+        print(f"{name}: HVP {x['pytorch']:.2f} → {x['shortcut']:.2f} × a gradient "
+              f"(median paired ratio {row['median_ratio_shortcut_to_pytorch']:.3f})", flush=True)
+    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+           "threads": args.threads, "load_before": load0, "load_after": os.getloadavg(), "rows": rows}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1))
+        print(f"→ {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
