@@ -231,13 +231,15 @@ def test_batched_evaluation_equals_one_at_a_time(make):
         np.testing.assert_array_equal(getattr(many, m), getattr(one, m))
 
 
-def test_default_batch_size_batches_only_small_problems(mlp):
+def test_default_batch_size_batches_only_small_problems_without_convolutions(mlp, cnn):
     from types import SimpleNamespace
 
     from sharpness.landscape import BATCH_WORK_LIMIT, default_batch_size
 
     assert default_batch_size(_objective(mlp)) > 1
     assert default_batch_size(SimpleNamespace(numel=int(BATCH_WORK_LIMIT), n_samples=2)) == 1
+    # a vmapped convolution is a grouped one: the loop won at every size measured (benchmarks/grid_batching.py)
+    assert default_batch_size(_objective(cnn, d=8)) == 1
     res = line(_objective(mlp), None, random_direction(_objective(mlp)), grid(-1, 1, 3))
     assert res.config["batch_size"] == default_batch_size(_objective(mlp))  # the resolved value is recorded
 
