@@ -19,8 +19,6 @@ rounds of the on/off ratio.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -30,10 +28,11 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from paired import write_result  # noqa: E402
 
 
 def problems():
-    sys.path.insert(0, str(HERE))
     import peers
 
     from sharpness import Objective
@@ -96,12 +95,7 @@ def main() -> int:
         x = row["hvp_x_gradient"]
         print(f"{name}: HVP {x['pytorch']:.2f} → {x['shortcut']:.2f} × a gradient "
               f"(median paired ratio {row['median_ratio_shortcut_to_pytorch']:.3f})", flush=True)
-    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-           "threads": args.threads, "load_before": load0, "load_after": os.getloadavg(), "rows": rows}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1))
-        print(f"→ {args.out}")
+    write_result(args.out, rows, load_before=load0, threads=args.threads)
     return 0
 
 

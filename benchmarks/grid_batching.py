@@ -15,8 +15,6 @@ ratios is reported), on models the rule must get right:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -27,10 +25,11 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from paired import write_result  # noqa: E402
 
 
 def problems():
-    sys.path.insert(0, str(HERE))
     import peers
 
     from sharpness import Objective
@@ -91,13 +90,7 @@ def main() -> int:
         rows.append(row)
         print(f"{name} (P = {row['num_params']:,}, default batch {row['default_batch_size']}): × forwards "
               + ", ".join(f"{k} {v:.2f}" for k, v in row["x_forwards"].items()), flush=True)
-    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-           "threads": args.threads, "steps": args.steps, "rounds": args.rounds, "load_before": load0,
-           "load_after": os.getloadavg(), "rows": rows}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1))
-        print(f"→ {args.out}")
+    write_result(args.out, rows, load_before=load0, threads=args.threads, steps=args.steps, rounds=args.rounds)
     return 0
 
 
