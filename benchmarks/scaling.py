@@ -4,8 +4,9 @@ For each N (default 2 000, 8 000, 32 000, 60 000 Fashion-MNIST training images) 
 ~1 M-parameter convnet of ``peers.py``'s ``cnn-fmnist`` problem (8-16 channels, 1280 hidden; 1,021,034
 parameters; at its seed-0 initialization — timing and memory do not depend on the weights), an
 :class:`~sharpness.objective.Objective` with the default chunking (``memory`` budget, 2 GiB unless
-``--memory`` says otherwise), and times one gradient and ``--hvps`` Hessian-vector products (after one
-untimed warm-up product when the set is one chunk: it builds the retained graph). Peak RSS is sampled every
+``--memory`` says otherwise), and times one gradient and ``--hvps`` Hessian-vector products (each after one
+untimed warm-up call: the product's builds the retained graph of a one-chunk set, and both pay the process's
+one-time costs at these shapes). Peak RSS is sampled every
 2 ms from just before the ``Objective`` is built (the data are already loaded), so it is the analysis' own
 memory. A full analysis (top-1 + trace, ~110 products) at N = 60 000 would take over an hour on 2 shared cores;
 per-product time is what it scales with.
@@ -47,13 +48,16 @@ def child(n: int, memory_gib: float, hvps: int, threads: int) -> dict:
     x, y = ds.x_train, ds.y_train
     with PeakRSS() as rss:
         obj = Objective(model, x, y, loss="cross-entropy", memory=int(memory_gib * 2**30))
+        obj.value_and_grad()  # untimed, like the first product below: the process's first pass at these shapes
         t0 = time.perf_counter()
         obj.value_and_grad()
         grad_s = time.perf_counter() - t0
         H = HessianOperator(obj)
         v = torch.randn(obj.numel, generator=torch.Generator().manual_seed(0))
-        if H.mode == "retained-graph":
-            H @ v  # warm-up: builds the retained graph (a fresh product has nothing to warm)
+        # One untimed product first, in every mode: for one chunk it builds the retained graph; for streamed
+        # chunks it pays the process's one-time costs at these shapes (allocator growth, kernel setup), which
+        # inflated the smallest streamed N in the run of 2026-12-02 (results/scaling-2026-12-02-convs).
+        H @ v
         t0 = time.perf_counter()
         for _ in range(hvps):
             H @ v
