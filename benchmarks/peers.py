@@ -1233,7 +1233,8 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {result['machine']['cpu']} ({result['machine']['logical_cpus']} logical CPUs), torch {result['versions']['torch']}, "
         f"{result['config']['threads']} torch thread(s), float32, eval mode; load average {result['machine']['loadavg_start']} at start. "
-        f"Times are the best of up to {result['config']['rounds']} interleaved rounds (HVP: {result['config']['hvp_rounds']}); "
+        f"Times are the best of up to {result['config']['rounds']} interleaved rounds (HVP: {result['config']['hvp_rounds']}"
+        + (f", grid: {g}" if (g := result["config"].get("settings", {}).get("grid_rounds")) else "") + "); "
         "ratios (the median over rounds of same-round ratios) are what counts on a shared machine. "
         "`err` = relative error against the float64 truth; "
         "`N× ours` = that library's time / sharpness' time for the same task (a single HVP: / our product of the same "
