@@ -129,9 +129,12 @@ class convolutions_without_input_grad(TorchFunctionMode):
 
 
 def has_convolutions(module: nn.Module) -> bool:
-    """Whether ``module`` holds an ``nn.Conv1d``/``Conv2d``/``Conv3d`` (lazy ones included): the models the mode
-    can help. Callers enter the mode only for those: it sends every torch call through a Python dispatch,
-    which cost a streamed product of the conv-free benchmark MLP 6 % (median of 15 paired rounds) for nothing.
-    Functional convolutions without such a module are not detected and keep PyTorch's path."""
+    """Whether ``module`` holds an ``nn.Conv1d``/``Conv2d``/``Conv3d`` (lazy ones included).
+
+    Two rules depend on it: :class:`~sharpness.hessian.HessianOperator` enters the mode only for such models (it
+    sends every torch call through a Python dispatch, which cost a streamed product of the conv-free benchmark
+    MLP 6 %, median of 15 paired rounds, for nothing), and
+    :func:`~sharpness.objective.points.default_batch_size` never vmaps their grid points. Functional
+    convolutions without such a module are not detected and keep PyTorch's path (and the size rule)."""
     return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in module.modules())
 
