@@ -104,4 +104,7 @@ def eigen_dict(result: Any) -> dict:
         # converged when the error estimate ≤ tol·max(|λ|, tolerance_scale), tolerance_scale = scale_floor·Λ
         "tolerance_scale": float(result.tolerance_scale),
         "scale_floor": float(result.scale_floor),
+        # P(a cold start's random vector hid an eigenvalue that makes a value wrong by > tol) ≤ miss_bound;
+        # null for a warm start or a restarted run (sharpness.linalg.eigen, "Miss certificate")
+        "miss_bound": None if result.miss_bound is None else float(result.miss_bound),
     }

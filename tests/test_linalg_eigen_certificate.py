@@ -13,6 +13,7 @@ import torch
 from sharpness.linalg import ConvergenceWarning, top_eigenvalues
 from sharpness.linalg.eigen import COLD_START_MIN_STEPS, MISS_PROBABILITY, _miss_bound
 from sharpness.linalg.lanczos import LanczosProcess
+from sharpness.report_schema import eigen_dict
 
 
 class _Diagonal:
@@ -160,8 +161,9 @@ def test_warm_starts_and_clusters_keep_the_floor():
     res = top_eigenvalues(far, 1, seed=0, tol=1e-3)
     assert res.num_matvecs == 7 and res.miss_bound <= MISS_PROBABILITY
     assert abs(res.values[0] - 20.5) <= 1e-3 * 20.5
+    assert eigen_dict(res)["miss_bound"] == res.miss_bound  # what the report's JSON states
     # A warm start's v0 is not random: no certificate, its own floor of k + 5.
     v0 = torch.zeros(2000, dtype=torch.float64)
     v0[0] = 1.0
     warm = top_eigenvalues(far, 1, v0=v0, seed=0, tol=1e-3)
-    assert warm.miss_bound is None and warm.num_matvecs >= 6
+    assert warm.miss_bound is None and warm.num_matvecs >= 6 and eigen_dict(warm)["miss_bound"] is None

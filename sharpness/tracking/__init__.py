@@ -16,9 +16,10 @@ that series during any training run:
   eigenvector is already close to the new one and a few Hessian-vector products (HVPs) converge it. The start
   vector is v₀ = Σ_j u_j over the previous top-k (and bottom) Ritz vectors u_j, so one Krylov space serves
   every requested eigenvalue. The stopping rule (relative eigenvalue error ≤ ``tol``) is that of a cold start;
-  a warm start also gets a random component and must take k + 5 steps (a cold one k + 10) before it may stop,
-  which is what keeps it from stopping at λ₂ when the top two eigenvalues cross between measurements and v₀
-  is the old top eigenvector, now the second (see "Warm starts" in :mod:`sharpness.linalg.eigen`).
+  a warm start also gets a random component and must take k + 5 steps (a cold one k + 10, or fewer when its
+  miss certificate holds) before it may stop, which is what keeps it from stopping at λ₂ when the top two
+  eigenvalues cross between measurements and v₀ is the old top eigenvector, now the second (see "Warm starts"
+  in :mod:`sharpness.linalg.eigen`).
 * **Verified.** Ritz values are lower bounds of λ_max, and either start can still stop at λ₂ when the top
   two are within a few per cent (a warm start at a close crossing; a cold start by chance: at tol = 1e-3 on
   the edge-of-stability run, η = 2, 2 of 201 cold measurements came out 1–5 % low). So every ``verify_every``-th
