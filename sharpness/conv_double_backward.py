@@ -1,4 +1,4 @@
-"""Second derivatives through a convolution whose input needs no gradient, without the gradient PyTorch wastes there.
+"""Second derivatives through convolutions without PyTorch's waste: the data's gradient, slow backward kernels.
 
 A Hessian-vector product by double backward differentiates the gradient graph once more. For a convolution
 z = conv(x, W) + b the gradient graph holds ∂f/∂W = convolution_backward(δ, x, W), δ = ∂f/∂z, and its derivative
@@ -7,7 +7,8 @@ PyTorch's ``_convolution_double_backward`` (torch 2.13, aten/src/ATen/native/Con
 gI = convT(δ, V), the tangent's contribution to ∂f/∂x, whenever V is defined and x is not empty, whether or not
 x requires a gradient: it does not consult the output mask for that output. At the first convolution of a
 network x is the data, so gI is thrown away — and on a CPU a transposed convolution into one channel took a
-slow path (13 ms, against 1.5 ms for the layer's forward convolution, on the digits convnet below). Paired rounds with the shortcut on and off (``benchmarks/conv_shortcut.py``,
+slow path (13 ms, against 1.5 ms for the layer's forward convolution, on the digits convnet below). Paired
+rounds with the first-convolution shortcut on and off (``benchmarks/conv_shortcut.py``,
 ``benchmarks/results/conv-shortcut-2026-12-02.json``, one thread, float32, load 0.4–0.7), HVP ÷ gradient:
 
 * 4-8-channel convnet on 8×8 digits (1,610 parameters, 1 797 samples): retained graph 1.84 → 1.10, four
@@ -16,22 +17,39 @@ slow path (13 ms, against 1.5 ms for the layer's forward convolution, on the dig
   3.47 → 2.83, and the graph's peak memory ~25 % lower (``results/scaling-2026-12-02-convs.json``).
 
 :class:`convolutions_without_input_grad` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
-mode is on, routes ``conv1d``/``conv2d``/``conv3d`` calls whose input does not require a gradient and whose
-weight does (numeric padding, batched input) to an exact pair of autograd Functions:
+mode is on, routes ``conv1d``/``conv2d``/``conv3d`` calls whose weight requires a gradient (numeric padding,
+batched input) to exact autograd Functions:
 
-* :class:`_InputConv`: forward = the same convolution; backward returns no input gradient,
-  ∂f/∂W = :class:`_WeightGrad` (δ) and ∂f/∂b = Σ δ over batch and space;
-* :class:`_WeightGrad`: δ ↦ convolution_backward(δ, x, W, mask = weight only); linear in δ, so its backward
-  maps the incoming V to conv(x, V) — the one product the double backward needs — and nothing else.
+* an input that needs no gradient (a first convolution), any stride, dilation and groups — :class:`_InputConv`:
+  forward = the same convolution; backward returns no input gradient, ∂f/∂W = :class:`_WeightGrad` (δ) and
+  ∂f/∂b = Σ δ over batch and space;
+* an input that needs one (an inner convolution), when it is *plain* — stride 1, dilation 1, one group,
+  padding p ≤ k − 1 — :class:`_InnerConv`: backward ∂f/∂x = :class:`_InputGrad` (δ, W), ∂f/∂W = :class:`_WeightGrad`;
+* :class:`_WeightGrad`: δ ↦ ∂f/∂W; linear in δ, so its backward maps the incoming V to conv(x, V) for δ and,
+  at an inner convolution, to convT(δ, V) for x — the products the double backward needs and nothing else;
+* :class:`_InputGrad`: (δ, W) ↦ convT(δ, W), whose backward maps U to conv(U, W) and to the weight gradient of
+  conv(U, W) at δ.
 
-The math is the textbook one; only the order of a few float sums differs from PyTorch's (the bias gradient is
-``δ.sum`` rather than convolution_backward's own reduction), so results agree to rounding (float64 tests:
-tests/test_conv_double_backward.py, against the dense Hessian and against the unpatched path). Everything else
-— convolutions inside the network, transposed convolutions, string padding, models run under
-``torch.func`` transforms — goes through unchanged. :class:`~sharpness.hessian.HessianOperator` enters the
-mode (only for a model with convolution modules, :func:`has_convolutions`) wherever it builds a graph to
-differentiate twice: the retained graph and the reverse-over-reverse chunks. The memory probe
-(:mod:`sharpness.objective.memory`) measures PyTorch's own graph, which holds at least what the mode's does.
+Why inner convolutions too: every product above is written as a *forward* convolution where that is exact and
+not slower. A plain convolution's input gradient is convT(δ, W) = conv(δ, flip(W)ᵀ, padding k − 1 − p), and,
+when the output is no larger than the kernel, its weight gradient is conv(xᵀ, δᵀ, padding p)ᵀ with batch and
+channels swapped. oneDNN's backward kernels are slow on such small maps: on the digits convnet's inner layer
+(4 → 8 channels, 5×5 kernel, 4×4 maps, 450 samples) convolution_backward took 2.70 ms for both gradients
+(1.46 ms for the weight's alone) against 0.35 + 0.30 ms as forward convolutions; on the Fashion-MNIST convnet's
+(8 → 16, 14×14 maps, 6 000 samples) the forward form of the input gradient costs the same (267 vs 270 ms) and
+that of the weight gradient 22 % more (213 vs 175 ms), hence the size rule. Paired with the inner rerouting
+on and off (one thread, load ≈ 0.4–0.8, this machine), HVP ÷ gradient on the digits convnet: retained graph
+1.11 → 0.67, four streamed chunks 2.65 → 1.94; the 1 M convnet at N = 2 000: 0.73–0.95× the time per product.
+
+The math is the textbook one; only the order of float sums differs from PyTorch's (the bias gradient is
+``δ.sum``, and the forward forms sum in another order), so results agree to rounding (float64 tests:
+tests/test_conv_double_backward.py, against the dense Hessian, against the unpatched path and against
+convolution_backward). Everything else — strided, dilated or grouped inner convolutions, transposed
+convolutions, string padding, models run under ``torch.func`` transforms — goes through unchanged.
+:class:`~sharpness.hessian.HessianOperator` enters the mode (only for a model with convolution modules,
+:func:`has_convolutions`) wherever it builds a graph to differentiate twice: the retained graph and the
+reverse-over-reverse chunks. The memory probe (:mod:`sharpness.objective.memory`) measures PyTorch's own graph,
+which saves the same tensors as the mode's (x, W and δ, by reference).
 """
 
 from __future__ import annotations
@@ -54,24 +72,52 @@ def _expand(value: int | Sequence[int], d: int) -> list[int]:
     return [int(value)] * d if isinstance(value, int) else [int(v) for v in value]
 
 
+def _plain(stride: list[int], dilation: list[int], groups: int) -> bool:
+    return groups == 1 and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
+
+
+def _input_grad(grad_out: Tensor, weight: Tensor, padding: list[int]) -> Tensor:
+    """convT(δ, W) = ∂⟨δ, conv(x, W)⟩/∂x of a plain convolution (stride 1, dilation 1, one group, p ≤ k − 1) as
+    the forward convolution conv(δ, flip(W)ᵀ, padding k − 1 − p)."""
+    d = weight.dim() - 2
+    flipped = weight.flip(list(range(2, 2 + d))).transpose(0, 1)
+    return _BY_DIM[d](grad_out, flipped, None, 1, [weight.shape[2 + i] - 1 - padding[i] for i in range(d)], 1, 1)
+
+
+def _weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                 dilation: list[int], groups: int) -> Tensor:
+    """∂⟨δ, conv(x, W)⟩/∂W. For a plain convolution whose output is no larger than its kernel, as the forward
+    convolution conv(xᵀ, δᵀ, padding p)ᵀ (batch and channels swapped: the sum over samples becomes the sum over
+    input channels); otherwise PyTorch's convolution_backward."""
+    d = weight.dim() - 2
+    if _plain(stride, dilation, groups) and all(grad_out.shape[2 + i] <= weight.shape[2 + i] for i in range(d)):
+        return _BY_DIM[d](x.transpose(0, 1), grad_out.transpose(0, 1), None, 1, padding, 1, 1).transpose(0, 1)
+    return torch.ops.aten.convolution_backward(
+        grad_out, x, weight, None, stride, padding, dilation, False, [0] * d, groups, [False, True, False]
+    )[1]
+
+
 class _WeightGrad(torch.autograd.Function):
-    """δ ↦ ∂f/∂W of a convolution over input x (linear in δ); its backward: V ↦ conv(x, V) with respect to δ."""
+    """δ ↦ ∂f/∂W of a convolution over input x (linear in δ); its backward: V ↦ conv(x, V) with respect to δ,
+    and, for an inner convolution (x needs a gradient), V ↦ convT(δ, V) with respect to x."""
 
     @staticmethod
     def forward(ctx: Any, grad_out: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
                 dilation: list[int], groups: int) -> Tensor:
         d = weight.dim() - 2
-        ctx.save_for_backward(x)
+        # δ is kept only where its backward needs it (an inner convolution's x-gradient)
+        ctx.save_for_backward(x, grad_out) if ctx.needs_input_grad[1] else ctx.save_for_backward(x)
         ctx.conv = (stride, padding, dilation, groups, d)
-        return torch.ops.aten.convolution_backward(
-            grad_out, x, weight, None, stride, padding, dilation, False, [0] * d, groups, [False, True, False]
-        )[1]
+        return _weight_grad(grad_out, x, weight, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx: Any, tangent: Tensor) -> tuple[Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
+        x, *delta = ctx.saved_tensors
         stride, padding, dilation, groups, d = ctx.conv
-        return _BY_DIM[d](x, tangent, None, stride, padding, dilation, groups), None, None, None, None, None, None
+        grad_delta = _BY_DIM[d](x, tangent, None, stride, padding, dilation, groups)
+        # only _InnerConv passes an x that needs a gradient, and only for a plain convolution
+        grad_x = _input_grad(delta[0], tangent, padding) if delta else None
+        return grad_delta, grad_x, None, None, None, None, None
 
 
 class _InputConv(torch.autograd.Function):
@@ -94,6 +140,47 @@ class _InputConv(torch.autograd.Function):
         return None, grad_w, grad_b, None, None, None, None
 
 
+class _InputGrad(torch.autograd.Function):
+    """(δ, W) ↦ convT(δ, W), the input gradient of a plain inner convolution; its backward maps U to conv(U, W)
+    for δ and to the weight gradient of conv(U, W) at δ for W."""
+
+    @staticmethod
+    def forward(ctx: Any, grad_out: Tensor, weight: Tensor, padding: list[int]) -> Tensor:
+        ctx.save_for_backward(grad_out, weight)
+        ctx.padding = padding
+        return _input_grad(grad_out, weight, padding)
+
+    @staticmethod
+    def backward(ctx: Any, tangent: Tensor) -> tuple[Tensor | None, ...]:
+        grad_out, weight = ctx.saved_tensors
+        d = weight.dim() - 2
+        need_delta, need_w = ctx.needs_input_grad[:2]
+        grad_delta = _BY_DIM[d](tangent, weight, None, 1, ctx.padding, 1, 1) if need_delta else None
+        grad_w = _weight_grad(grad_out, tangent, weight, [1] * d, ctx.padding, [1] * d, 1) if need_w else None
+        return grad_delta, grad_w, None
+
+
+class _InnerConv(torch.autograd.Function):
+    """A plain convolution (stride 1, dilation 1, one group, p ≤ k − 1) of an input that needs a gradient: the
+    same forward; a backward made of :class:`_InputGrad` and :class:`_WeightGrad`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, padding: list[int]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return _BY_DIM[weight.dim() - 2](x, weight, bias, 1, padding, 1, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        d = weight.dim() - 2
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        grad_x = _InputGrad.apply(grad_out, weight, ctx.padding) if needs_x else None
+        grad_w = _WeightGrad.apply(grad_out, x, weight, [1] * d, ctx.padding, [1] * d, 1) if needs_w else None
+        grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())]) if needs_b else None
+        return grad_x, grad_w, grad_b, None
+
+
 class convolutions_without_input_grad(TorchFunctionMode):
     """Within the block, convolutions of inputs that need no gradient skip PyTorch's wasted second-order input
     gradient (module docstring). Exact; a no-op for every other call.
@@ -113,6 +200,10 @@ class convolutions_without_input_grad(TorchFunctionMode):
         True
     """
 
+    def __init__(self, inner: bool = True) -> None:
+        super().__init__()
+        self.inner = inner  # also reroute plain inner convolutions; False: first convolutions only
+
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         d = _CONVS.get(func)
@@ -121,10 +212,15 @@ class convolutions_without_input_grad(TorchFunctionMode):
             a.update(zip(_ARGS, args))
             a.update(kwargs)
             x, w = a["input"], a["weight"]
-            if (isinstance(x, Tensor) and isinstance(w, Tensor) and not x.requires_grad and w.requires_grad
-                    and x.dim() == d + 2 and not isinstance(a["padding"], str)):
-                return _InputConv.apply(x, w, a["bias"], _expand(a["stride"], d), _expand(a["padding"], d),
-                                        _expand(a["dilation"], d), int(a["groups"]))
+            if (isinstance(x, Tensor) and isinstance(w, Tensor) and w.requires_grad and x.dim() == d + 2
+                    and not isinstance(a["padding"], str)):
+                stride, dilation = _expand(a["stride"], d), _expand(a["dilation"], d)
+                padding = _expand(a["padding"], d)
+                if not x.requires_grad:
+                    return _InputConv.apply(x, w, a["bias"], stride, padding, dilation, int(a["groups"]))
+                if (self.inner and _plain(stride, dilation, int(a["groups"]))
+                        and all(0 <= p <= w.shape[2 + i] - 1 for i, p in enumerate(padding))):
+                    return _InnerConv.apply(x, w, a["bias"], padding)
         return func(*args, **kwargs)
 
 

@@ -144,3 +144,77 @@ def test_the_hessian_operator_uses_the_shortcut_for_convnets_only(mode, chunk_si
         counts[shortcut] = c.transposed
     chunks = 1 if chunk_size is None else -(-x.shape[0] // chunk_size)
     assert counts[False] - counts[True] == chunks  # one wasted transposed convolution per graph differentiated
+
+
+class InnerNets(nn.Module):
+    """Plain inner convolutions (stride 1, dilation 1, one group) in 1, 2 and 3 dimensions, with outputs both
+    larger than their kernels and no larger (the two weight-gradient formulas), with and without bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.c2 = nn.Conv2d(3, 4, 5, padding=2, bias=False)  # on a 3×3 map: output smaller than the kernel
+        self.c3 = nn.Conv1d(4, 2, 2)
+        self.c4 = nn.Conv3d(1, 2, 2, padding=(1, 0, 1))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        z = torch.tanh(self.c1(x))  # (N, 3, 6, 6), first convolution
+        z = torch.tanh(self.c2(F.max_pool2d(z, 2)))  # (N, 4, 3, 3), inner, 5×5 kernel
+        z1 = torch.tanh(self.c3(z.flatten(2)))  # (N, 2, 8), inner 1d
+        z3 = torch.tanh(self.c4(z[:, :1, None]))  # inner 3d on a (1, 3, 3) volume: (N, 2, 2, 2, 3)
+        return self.head(torch.cat([z1.mean(dim=2), z3.mean(dim=(2, 3, 4))], dim=1))
+
+
+def _inner_problem():
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    x = torch.randn(10, 2, 6, 6, generator=g, dtype=DT)
+    return InnerNets().double(), x, torch.randint(0, 3, (10,), generator=g)
+
+
+@pytest.mark.parametrize("mode,chunk_size", [("retained-graph", None), ("reverse-over-reverse", 4)])
+def test_inner_convolutions_give_the_dense_hessian(mode, chunk_size):
+    model, x, y = _inner_problem()
+    obj = Objective(model, x, y, chunk_size=chunk_size)
+    H = dense_hessian(obj)  # forward-over-reverse: never enters the mode
+    op = HessianOperator(obj, mode=mode)
+    V = torch.randn(obj.numel, 2, dtype=DT, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(op @ V, H @ V, rtol=1e-10, atol=1e-12)
+
+
+def test_inner_convolutions_are_rerouted_and_keep_gradient_and_product():
+    model, x, y = _inner_problem()
+    with torch.enable_grad(), convolutions_without_input_grad():
+        z = torch.tanh(model.c1(x))
+        inner = model.c2(F.max_pool2d(z, 2))
+        strided = F.conv2d(z, model.c2.weight, stride=2, padding=2)  # not plain: left to PyTorch
+        overpadded = F.conv2d(z, model.c2.weight[:, :, :2, :2].contiguous(), padding=2)  # p > k − 1
+    assert type(inner.grad_fn).__name__ == "_InnerConvBackward"
+    assert type(strided.grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(overpadded.grad_fn.next_functions[0][0]).__name__ != "_InnerConvBackward"
+    with torch.enable_grad(), convolutions_without_input_grad(inner=False):
+        assert type(model.c2(F.max_pool2d(torch.tanh(model.c1(x)), 2)).grad_fn).__name__ == "ConvolutionBackward0"
+    v = [torch.randn_like(p) for p in model.parameters()]
+    results = {}
+    for patched in (False, True):
+        g, params = _gradient_graph(model, x, y, patched)
+        results[patched] = g + torch.autograd.grad(g, params, v)
+    for a, b in zip(results[False], results[True]):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("d,size,kernel,padding", [(1, 3, 5, 2), (2, 4, 5, 2), (2, 7, 3, 1), (3, 2, 3, 1)])
+def test_weight_and_input_gradients_as_forward_convolutions(d, size, kernel, padding):
+    from sharpness.conv_double_backward import _input_grad, _weight_grad
+
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(6, 3, *[size] * d, generator=g, dtype=DT)
+    w = torch.randn(4, 3, *[kernel] * d, generator=g, dtype=DT)
+    out = size + 2 * padding - kernel + 1
+    delta = torch.randn(6, 4, *[out] * d, generator=g, dtype=DT)
+    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
+        delta, x, w, None, [1] * d, [padding] * d, [1] * d, False, [0] * d, 1, [True, True, False])
+    torch.testing.assert_close(_input_grad(delta, w, [padding] * d), ref_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_weight_grad(delta, x, w, [1] * d, [padding] * d, [1] * d, 1), ref_w,
+                               rtol=1e-12, atol=1e-12)
