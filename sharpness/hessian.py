@@ -154,6 +154,7 @@ class HessianOperator:
             raise ValueError(f"max_vmap_columns must be an int >= 1, got {max_vmap_columns!r}")
         self.objective = objective
         self._convolutions = has_convolutions(objective.module)
+        self._inner_convolutions = True  # with the mode on, also reroute plain inner convolutions
         self.weight_decay = float(weight_decay)
         self.max_vmap_columns = min(max_vmap_columns, vmap_columns_within_budget(objective))
         self.num_matvecs = 0
@@ -209,7 +210,9 @@ class HessianOperator:
 
     def _second_order(self):
         """The context of a graph built to be differentiated twice (module docstring, first convolutions)."""
-        return convolutions_without_input_grad() if self._convolutions else contextlib.nullcontext()
+        if not self._convolutions:
+            return contextlib.nullcontext()
+        return convolutions_without_input_grad(inner=self._inner_convolutions)
 
     def _clock(self, fn: Callable[[], Any]) -> tuple[Any, float]:
         cuda = self.device.type == "cuda"
