@@ -23,8 +23,9 @@ batched input) to exact autograd Functions:
 * an input that needs no gradient (a first convolution), any stride, dilation and groups — :class:`_InputConv`:
   forward = the same convolution; backward returns no input gradient, ∂f/∂W = :class:`_WeightGrad` (δ) and
   ∂f/∂b = Σ δ over batch and space;
-* an input that needs one (an inner convolution), when it is *plain* — stride 1, dilation 1, one group,
-  padding p ≤ k − 1 — :class:`_InnerConv`: backward ∂f/∂x = :class:`_InputGrad` (δ, W), ∂f/∂W = :class:`_WeightGrad`;
+* an input that needs one (an inner convolution) on a CPU, when it is *plain* — stride 1, dilation 1, one
+  group, padding p ≤ k − 1 — :class:`_InnerConv`: backward ∂f/∂x = :class:`_InputGrad` (δ, W),
+  ∂f/∂W = :class:`_WeightGrad` (on a GPU cuDNN's kernels are kept: the gain was measured on oneDNN only);
 * :class:`_WeightGrad`: δ ↦ ∂f/∂W; linear in δ, so its backward maps the incoming V to conv(x, V) for δ and,
   at an inner convolution, to convT(δ, V) for x — the products the double backward needs and nothing else;
 * :class:`_InputGrad`: (δ, W) ↦ convT(δ, W), whose backward maps U to conv(U, W) and to the weight gradient of
@@ -37,9 +38,12 @@ channels swapped. oneDNN's backward kernels are slow on such small maps: on the 
 (4 → 8 channels, 5×5 kernel, 4×4 maps, 450 samples) convolution_backward took 2.70 ms for both gradients
 (1.46 ms for the weight's alone) against 0.35 + 0.30 ms as forward convolutions; on the Fashion-MNIST convnet's
 (8 → 16, 14×14 maps, 6 000 samples) the forward form of the input gradient costs the same (267 vs 270 ms) and
-that of the weight gradient 22 % more (213 vs 175 ms), hence the size rule. Paired with the inner rerouting
-on and off (one thread, load ≈ 0.4–0.8, this machine), HVP ÷ gradient on the digits convnet: retained graph
-1.11 → 0.67, four streamed chunks 2.65 → 1.94; the 1 M convnet at N = 2 000: 0.73–0.95× the time per product.
+that of the weight gradient 22 % more (213 vs 175 ms), hence the size rule. Paired rounds of PyTorch's path,
+the first-convolution shortcut alone and both (``benchmarks/conv_shortcut.py``,
+``benchmarks/results/conv-shortcut-2026-12-02-inner.json``, AMD EPYC, one thread, load 0.5–0.9), HVP ÷
+gradient on the digits convnet: retained graph 2.14 → 1.10 → 0.66, four streamed chunks 2.71 → 2.21 → 1.63
+(median paired ratio inner-on/off 0.60 and 0.70); the 1 M convnet at N = 8 000 in chunks of 6 117: 3.75 →
+3.01 → 2.61 best of rounds, but a median paired ratio of 1.01 for the inner rerouting: no gain there.
 
 The math is the textbook one; only the order of float sums differs from PyTorch's (the bias gradient is
 ``δ.sum``, and the forward forms sum in another order), so results agree to rounding (float64 tests:
@@ -218,7 +222,8 @@ class convolutions_without_input_grad(TorchFunctionMode):
                 padding = _expand(a["padding"], d)
                 if not x.requires_grad:
                     return _InputConv.apply(x, w, a["bias"], stride, padding, dilation, int(a["groups"]))
-                if (self.inner and _plain(stride, dilation, int(a["groups"]))
+                # measured on CPUs only (oneDNN's kernels, module docstring): GPUs keep cuDNN's backward kernels
+                if (self.inner and x.device.type == "cpu" and _plain(stride, dilation, int(a["groups"]))
                         and all(0 <= p <= w.shape[2 + i] - 1 for i, p in enumerate(padding))):
                     return _InnerConv.apply(x, w, a["bias"], padding)
         return func(*args, **kwargs)
