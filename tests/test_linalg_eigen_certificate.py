@@ -167,3 +167,16 @@ def test_warm_starts_and_clusters_keep_the_floor():
     v0[0] = 1.0
     warm = top_eigenvalues(far, 1, v0=v0, seed=0, tol=1e-3)
     assert warm.miss_bound is None and warm.num_matvecs >= 6 and eigen_dict(warm)["miss_bound"] is None
+
+
+def test_each_end_states_its_own_bound():
+    # Outliers far above a bulk that piles up at 0: λ_max is certified at once, λ_min (inside the bulk's edge)
+    # is not; one run, two bounds, and the top's is not diluted by the bottom's.
+    from sharpness.linalg import extreme_eigenvalues
+
+    g = np.random.default_rng(0)
+    d = np.r_[10.0, 6.0, 3.0, g.exponential(0.02, 1500), -g.exponential(0.0005, 500)]
+    top, bottom = extreme_eigenvalues(_Diagonal(d), top_k=1, bottom_k=1, tol=1e-4, seed=0)
+    assert top.miss_bound < 1e-6 < bottom.miss_bound
+    only_top = top_eigenvalues(_Diagonal(d), 1, tol=1e-4, seed=0)
+    assert only_top.num_matvecs < top.num_matvecs  # alone, the top end stops as soon as it is certified

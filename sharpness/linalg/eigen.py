@@ -173,9 +173,9 @@ class EigenResult:
             tridiagonal T) when ``keep_lanczos=True`` was asked, e.g. for :func:`~sharpness.linalg.deflated_trace`
             to continue instead of building its own; ``None`` otherwise (it holds a P × steps basis).
         miss_bound: for a cold start that needed no restart, an upper bound on the probability over its random
-            start vector that an eigenvalue was missed which makes a reported value (of either end) wrong by
-            more than its tolerance (module docstring, "Miss certificate"); ``None`` for warm starts and
-            restarted runs. Shared by both ends of one run.
+            start vector that an eigenvalue was missed which makes one of this end's values wrong by more than
+            its tolerance (module docstring, "Miss certificate"); ``None`` for warm starts, restarted runs and
+            an end with k = 0. A run may stop early only when the two ends' bounds add up to ≤ 1 %.
     """
 
     values: np.ndarray
@@ -437,7 +437,7 @@ def _run(
 
     blocks = closed + current()
     theta, res, err, conv, top, bottom, open_ext = assess(blocks)
-    bound = miss_bound(blocks, theta, top, bottom)
+    none = np.zeros(0, dtype=int)
     if len(blocks) > 1 and open_ext.size and not conv[open_ext].all():
         conv[top] = conv[bottom] = False  # an unfinished restart block may still hold a more extreme value
 
@@ -445,7 +445,7 @@ def _run(
     local = np.concatenate([np.arange(b.theta.size) for b in blocks])
     basis = proc.basis() if return_vectors else None
 
-    def make(idx: np.ndarray) -> EigenResult:
+    def make(idx: np.ndarray, bound: float | None) -> EigenResult:
         vals = theta[idx]
         denom = np.maximum(np.abs(vals), _TINY)
         vectors = None
@@ -476,7 +476,9 @@ def _run(
             miss_bound=bound,
         )
 
-    top_res, bottom_res = make(top), make(bottom)
+    # each end states its own bound (the stopping rule above used their sum)
+    top_res = make(top, miss_bound(blocks, theta, top, none) if top_k else None)
+    bottom_res = make(bottom, miss_bound(blocks, theta, none, bottom) if bottom_k else None)
     bad = [(name, r) for name, r in (("top", top_res), ("bottom", bottom_res)) if not r.converged.all()]
     if bad:
         detail = "; ".join(
