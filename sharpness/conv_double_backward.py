@@ -76,6 +76,11 @@ def _expand(value: int | Sequence[int], d: int) -> list[int]:
     return [int(value)] * d if isinstance(value, int) else [int(v) for v in value]
 
 
+def _bias_grad(grad_out: Tensor) -> Tensor:
+    """∂f/∂b = Σ δ over the batch and every spatial position."""
+    return grad_out.sum(dim=[0, *range(2, grad_out.dim())])
+
+
 def _plain(stride: list[int], dilation: list[int], groups: int) -> bool:
     return groups == 1 and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
 
@@ -90,11 +95,13 @@ def _input_grad(grad_out: Tensor, weight: Tensor, padding: list[int]) -> Tensor:
 
 def _weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
                  dilation: list[int], groups: int) -> Tensor:
-    """∂⟨δ, conv(x, W)⟩/∂W. For a plain convolution whose output is no larger than its kernel, as the forward
-    convolution conv(xᵀ, δᵀ, padding p)ᵀ (batch and channels swapped: the sum over samples becomes the sum over
-    input channels); otherwise PyTorch's convolution_backward."""
+    """∂⟨δ, conv(x, W)⟩/∂W. On a CPU, for a plain convolution whose output is no larger than its kernel, as the
+    forward convolution conv(xᵀ, δᵀ, padding p)ᵀ (batch and channels swapped: the sum over samples becomes the sum
+    over input channels; faster than oneDNN's backward kernel there, module docstring); otherwise PyTorch's
+    convolution_backward (on a GPU always: the forward form is unmeasured against cuDNN)."""
     d = weight.dim() - 2
-    if _plain(stride, dilation, groups) and all(grad_out.shape[2 + i] <= weight.shape[2 + i] for i in range(d)):
+    small = all(grad_out.shape[2 + i] <= weight.shape[2 + i] for i in range(d))
+    if x.device.type == "cpu" and _plain(stride, dilation, groups) and small:
         return _BY_DIM[d](x.transpose(0, 1), grad_out.transpose(0, 1), None, 1, padding, 1, 1).transpose(0, 1)
     return torch.ops.aten.convolution_backward(
         grad_out, x, weight, None, stride, padding, dilation, False, [0] * d, groups, [False, True, False]
@@ -140,7 +147,7 @@ class _InputConv(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conv
         _, needs_w, needs_b = ctx.needs_input_grad[:3]
         grad_w = _WeightGrad.apply(grad_out, x, weight, stride, padding, dilation, groups) if needs_w else None
-        grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())]) if needs_b else None
+        grad_b = _bias_grad(grad_out) if needs_b else None
         return None, grad_w, grad_b, None, None, None, None
 
 
@@ -181,13 +188,14 @@ class _InnerConv(torch.autograd.Function):
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
         grad_x = _InputGrad.apply(grad_out, weight, ctx.padding) if needs_x else None
         grad_w = _WeightGrad.apply(grad_out, x, weight, [1] * d, ctx.padding, [1] * d, 1) if needs_w else None
-        grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())]) if needs_b else None
+        grad_b = _bias_grad(grad_out) if needs_b else None
         return grad_x, grad_w, grad_b, None
 
 
 class convolutions_without_input_grad(TorchFunctionMode):
     """Within the block, convolutions of inputs that need no gradient skip PyTorch's wasted second-order input
-    gradient (module docstring). Exact; a no-op for every other call.
+    gradient, and plain inner convolutions on a CPU (with ``inner=True``) run their backward products as forward
+    convolutions (module docstring). Exact; a no-op for every other call.
 
     Example:
         >>> import torch, torch.nn.functional as F

@@ -218,3 +218,29 @@ def test_weight_and_input_gradients_as_forward_convolutions(d, size, kernel, pad
     torch.testing.assert_close(_input_grad(delta, w, [padding] * d), ref_x, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(_weight_grad(delta, x, w, [1] * d, [padding] * d, [1] * d, 1), ref_w,
                                rtol=1e-12, atol=1e-12)
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_forward_form_of_the_weight_gradient_is_for_cpus_only():
+    # Its speed was measured against oneDNN; on any other device the same call must stay PyTorch's kernel
+    # ("meta" tensors stand in for a GPU here: shapes only, the same dispatch).
+    from sharpness.conv_double_backward import _weight_grad
+
+    used = {}
+    for device in ("cpu", "meta"):
+        x = torch.randn(6, 3, 4, 4, device=device)
+        w = torch.randn(4, 3, 5, 5, device=device)
+        delta = torch.randn(6, 4, 4, 4, device=device)  # a 4×4 output under a 5×5 kernel: the small-map rule
+        with _CountOps() as c:
+            _weight_grad(delta, x, w, [1, 1], [2, 2], [1, 1], 1)
+        used[device] = torch.ops.aten.convolution_backward.default in c.ops
+    assert used == {"cpu": False, "meta": True}

@@ -299,8 +299,6 @@ def _miss_bound(theta: np.ndarray, betas: np.ndarray, top: np.ndarray, bottom: n
             if np.any(dist == 0):
                 return math.inf
             worst = max(worst, log_beta - float(np.log(dist).sum()))
-    if count == 0:
-        return 0.0
     return min(1.0, count * math.sqrt(2.0 * P / math.pi) * math.exp(min(worst, 0.0)))
 
 
@@ -413,10 +411,11 @@ def _run(
             invariant = proc.betas()[-1] <= near_invariant * proc.anorm()
             if (m - cur_start) % check_every or (m < first_check and not invariant):
                 continue
-            theta, res, err, conv, top, bottom, open_ext = assess(closed + current())
+            blocks = closed + current()  # one tridiagonal eigen-solve per check
+            theta, res, err, conv, top, bottom, open_ext = assess(blocks)
             if not (theta.size >= kmax and conv[top].all() and conv[bottom].all() and conv[open_ext].all()):
                 continue
-            if m < min_steps and not invariant and not certified(miss_bound(closed + current(), theta, top, bottom)):
+            if m < min_steps and not invariant and not certified(miss_bound(blocks, theta, top, bottom)):
                 continue
             # Converged. If β_m is tiny the block is (nearly) invariant and *every* Ritz value in it looks
             # converged, including a non-extreme one reached from a special start vector, or a lone copy
