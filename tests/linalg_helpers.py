@@ -42,3 +42,15 @@ class CountingOperator:
     @property
     def num_matvecs(self) -> int:
         return sum(1 if len(s) == 1 else s[1] for s in self.calls)
+
+
+class Diagonal:
+    """diag(d) as an operator (eigenvalue d[i] has eigenvector e_i): cheap enough for thousands of starts."""
+
+    def __init__(self, d, dtype=DT):
+        self.d = torch.as_tensor(np.asarray(d, dtype=np.float64), dtype=dtype)
+        self.shape = (self.d.numel(),) * 2
+        self.dtype, self.device = self.d.dtype, self.d.device
+
+    def __matmul__(self, v):
+        return self.d * v if v.ndim == 1 else self.d[:, None] * v

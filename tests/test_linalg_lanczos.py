@@ -1,4 +1,5 @@
-"""Lanczos with full reorthogonalization, checked against dense eigendecompositions in float64."""
+"""Lanczos with full reorthogonalization and with the local three-term recurrence, checked against dense
+eigendecompositions in float64."""
 
 import numpy as np
 import pytest
@@ -6,11 +7,9 @@ import torch
 
 from sharpness.linalg import LanczosProcess, lanczos, tridiagonal_eigh
 
-from linalg_helpers import CountingOperator, random_symmetric
+from linalg_helpers import CountingOperator, Diagonal, random_symmetric, with_spectrum_and_vectors
 
 DT = torch.float64
-
-
 
 
 @pytest.mark.parametrize("P, seed", [(40, 0), (150, 1)])
@@ -152,3 +151,110 @@ def test_validation():
         lanczos(torch.ones(4, 4, dtype=torch.int64), 2)
     with pytest.raises(ValueError, match="seed must be an int"):
         lanczos(A, 3, seed=1.5)
+
+
+class _Recording(CountingOperator):
+    """Also keeps every vector it is applied to: for a Lanczos run, exactly its vectors q₁ … q_m."""
+
+    def __init__(self, M):
+        super().__init__(M)
+        self.inputs = []
+
+    def __matmul__(self, v):
+        self.inputs.append(v.clone())
+        return super().__matmul__(v)
+
+
+def test_local_run_follows_the_full_one_until_convergence_and_keeps_its_ritz_values_true():
+    # Before any Ritz value converges, the three-term recurrence and the fully reorthogonalized one compute
+    # the same T up to rounding; later the local run's vectors lose orthogonality, but every Ritz value with a
+    # small residual still lies that close to an eigenvalue (Paige): checked against the exact spectrum.
+    M = random_symmetric(300, 3)
+    exact = torch.linalg.eigvalsh(M).numpy()
+    start = torch.randn(300, generator=torch.Generator().manual_seed(0), dtype=DT)
+    runs = {}
+    for mode in ("full", "local"):
+        proc = LanczosProcess(M, start, max_steps=120, reorthogonalize=mode)
+        while proc.active():
+            proc.step()
+        runs[mode] = proc
+    np.testing.assert_allclose(runs["local"].alphas()[:10], runs["full"].alphas()[:10], rtol=1e-10)
+    theta, _, res = runs["local"].ritz()
+    small = res < 1e-6 * np.abs(exact).max()
+    assert small.sum() >= 4  # some Ritz values converged (the extreme ones, and their ghost copies)
+    nearest = np.abs(theta[small, None] - exact[None, :]).min(axis=1)
+    assert np.all(nearest <= res[small] + 1e-9 * np.abs(exact).max())
+    assert not runs["local"].stores_basis and runs["full"].stores_basis
+    with pytest.raises(RuntimeError, match="stores no basis"):
+        runs["local"].basis()
+
+
+def test_local_ritz_vectors_replay_the_run_exactly():
+    # The replay applies A again from the stored start with the recorded α, β: on a CPU it regenerates the
+    # very vectors the first pass applied A to, so Y = Q S is exact, without Q ever being stored.
+    A = _Recording(random_symmetric(80, 5))
+    proc = LanczosProcess(A, torch.randn(80, generator=torch.Generator().manual_seed(1), dtype=DT), max_steps=15,
+                          reorthogonalize="local")
+    for _ in range(15):
+        proc.step()
+    Q = torch.stack(A.inputs, dim=1)  # what the first pass multiplied: q₁ … q₁₅
+    before = proc.num_matvecs
+    S = np.random.default_rng(2).standard_normal((15, 3))
+    Y = proc.ritz_vectors(S)
+    torch.testing.assert_close(Y, Q @ torch.as_tensor(S), rtol=0, atol=1e-13)
+    assert torch.equal(torch.stack(A.inputs[15:], dim=1), Q[:, :14])  # bit-identical replayed vectors
+    assert proc.num_matvecs - before == 14
+
+
+def test_locked_vectors_deflate_the_run_to_their_complement():
+    # With the top three eigenvectors locked, a run to the remaining dimension finds the other 57 eigenvalues
+    # exactly and never the locked ones.
+    ev = np.r_[10.0, 9.0, 8.0, np.linspace(-1.0, 1.0, 57)]
+    M, U = with_spectrum_and_vectors(ev, 4)
+    proc = LanczosProcess(M, torch.ones(60, dtype=DT), max_steps=60, locked=U[:, :3])
+    assert proc.dim == 57 and proc.max_steps == 57
+    while proc.active():
+        proc.step()
+    theta, _, _ = proc.ritz()
+    np.testing.assert_allclose(theta, np.sort(ev[3:]), atol=1e-10)
+    Q = proc.basis()
+    assert (U[:, :3].T @ Q).abs().max().item() < 1e-12
+
+
+def test_a_local_run_holds_four_vectors_of_a_fifty_million_parameter_operator():
+    # Memory follows the method, not P × steps: a diagonal float32 operator of P = 5·10⁷ (200 MB a vector), 30
+    # local steps. Peak RSS is sampled in a fresh process: the run may add its vectors (q_{j−1}, q_j, the new one
+    # and the operator's transient output: 4, and the start kept for the replay unless keep_start=False) and
+    # 100 MB of allocator slack; a stored basis of 30 steps would be 6 GB.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, torch
+        from sharpness.linalg import LanczosProcess
+        torch.set_num_threads(1)
+        P = 50_000_000
+
+        class Diag:
+            def __init__(self, d):
+                self.d, self.shape, self.dtype, self.device = d, (P, P), d.dtype, d.device
+            def __matmul__(self, v):
+                return self.d * v
+
+        g = torch.Generator().manual_seed(0)
+        d = torch.rand(P, generator=g)
+        start = torch.randn(P, generator=g)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        proc = LanczosProcess(Diag(d), start, max_steps=30, reorthogonalize="local", keep_start=KEEP)
+        for _ in range(30):
+            proc.step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(peak - before)
+    """)
+    vector = 50_000_000 * 4
+    for keep, vectors in ((False, 4), (True, 5)):
+        out = subprocess.run([sys.executable, "-c", code.replace("KEEP", str(keep))], capture_output=True, text=True,
+                             timeout=600, check=True)
+        grown = int(out.stdout.split()[-1])
+        assert grown <= vectors * vector + 100 * 2**20, (keep, grown / 2**20)

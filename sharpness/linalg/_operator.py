@@ -20,6 +20,8 @@ from torch import Tensor
 Seed = Union[int, torch.Generator, None]
 
 DISTRIBUTIONS = ("rademacher", "gaussian")
+#: Bytes an estimator's own vectors (a Lanczos basis, probe blocks) may take when no ``memory`` is given.
+DEFAULT_MEMORY = 2 * 2**30
 
 
 def operator_size(A: Any) -> int:

@@ -1,22 +1,35 @@
-"""Lanczos tridiagonalization with full reorthogonalization.
+"""Lanczos tridiagonalization, with a stored basis or without one.
 
-Given a symmetric operator ``A`` (P × P) and a unit start vector q₁, m steps of Lanczos build an orthonormal
-basis Q = [q₁ … q_m] of the Krylov space span{q₁, A q₁, …, A^{m−1} q₁} and a symmetric tridiagonal
-T = Qᵀ A Q with diagonal α₁…α_m and off-diagonal β₁…β_{m−1}, linked by the Lanczos relation
+Given a symmetric operator ``A`` (P × P) and a unit start vector q₁, m steps of Lanczos build vectors
+q₁ … q_m spanning the Krylov space span{q₁, A q₁, …, A^{m−1} q₁} and a symmetric tridiagonal T with diagonal
+α₁…α_m and off-diagonal β₁…β_{m−1}, linked by the Lanczos relation
 
     A Q = Q T + β_m q_{m+1} e_mᵀ.
 
 If T = S diag(θ) Sᵀ, the Ritz pairs (θ_i, y_i = Q s_i) satisfy ‖A y_i − θ_i y_i‖ = |β_m · S[m, i]|, so the
 last row of S gives every residual for free (Paige 1971; Parlett, *The Symmetric Eigenvalue Problem*, 1998).
 
-In floating point the three-term recurrence loses orthogonality as soon as a Ritz value converges, producing
-spurious copies ("ghosts"). We orthogonalize every new vector against the whole stored basis, twice
-(classical Gram–Schmidt twice is enough: Giraud, Langou & Rozložník 2005), which costs O(P·m) per step and
-the P × m basis in memory — negligible next to a Hessian-vector product and a few hundred vectors.
+Two ways to keep the vectors orthogonal, chosen per run (``reorthogonalize``):
+
+* ``"full"``: every new vector is orthogonalized against the whole stored basis, twice (classical Gram–Schmidt
+  twice is enough: Giraud, Langou & Rozložník 2005). The basis is P × m in A's dtype, allocated once for
+  ``max_steps`` vectors (on a CPU untouched pages cost no memory, so only the steps taken count) and never
+  copied to grow. Exact to rounding, including at m = P, at O(P·m) work per step.
+* ``"local"``: only the three-term recurrence, holding q_{j−1}, q_j and the new vector: four vectors of P
+  whatever the number of steps, and about five passes over P per step. In floating point the vectors lose
+  orthogonality once a Ritz value has converged, and copies ("ghosts") of converged Ritz values appear; but
+  every Ritz value with a small residual |β_m S[m, i]| still lies that close to an eigenvalue of A, up to
+  O(m·eps·‖A‖) (Paige 1980), and the extreme Ritz values converge as in exact arithmetic until then
+  (Meurant & Strakoš, *Acta Numerica* 2006). Callers that count eigenvalues merge ghost copies
+  (:func:`sharpness.linalg.eigen`). Ritz vectors are rebuilt by :meth:`LanczosProcess.ritz_vectors`, which
+  replays the recurrence with the recorded α, β: one more pass of m − 1 products.
+
+Deflation: ``locked`` (P × n, orthonormal columns) restricts the run to their orthogonal complement: every new
+vector is orthogonalized against them (twice), so T is the Lanczos matrix of (I − YYᵀ) A (I − YYᵀ) on Y⊥.
 
 Breakdown: if β_j ≈ 0 the Krylov space is invariant under A and the Ritz values found so far are exact
-eigenvalues. :func:`lanczos` then stops; :func:`sharpness.linalg.extreme_eigenvalues` may restart with a
-fresh random vector orthogonal to the basis (see :class:`LanczosProcess.restart`).
+eigenvalues; the run stops (:meth:`LanczosProcess.restart` can continue a stored run from a fresh random
+vector orthogonal to its basis; T is then block diagonal).
 
 :class:`LanczosProcess` runs R independent Lanczos recurrences in lock-step so that each step is one block
 product ``A @ V`` with R columns (used by stochastic Lanczos quadrature); :func:`lanczos` is the one-run,
@@ -36,13 +49,15 @@ from torch import Tensor
 
 from ._operator import Seed, apply, make_generator, operator_size, random_block
 
-__all__ = ["LanczosResult", "LanczosProcess", "lanczos", "tridiagonal_eigh"]
+__all__ = ["LanczosResult", "LanczosProcess", "lanczos", "tridiagonal_eigh", "REORTHOGONALIZATION"]
 
 #: β_j ≤ BREAKDOWN_FACTOR · eps(dtype) · ‖A‖_est counts as an invariant subspace. Kept small on purpose: a
 #: genuine β can be tiny relative to ‖A‖ (a Hessian's bulk next to a huge outlier), and missing a true
 #: breakdown is harmless (the next vector is then rounding noise orthogonalized against the basis, i.e. an
 #: implicit random restart), whereas a false one would truncate the Krylov space.
 BREAKDOWN_FACTOR = 100.0
+#: The two orthogonalization schemes of a run (module docstring).
+REORTHOGONALIZATION = ("full", "local")
 
 
 def tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,53 +116,106 @@ class LanczosResult:
         return theta, S, np.abs(self.beta_last * S[-1, :])
 
 
+def _project_out(W: Tensor, Y: Tensor) -> Tensor:
+    """W (n, P) with its components along the orthonormal rows of Y (n, k, P) removed, twice; in place."""
+    for _ in range(2):
+        h = torch.bmm(Y, W.unsqueeze(2))
+        W -= torch.bmm(h.transpose(1, 2), Y).squeeze(1)
+    return W
+
+
+def _three_term(W: Tensor, q: Tensor, q_prev: Tensor, b_prev: Tensor, locked: Tensor | None,
+                alpha: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """W − β_{j−1} q_{j−1} (then out of the locked span) − α_j q_j for the rows of W = A q_j, with α_j = q_jᵀW
+    unless given (a replay). Fused, so no product of a scalar and a vector is ever materialized: the step holds
+    q_{j−1}, q_j, A's output and the new vector, nothing more. Out of place first: never write into A's output."""
+    W = torch.addcmul(W, q_prev, b_prev, value=-1)
+    if locked is not None:
+        _project_out(W, locked.expand(W.shape[0], -1, -1))
+    if alpha is None:
+        alpha = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).reshape(-1)
+    W.addcmul_(q, alpha[:, None], value=-1)
+    return W, alpha
+
+
 class LanczosProcess:
-    """R independent Lanczos recurrences with full reorthogonalization, advanced one step at a time.
+    """R independent Lanczos recurrences, advanced one step at a time.
 
     Each :meth:`step` computes one block product ``A @ V`` (V of shape (P, R_active); a plain ``A @ v`` when
-    only one run is active) and orthogonalizes each new vector twice against its own run's basis.
-    The one host synchronization per step fetches (α, β, ‖A q‖) for all runs together: β decides breakdown.
-
-    Runs that break down stop stepping; :meth:`restart` can start a new Krylov block in the same run from a
-    random vector orthogonal to that run's basis (T then becomes block diagonal: the off-diagonal entry
-    between blocks is 0). All active runs must have the same length when stepping.
+    only one run is active). The one host synchronization per step fetches (α, β, ‖A q‖) for all runs
+    together: β decides breakdown.
 
     Args:
         A: symmetric operator (see :mod:`sharpness.linalg`).
-        start: start vectors, shape (P,) or (P, R); each column is normalized.
-        max_steps: upper bound on the steps of any run (sizes the basis storage; at most P).
+        start: start vectors, shape (P,) or (P, R); each column is normalized (and, with ``locked``,
+            first orthogonalized against the locked vectors).
+        max_steps: upper bound on the steps of any run (at most P; sizes the stored basis).
+        reorthogonalize: ``"full"`` (a stored basis, every vector orthogonalized against all of it) or
+            ``"local"`` (the three-term recurrence and nothing stored; module docstring).
+        locked: optional (P, n) block with orthonormal columns to deflate: the runs live in its orthogonal
+            complement.
+        keep_start: whether a ``"local"`` run keeps a copy of its start vectors for :meth:`ritz_vectors` (one
+            vector of P per run); ``False`` when only Ritz values will be asked for.
+
+    Memory: ``"full"`` holds R·(max_steps + 3) vectors of P, ``"local"`` 4·R (3·R without ``keep_start``), both
+    plus ``locked`` and the operator's output.
     """
 
-    def __init__(self, A: Any, start: Tensor, *, max_steps: int) -> None:
+    def __init__(self, A: Any, start: Tensor, *, max_steps: int, reorthogonalize: str = "full",
+                 locked: Tensor | None = None, keep_start: bool = True) -> None:
+        if reorthogonalize not in REORTHOGONALIZATION:
+            raise ValueError(f"reorthogonalize must be one of {', '.join(REORTHOGONALIZATION)}, got {reorthogonalize!r}")
         P = operator_size(A)
         self.A = A
         self.P = P
         self.dtype: torch.dtype = A.dtype
         self.device = torch.device(A.device)
+        self.reorthogonalize = reorthogonalize
         start = start.to(device=self.device, dtype=self.dtype)
         if start.ndim == 1:
             start = start[:, None]
         if start.ndim != 2 or start.shape[0] != P or start.shape[1] < 1:
             raise ValueError(f"start vectors must have shape ({P},) or ({P}, R), got {tuple(start.shape)}")
-        norms = torch.linalg.vector_norm(start, dim=0)
+        self.R = int(start.shape[1])
+        self._locked = None
+        if locked is not None and locked.shape[1] > 0:
+            if locked.ndim != 2 or locked.shape[0] != P:
+                raise ValueError(f"locked vectors must have shape ({P}, n), got {tuple(locked.shape)}")
+            self._locked = locked.to(device=self.device, dtype=self.dtype).T.contiguous()
+        q = start.T.clone()  # (R, P)
+        if self._locked is not None:
+            _project_out(q, self._locked.expand(self.R, -1, -1))
+        norms = torch.linalg.vector_norm(q, dim=1)
         norms_host = norms.double().cpu().numpy()
         if not np.all(np.isfinite(norms_host)) or np.any(norms_host == 0):
             raise ValueError("start vectors must be finite and nonzero, got a zero or non-finite column")
-        self.R = int(start.shape[1])
-        self.max_steps = max(1, min(int(max_steps), P))
+        self.max_steps = max(1, min(int(max_steps), P - (0 if self._locked is None else self._locked.shape[0])))
         self.num_matvecs = 0
-        self._q = (start / norms).T.contiguous()  # (R, P): the next vector of each run
-        self._cap = min(self.max_steps, 32)
-        self._Q = torch.empty((self.R, self._cap, P), dtype=self.dtype, device=self.device)
+        self._q = q.div_(norms[:, None])  # (R, P): the next vector of each run
+        # a local run keeps its start for ritz_vectors' replay, unless told no vectors will be asked for
+        self._start = self._q.clone() if reorthogonalize == "local" and keep_start else None
+        # "full": the basis, allocated once (untouched pages of a CPU allocation cost no memory)
+        self._Q = (torch.empty((self.R, self.max_steps, P), dtype=self.dtype, device=self.device)
+                   if reorthogonalize == "full" else None)
+        self._q_prev = torch.zeros_like(self._q) if reorthogonalize == "local" else None
+        self._beta_prev = torch.zeros(self.R, dtype=self.dtype, device=self.device)
         self._alphas: list[list[float]] = [[] for _ in range(self.R)]
         self._betas: list[list[float]] = [[] for _ in range(self.R)]  # β after each step (residual norm)
-        self._block_starts: list[list[int]] = [[0] for _ in range(self.R)]
         self._active = [True] * self.R
         self._broken = [False] * self.R
         self._anorm = [0.0] * self.R  # running lower estimate of ‖A‖ per run
         self.eps = float(torch.finfo(self.dtype).eps)
 
     # -- state ------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """The dimension of the space the runs live in: P minus the locked vectors."""
+        return self.P - (0 if self._locked is None else self._locked.shape[0])
+
+    @property
+    def stores_basis(self) -> bool:
+        return self._Q is not None
+
     def length(self, r: int = 0) -> int:
         return len(self._alphas[r])
 
@@ -155,11 +223,8 @@ class LanczosProcess:
         return self._active[r]
 
     def broken(self, r: int = 0) -> bool:
-        """Whether run ``r``'s last step ended in an invariant subspace (or exhausted all P dimensions)."""
+        """Whether run ``r``'s last step ended in an invariant subspace (or exhausted the space)."""
         return self._broken[r]
-
-    def block_starts(self, r: int = 0) -> tuple[int, ...]:
-        return tuple(self._block_starts[r])
 
     def anorm(self, r: int = 0) -> float:
         """max_j ‖A q_j‖ over run ``r`` so far: a lower bound on ‖A‖₂, used as the scale of rounding."""
@@ -174,31 +239,69 @@ class LanczosProcess:
 
     def betas(self, r: int = 0) -> np.ndarray:
         """β after each of the run's steps, shape (m,): entry j couples steps j and j+1 unless a block starts
-        at j+1, and the last entry of each block is that block's closing residual norm."""
+        at j+1 (after :meth:`restart`), and the last entry is the closing residual norm."""
         return np.asarray(self._betas[r], dtype=np.float64)
 
     def basis(self, r: int = 0) -> Tensor:
-        """The run's orthonormal basis Q, shape (P, m) (a view into the process's storage)."""
+        """The run's orthonormal basis Q, shape (P, m) (a view into the stored basis; ``"full"`` runs only)."""
+        if self._Q is None:
+            raise RuntimeError("a 'local' Lanczos run stores no basis; use ritz_vectors() to rebuild Ritz vectors")
         return self._Q[r, : self.length(r)].T
 
-    def block_ritz(self, r: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ritz values (ascending), T-eigenvectors and absolute residual norms of the Krylov block
-        ``[start, stop)`` of run ``r``; the residual uses the block's closing β (entry ``stop − 1``)."""
-        a = self._alphas[r][start:stop]
-        b = self._betas[r][start:stop]
+    def ritz(self, r: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ritz values (ascending), T-eigenvectors and absolute residual norms of run ``r``."""
+        a, b = self._alphas[r], self._betas[r]
         theta, S = tridiagonal_eigh(np.asarray(a), np.asarray(b[:-1]))
-        return theta, S, np.abs(b[-1] * S[-1, :])
+        return theta, S, np.abs(b[-1] * S[-1, :]) if b else np.zeros(0)
+
+    def ritz_vectors(self, S: np.ndarray, r: int = 0) -> Tensor:
+        """Y = Q S for coefficient columns S (m, k) of run ``r``, shape (P, k), in A's dtype.
+
+        A ``"full"`` run multiplies its stored basis; a ``"local"`` run replays its recurrence from the stored
+        start with the recorded α and β (m − 1 products of A, counted in :attr:`num_matvecs`; on a CPU the
+        replayed vectors are bit-identical to the first pass), accumulating Y without storing Q.
+        """
+        m = self.length(r)
+        S = np.asarray(S, dtype=np.float64)
+        if S.ndim != 2 or S.shape[0] != m:
+            raise ValueError(f"expected coefficients of shape ({m}, k), got {S.shape}")
+        coef = torch.as_tensor(S, dtype=self.dtype, device=self.device)
+        if self._Q is not None:
+            return self._Q[r, :m].T @ coef
+        if self._start is None:
+            raise RuntimeError("this local Lanczos run was made with keep_start=False: it cannot rebuild Ritz vectors")
+        Y = torch.zeros((self.P, S.shape[1]), dtype=self.dtype, device=self.device)
+        q_prev, q = torch.zeros_like(self._start[r : r + 1]), self._start[r : r + 1].clone()
+        # The operations of _local_step with the recorded coefficients (float64 copies of dtype values, so
+        # converting them back is exact): on a CPU the replayed vectors are those of the first pass, bit for bit.
+        coeffs = torch.tensor([self._alphas[r], [0.0] + self._betas[r][:-1], self._betas[r]], dtype=self.dtype,
+                              device=self.device)
+        for j in range(m):
+            Y.addr_(q[0], coef[j])
+            if j == m - 1:
+                break
+            W = apply(self.A, q[0])[None, :].to(self.dtype)
+            self.num_matvecs += 1
+            W, _ = _three_term(W, q, q_prev, coeffs[1, j].reshape(1, 1), self._locked, coeffs[0, j].reshape(1))
+            W /= coeffs[2, j]
+            q_prev, q = q, W
+        return Y
 
     # -- iteration --------------------------------------------------------------------------------
-    def _ensure_capacity(self, n: int) -> None:
-        if n <= self._cap:
+    def allow_steps(self, max_steps: int) -> None:
+        """Raise :attr:`max_steps` (capped at the space's dimension) so a finished run can be continued, e.g.
+        by :func:`~sharpness.linalg.deflated_trace`; a stored basis is reallocated once if it is too small."""
+        max_steps = min(int(max_steps), self.dim)
+        if max_steps <= self.max_steps:
             return
-        # Grow by half again (bounded by max_steps): amortized O(1) copies, and no P × max_steps
-        # allocation up front when a run converges in a handful of steps.
-        cap = min(self.max_steps, max(n, self._cap + self._cap // 2))
-        Q = torch.empty((self.R, cap, self.P), dtype=self.dtype, device=self.device)
-        Q[:, : self._cap] = self._Q
-        self._Q, self._cap = Q, cap
+        if self._Q is not None:
+            Q = torch.empty((self.R, max_steps, self.P), dtype=self.dtype, device=self.device)
+            Q[:, : self.max_steps] = self._Q
+            self._Q = Q
+        for r in range(self.R):
+            if not self._broken[r] and self.length(r) == self.max_steps:
+                self._active[r] = True
+        self.max_steps = max_steps
 
     def step(self) -> list[int]:
         """One Lanczos step for every active run; returns the runs that broke down at this step."""
@@ -210,30 +313,17 @@ class LanczosProcess:
             raise RuntimeError("active Lanczos runs must have equal lengths to step together")
         if j >= self.max_steps:
             raise RuntimeError(f"Lanczos runs are already at max_steps={self.max_steps}")
-        self._ensure_capacity(j + 1)
         every = len(act) == self.R
         idx = None if every else torch.tensor(act, device=self.device)
         q = self._q if every else self._q[idx]  # (n, P)
-        if every:
-            self._Q[:, j] = q
-        else:
-            self._Q[idx, j] = q
 
         n = len(act)
         W = apply(self.A, q[0])[None, :] if n == 1 else apply(self.A, q.T).T
         W = W.to(self.dtype)
         self.num_matvecs += n
         a_norm = torch.linalg.vector_norm(W, dim=1)
-
-        Qa = self._Q[:, : j + 1] if every else self._Q[idx, : j + 1]  # (n, j+1, P)
-        # Classical Gram–Schmidt twice against the whole basis ("twice is enough"): the first pass removes
-        # the Krylov recurrence's α q_j + β q_{j−1} and the rest; the second repairs the first's rounding.
-        h = torch.bmm(Qa, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h.unsqueeze(1), Qa).squeeze(1)  # out of place: never write into A's output
-        h2 = torch.bmm(Qa, W.unsqueeze(2)).squeeze(2)
-        W -= torch.bmm(h2.unsqueeze(1), Qa).squeeze(1)
-        alpha = h[:, j] + h2[:, j]
-        beta = torch.linalg.vector_norm(W, dim=1)
+        step = self._full_step if self._Q is not None else self._local_step
+        W, alpha, beta = step(q, W, j, every, idx)
 
         # The one host sync per step: β decides breakdown, and T is solved on the host anyway.
         a_host, b_host, an_host = torch.stack([alpha, beta, a_norm]).double().cpu().tolist()
@@ -244,7 +334,7 @@ class LanczosProcess:
             self._anorm[r] = max(self._anorm[r], an_j, abs(a_j))
             if not (np.isfinite(a_j) and np.isfinite(b_j)):
                 raise FloatingPointError(f"Lanczos produced a non-finite value at step {j + 1} (A @ v overflowed?)")
-            if self.length(r) >= self.P or b_j <= self.rounding_level(r):
+            if self.length(r) >= self.dim or b_j <= self.rounding_level(r):
                 self._active[r] = False
                 self._broken[r] = True
                 broke.append(r)
@@ -258,26 +348,60 @@ class LanczosProcess:
             self._q[idx] = W
         return broke
 
+    def _full_step(self, q: Tensor, W: Tensor, j: int, every: bool,
+                   idx: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The new vector W orthogonalized against the stored basis (which gains q), with its α and β."""
+        if every:
+            self._Q[:, j] = q
+        else:
+            self._Q[idx, j] = q
+        Qa = self._Q[:, : j + 1] if every else self._Q[idx, : j + 1]  # (n, j+1, P)
+        # Classical Gram–Schmidt twice against the whole basis ("twice is enough"): the first pass removes
+        # the Krylov recurrence's α q_j + β q_{j−1} and the rest; the second repairs the first's rounding.
+        h = torch.bmm(Qa, W.unsqueeze(2)).squeeze(2)
+        W = W - torch.bmm(h.unsqueeze(1), Qa).squeeze(1)  # out of place: never write into A's output
+        h2 = torch.bmm(Qa, W.unsqueeze(2)).squeeze(2)
+        W -= torch.bmm(h2.unsqueeze(1), Qa).squeeze(1)
+        if self._locked is not None:
+            _project_out(W, self._locked.expand(W.shape[0], -1, -1))
+        return W, h[:, j] + h2[:, j], torch.linalg.vector_norm(W, dim=1)
+
+    def _local_step(self, q: Tensor, W: Tensor, j: int, every: bool,
+                    idx: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The three-term recurrence W − β_{j−1} q_{j−1} − α_j q_j (q_{j−1} is kept, nothing else)."""
+        q_prev = self._q_prev if every else self._q_prev[idx]
+        b_prev = self._beta_prev if every else self._beta_prev[idx]  # zeros before the first step
+        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked)
+        beta = torch.linalg.vector_norm(W, dim=1)
+        if every:
+            self._q_prev, self._beta_prev = q, beta
+        else:
+            self._q_prev[idx], self._beta_prev[idx] = q, beta
+        return W, alpha, beta
+
     def restart(self, r: int, generator: torch.Generator) -> bool:
-        """Continue run ``r`` with a new Krylov block from a random vector orthogonal to its basis.
+        """Continue ``"full"`` run ``r`` with a new Krylov block from a random vector orthogonal to its basis.
 
         Returns ``False`` (and changes nothing) when no room is left: the run is at ``max_steps``, or its
         basis already spans the space numerically.
         """
+        if self._Q is None:
+            raise RuntimeError("only a 'full' Lanczos run can restart orthogonally to its basis")
         m = self.length(r)
-        if m >= self.max_steps or m >= self.P:
+        if m >= self.max_steps or m >= self.dim:
             return False
         v = random_block((self.P,), generator, dtype=self.dtype, device=self.device, distribution="gaussian")
         v0_norm = torch.linalg.vector_norm(v)
         Q = self._Q[r, :m]
         for _ in range(2):
             v -= Q.T @ (Q @ v)
+        if self._locked is not None:
+            _project_out(v.unsqueeze(0), self._locked.unsqueeze(0))
         v_norm = torch.linalg.vector_norm(v)
         # A random vector keeps a fraction ~sqrt((P−m)/P) of its norm; far less means the basis spans R^P.
         if float(v_norm) <= math.sqrt(self.eps) * float(v0_norm):
             return False
         self._q[r] = v / v_norm
-        self._block_starts[r].append(m)
         self._active[r] = True
         self._broken[r] = False
         return True

@@ -285,7 +285,7 @@ def deflated_trace(
         if lanczos.A is not A or lanczos.R != 1:
             raise ValueError("lanczos must be a single Lanczos run of this same operator A")
         proc = lanczos
-        proc.max_steps = max(proc.max_steps, s)
+        proc.allow_steps(s)
     done_before = proc.num_matvecs
     while proc.length() < s:
         if proc.active():

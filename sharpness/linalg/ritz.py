@@ -1,0 +1,123 @@
+"""The stopping rule of :mod:`sharpness.linalg.eigen`, applied to the Ritz values of one Lanczos run.
+
+For Ritz pairs (θ_i, y_i) of a run's T, with absolute residuals r_i = ‖A y_i − θ_i y_i‖ = |β_m S[m, i]|:
+
+* r_i is rigorous: some eigenvalue λ of A has |λ − θ_i| ≤ r_i;
+* the error estimate is e_i = min(r_i, r_i²/gap_i), gap_i = min_{j≠i} (|θ_i − θ_j| − r_j), the Kato–Temple /
+  Saad bound with the gap seen through Ritz values (so an estimate); ``criterion="residual"`` uses e_i = r_i;
+* pair i is converged when e_i ≤ tol·s_i and r_i ≤ √tol·s_i with the scale s_i = max(|θ_i|, c·Λ) (Λ the
+  spectral scale, c the scale floor), or when r_i is at the rounding level 10·eps·‖A‖_est.
+
+Ritz values of a ``"local"`` run (no reorthogonalization) include copies of converged values; those are merged
+first (:func:`distinct`), so that counts, gaps and verification thresholds see each eigenvalue once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .lanczos import LanczosProcess
+
+#: Rounding level of a Ritz pair's residual and eigenvalue: ROUNDING_FACTOR · eps(dtype) · ‖A‖_est.
+ROUNDING_FACTOR = 10.0
+SIDES = ("top", "bottom")
+
+
+def errors(theta: np.ndarray, res: np.ndarray, idx: np.ndarray, criterion: str) -> np.ndarray:
+    """Absolute eigenvalue-error estimates for Ritz values ``idx`` (module docstring)."""
+    if criterion == "residual" or theta.size < 2:
+        return res[idx].copy()
+    out = np.empty(idx.size)
+    for n, i in enumerate(idx):
+        d = np.abs(theta - theta[i]) - res
+        d[i] = np.inf
+        gap = float(d.min())
+        r = float(res[i])
+        out[n] = min(r, r * r / gap) if gap > 0 else r
+    return out
+
+
+def converged(theta, res, err, tol: float, floor: float, scale_min: float = 0.0) -> np.ndarray:
+    """The convergence test of the module docstring, elementwise."""
+    scale = np.maximum(np.abs(theta), scale_min)
+    ok = (err <= tol * scale) & (res <= math.sqrt(tol) * scale)
+    return ok | (res <= floor)
+
+
+def extreme_indices(theta: np.ndarray, top_k: int, bottom_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``top_k`` largest (descending) and ``bottom_k`` smallest (ascending) values."""
+    order = np.argsort(theta, kind="stable")
+    return order[::-1][:top_k], order[:bottom_k]
+
+
+def distinct(theta: np.ndarray, res: np.ndarray, floor: float) -> np.ndarray:
+    """Indices of ``theta`` (ascending) with ghost copies merged: neighbours that agree within their residuals
+    (plus rounding) are one eigenvalue seen twice by a recurrence that lost orthogonality; the copy with the
+    smallest residual stands for it (Cullum & Willoughby's counting of "numerically multiple" Ritz values)."""
+    keep: list[int] = []
+    for i in range(theta.size):
+        if keep and theta[i] - theta[keep[-1]] <= res[i] + res[keep[-1]] + floor:
+            if res[i] < res[keep[-1]]:
+                keep[-1] = i
+        else:
+            keep.append(i)
+    return np.asarray(keep, dtype=int)
+
+
+def beyond(value: float, side: str, tol: float, scale: float, floor: float) -> float:
+    """value ± its tolerance tol·max(|value|, scale) + floor: where a missed eigenvalue makes it wrong."""
+    t = tol * max(abs(value), scale) + floor
+    return value + t if side == "top" else value - t
+
+
+@dataclass
+class RitzCheck:
+    """One run's Ritz analysis at a check: values (ascending, ghosts merged for a local run), their
+    T-eigenvector columns ``S``, absolute residuals, error estimates and convergence of the wanted values,
+    which ``top`` (descending) and ``bottom`` (ascending) index; ``floor`` is the run's rounding level."""
+
+    proc: LanczosProcess
+    theta: np.ndarray
+    S: np.ndarray
+    res: np.ndarray
+    err: np.ndarray
+    conv: np.ndarray
+    top: np.ndarray
+    bottom: np.ndarray
+    floor: float
+
+    @classmethod
+    def of(cls, proc: LanczosProcess, top_k: int, bottom_k: int, *, tol: float, criterion: str,
+           scale: float | None, scale_floor: float) -> "RitzCheck":
+        """Analyse ``proc`` now; ``scale`` is c·Λ, or None to take it from this run's own values."""
+        theta, S, res = proc.ritz()
+        floor = ROUNDING_FACTOR * proc.eps * proc.anorm()
+        if not proc.stores_basis:
+            keep = distinct(theta, res, floor)
+            theta, S, res = theta[keep], S[:, keep], res[keep]
+        top, bottom = extreme_indices(theta, top_k, bottom_k)
+        idx = np.unique(np.concatenate([top, bottom]).astype(int))
+        err, conv = np.zeros(theta.size), np.zeros(theta.size, dtype=bool)
+        # + 10·eps·‖A‖: no estimate is better than the rounding in T's eigen-solve and in A @ v itself, and a
+        # residual at that level counts as converged (what lets an eigenvalue ≈ 0 converge).
+        err[idx] = errors(theta, res, idx, criterion) + floor
+        if scale is None:
+            scale = scale_floor * float(np.abs(theta).max())
+        conv[idx] = converged(theta[idx], res[idx], err[idx], tol, floor, scale)
+        if proc.stores_basis and proc.length() >= proc.dim:
+            conv[:] = True  # the basis spans the space: T is similar to A there, its Ritz values are exact
+        return cls(proc, theta, S, res, err, conv, top, bottom, floor)
+
+    def wanted(self, side: str) -> np.ndarray:
+        return self.top if side == "top" else self.bottom
+
+    def all_wanted_converged(self, kmax: int) -> bool:
+        return self.theta.size >= kmax and bool(self.conv[np.concatenate([self.top, self.bottom])].all())
+
+    def found(self, side: str, threshold: float) -> np.ndarray:
+        """Indices of converged Ritz values beyond ``threshold`` on ``side``."""
+        past = self.theta > threshold if side == "top" else self.theta < threshold
+        return np.flatnonzero(past & self.conv)
