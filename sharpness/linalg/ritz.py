@@ -53,14 +53,19 @@ def extreme_indices(theta: np.ndarray, top_k: int, bottom_k: int) -> tuple[np.nd
     return order[::-1][:top_k], order[:bottom_k]
 
 
-def distinct(theta: np.ndarray, res: np.ndarray, floor: float) -> np.ndarray:
-    """Indices of ``theta`` (ascending) with ghost copies merged: neighbours that agree within their residuals
-    (plus rounding) are one eigenvalue seen twice by a recurrence that lost orthogonality; the copy with the
-    smallest residual stands for it (Cullum & Willoughby's counting of "numerically multiple" Ritz values)."""
+def distinct(theta: np.ndarray, res: np.ndarray, floor: float, converged_level: float) -> np.ndarray:
+    """Indices of ``theta`` (ascending) with ghost copies merged. A recurrence that lost orthogonality grows a
+    copy of a Ritz value only after that value has converged to about √eps·‖A‖ (Paige 1971): neighbours that agree
+    within their residuals (plus rounding) *and* one of which is converged that far (``converged_level``) are one
+    eigenvalue seen twice, and the copy with the smallest residual stands for it (Cullum & Willoughby's counting
+    of "numerically multiple" Ritz values). Unconverged neighbours are never merged: that would widen the gap
+    that the error estimate divides by."""
     keep: list[int] = []
     for i in range(theta.size):
-        if keep and theta[i] - theta[keep[-1]] <= res[i] + res[keep[-1]] + floor:
-            if res[i] < res[keep[-1]]:
+        j = keep[-1] if keep else None
+        if (j is not None and theta[i] - theta[j] <= res[i] + res[j] + floor
+                and min(res[i], res[j]) <= converged_level):
+            if res[i] < res[j]:
                 keep[-1] = i
         else:
             keep.append(i)
@@ -96,7 +101,7 @@ class RitzCheck:
         theta, S, res = proc.ritz()
         floor = ROUNDING_FACTOR * proc.eps * proc.anorm()
         if not proc.stores_basis:
-            keep = distinct(theta, res, floor)
+            keep = distinct(theta, res, floor, math.sqrt(proc.eps) * proc.anorm())
             theta, S, res = theta[keep], S[:, keep], res[keep]
         top, bottom = extreme_indices(theta, top_k, bottom_k)
         idx = np.unique(np.concatenate([top, bottom]).astype(int))

@@ -225,15 +225,22 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
         self._module = module
         self._call = None if forward is None else _Call(module, forward)
 
-        all_params = {k: v.detach().clone() for k, v in module.named_parameters()}
+        # The module is already a private copy: its tensors are referenced, not cloned again.
+        all_params = {k: v.detach() for k, v in module.named_parameters()}
         self.names: list[str] = select_parameters(list(all_params), params)
         self.param_patterns = params
         self._fixed = {k: v for k, v in all_params.items() if k not in self.names}
-        self._fixed.update({k: v.detach().clone() for k, v in module.named_buffers()})
+        self._fixed.update({k: v.detach() for k, v in module.named_buffers()})
         self.shapes = [all_params[k].shape for k in self.names]
         self.sizes = [math.prod(s) for s in self.shapes]
         self.numel = sum(self.sizes)
         self.theta = torch.cat([all_params[k].reshape(-1) for k in self.names])
+        # The copy's varying parameters become views of θ (same values), so θ is the one P-vector held.
+        with torch.no_grad():
+            named = dict(module.named_parameters())
+            for k, view in self.unflatten(self.theta).items():
+                named[k].data = view
+        del all_params
 
         self.source: Any = None
         self._fingerprint: dict | None = None
