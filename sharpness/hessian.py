@@ -191,6 +191,9 @@ class HessianOperator:
     def device(self) -> torch.device:
         return self.objective.device
 
+    #: Every product is a new tensor the caller owns (Lanczos updates it in place instead of copying it).
+    fresh_products = True
+
     def __matmul__(self, v: Tensor) -> Tensor:
         P = self.objective.numel
         if v.ndim not in (1, 2) or v.shape[0] != P:

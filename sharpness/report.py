@@ -31,6 +31,7 @@ from .hessian import MODES as HVP_MODES, HessianOperator
 from .linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .batches import DATA_POLICIES, combine_digests, sample_digests
+from .budget import MemoryPlan, parse_memory
 from .losses import IGNORE_INDEX
 from .objective import Objective, callable_name
 from .precision import precision_policy
@@ -50,7 +51,7 @@ class AnalysisConfig:
     split: str = "train"
     samples: int | None = None
     chunk_size: int | None = None
-    memory: float | None = None  # GiB for one chunk's graph when chunk_size is None (None: Objective's 2 GiB)
+    memory: float | str | None = None  # the analysis's budget: "8GiB", "512MiB" or GiB (None: 8 GiB; budget.py)
     params: str | None = None
     loss: str = "auto"
     bn_mode: str = "eval"
@@ -115,8 +116,7 @@ class AnalysisConfig:
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not self.tol > 0:
             raise InputError(f"tol must be positive, got {self.tol}")
-        if self.memory is not None and not self.memory > 0:
-            raise InputError(f"memory must be a positive number of GiB, got {self.memory}")
+        parse_memory(self.memory)  # a bad size fails here, before the work
         if not 0 <= self.scale_floor <= 1:
             raise InputError(f"scale_floor must be in [0, 1], got {self.scale_floor}")
         object.__setattr__(self, "epsilon", tuple(float(e) for e in self.epsilon))
@@ -188,12 +188,41 @@ class _Clock:
         return out
 
 
-def _trace(op: Any, cfg: AnalysisConfig, seed: int, lanczos: Any = None) -> Any:
+def _trace(op: Any, cfg: AnalysisConfig, seed: int, lanczos: Any = None, memory: int | None = None) -> Any:
     if cfg.trace_method == "hutch++":
-        return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed)
+        return hutchpp_trace(op, num_matvecs=cfg.trace_probes, seed=seed, memory=memory)
     if cfg.trace_method == "lanczos-deflated":  # extends the eigenvalue run's basis when there is one
-        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed, lanczos=lanczos)
-    return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed)
+        return deflated_trace(op, num_matvecs=cfg.trace_probes, seed=seed, lanczos=lanczos, memory=memory)
+    return hutchinson_trace(op, num_probes=cfg.trace_probes, seed=seed, memory=memory)
+
+
+def _memory_plan(cfg: AnalysisConfig, num_params: int, dtype: torch.dtype) -> MemoryPlan:
+    """The budget split for this analysis (:mod:`sharpness.budget`), with every requested estimator's
+    smallest form checked against it before any work."""
+    plan = MemoryPlan.split(parse_memory(cfg.memory), num_params, torch.empty((), dtype=dtype).element_size())
+    if cfg.top_k or cfg.bottom_k:
+        plan.require(f"Lanczos for the top {cfg.top_k} / bottom {cfg.bottom_k} eigenvalues (three-term recurrence)",
+                     4 + cfg.top_k + cfg.bottom_k)
+    if cfg.trace:
+        m = cfg.trace_probes
+        need = {"hutchinson": (2, "Hutchinson trace (one probe and its product)"),
+                "hutch++": (3 * (m // 3) + 2, f"the Hutch++ trace ({m} products: a sketch of {m // 3}; "
+                                              "--trace-method hutchinson holds 2)"),
+                "lanczos-deflated": (int(2 / 3 * m) + 5, f"the Lanczos-deflated trace (a basis of {int(2 / 3 * m)}; "
+                                                          "--trace-method hutchinson holds 2)")}[cfg.trace_method]
+        plan.require(need[1], need[0])
+    if cfg.density:
+        plan.require("the spectral density (three-term recurrence, one run at a time)", 3)
+    if cfg.epsilon:
+        methods = ("ascent", "paper") if cfg.epsilon_method == "both" else (cfg.epsilon_method,)
+        p = cfg.subspace_dim or 0
+        if "ascent" in methods:
+            plan.require("ε-sharpness (ascent)", 8 + 2 * p)
+        if "paper" in methods:  # scipy's L-BFGS-B works in float64: (2·maxcor + 5) vectors, and x, g
+            plan.require("paper-mode ε-sharpness (scipy L-BFGS-B, float64)", 2 + 2 * p, float64_vectors=27)
+    if cfg.adaptive_rho or cfg.rho or cfg.average_adaptive_rho or cfg.average_rho:
+        plan.require("worst-/average-case sharpness", 8)
+    return plan
 
 
 def analyze(
@@ -260,7 +289,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     objective_kw = dict(
         loss=loss, forward=forward, batch_size_fn=batch_size_fn, target_key=cfg.target_key,
         ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing, chunk_size=cfg.chunk_size,
-        memory=None if cfg.memory is None else int(cfg.memory * 2**30),
+        memory=int(MemoryPlan.split(parse_memory(cfg.memory), 0, 1).graph),
         bn_mode=cfg.bn_mode, params=cfg.params, dtype=dtype, device=device,
         reduce=all_reduce_sum if ctx is not None else None,
     )
@@ -307,6 +336,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         if baseline is not None:
             check_same_analysis_set(baseline, analysis_set["sha256"])
     cfg.check_counts(objective.numel)
+    plan = _memory_plan(cfg, objective.numel, dtype)  # refuses what cannot fit, before the first product
     evaluation = clock.time("loss", objective.evaluate, f"loss on {analysis_set['n_samples']} samples")
     if not math.isfinite(evaluation.loss):
         raise InputError(f"expected a finite loss at the checkpoint, got {evaluation.loss}")
@@ -319,7 +349,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         before = H.num_matvecs
         top, bottom = clock.time("eigenvalues", lambda: extreme_eigenvalues(
             H, top_k=cfg.top_k, bottom_k=cfg.bottom_k, tol=cfg.tol, max_steps=cfg.max_steps, seed=cfg.seed,
-            scale_floor=cfg.scale_floor, keep_lanczos=reuse,
+            scale_floor=cfg.scale_floor, keep_lanczos=reuse, memory=plan.vectors,
         ), f"{'/'.join(n for n, k in (('λ_max', cfg.top_k), ('λ_min', cfg.bottom_k)) if k)} "
            f"(Lanczos, top {cfg.top_k}, bottom {cfg.bottom_k})")
         hessian["top"] = eigen_dict(top) if cfg.top_k else None
@@ -328,7 +358,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         lanczos = top.lanczos if reuse else None
         del top, bottom
     if cfg.trace:
-        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1, lanczos),
+        estimate = clock.time("trace", lambda: _trace(H, cfg, cfg.seed + 1, lanczos, plan.vectors),
                               f"trace ({cfg.trace_method}, {cfg.trace_probes} matvecs)")
         hessian["trace"] = {**jsonable(estimate), "method": cfg.trace_method,
                             **({"reused_eigen_steps": lanczos is not None} if reuse else {})}
@@ -336,6 +366,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     if cfg.density:
         dens = clock.time("density", lambda: spectral_density(
             H, num_steps=min(cfg.density_steps, objective.numel), num_runs=cfg.density_runs, seed=cfg.seed + 2,
+            memory=plan.vectors,
         ), f"spectral density ({cfg.density_runs} runs × {cfg.density_steps} steps)")
         hessian["density"] = jsonable(dens)
     hessian["mode"] = H.mode
@@ -348,12 +379,13 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
             sub = HessianOperator(objective.restrict(names), weight_decay=cfg.weight_decay, mode=cfg.hvp_mode)
             entry: dict[str, Any] = {"name": group, "params": names, "num_params": sub.shape[0]}
             (top1, _) = clock.time("per_layer", lambda: extreme_eigenvalues(sub, top_k=1, bottom_k=0, tol=cfg.tol, seed=cfg.seed,
-                                                                               scale_floor=cfg.scale_floor),
+                                                                               scale_floor=cfg.scale_floor,
+                                                                               memory=plan.vectors),
                                    f"per-layer λ_max of {group}")
             entry["lambda_max"] = float(top1.values[0])
             entry["lambda_max_residual"] = float(top1.residuals[0])
             if cfg.trace:
-                entry["trace"] = jsonable(clock.time("per_layer", lambda: _trace(sub, cfg, cfg.seed + 1),
+                entry["trace"] = jsonable(clock.time("per_layer", lambda: _trace(sub, cfg, cfg.seed + 1, None, plan.vectors),
                                                      f"per-layer trace of {group}"))
             entry["num_matvecs"] = sub.num_matvecs
             per_layer.append(entry)
@@ -367,6 +399,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         "seconds": time.perf_counter() - clock.start,
         "num_matvecs": total_matvecs,
         "seconds_by_measure": clock.seconds,
+        "memory": {"budget_bytes": plan.total, "graph_bytes": plan.graph, "vector_bytes": plan.vectors},
     }
     config = {**dataclasses.asdict(cfg), "objective": {**objective.config, "n_samples": analysis_set["n_samples"]}}
     report = Report(

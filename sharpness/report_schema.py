@@ -107,4 +107,7 @@ def eigen_dict(result: Any) -> dict:
         # P(a cold start's random vector hid an eigenvalue that makes a value wrong by > tol) ≤ miss_bound;
         # null for a warm start or a restarted run (sharpness.linalg.eigen, "Miss certificate")
         "miss_bound": None if result.miss_bound is None else float(result.miss_bound),
+        # "full": a stored, reorthogonalized basis; "local": the three-term recurrence (the basis did not fit)
+        "reorthogonalization": result.reorthogonalization,
+        "num_runs": int(result.num_runs),
     }

@@ -110,10 +110,12 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
 @click.option("--chunk-size", type=click.IntRange(min=1),
               help="Samples per forward pass (memory only; results change by float rounding at most). Default: from "
                    "--memory.")
-@click.option("--memory", type=click.FloatRange(min=0, min_open=True), metavar="GIB",
-              help="Memory budget for one chunk's Hessian-vector-product graph when --chunk-size is not given "
-                   "[default: 2]: the whole set stays one chunk (retained graph) if its measured graph fits, else "
-                   "the largest chunk that does; the report's objective.chunk_policy says which.")
+@click.option("--memory", metavar="SIZE",
+              help="Memory the analysis may allocate beyond the model, e.g. 8GiB, 512MiB, or a number of GiB "
+                   "[default: 8GiB]. A quarter bounds one chunk's Hessian-vector-product graph (the whole set stays "
+                   "one chunk if its graph fits); the rest holds θ, the products and the estimators' vectors "
+                   "(Lanczos stores its basis only when it fits). A request that cannot fit is refused before the "
+                   "work, with the smallest budget that would.")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
 @click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|causal-lm|FILE.py:FN", default="auto", show_default=True,
               help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it).")

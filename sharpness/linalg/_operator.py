@@ -105,9 +105,11 @@ def auto_block_size(count: int, bytes_per_item: int, *, budget_bytes: int = 2**3
     return max(1, min(count, budget_bytes // max(1, bytes_per_item)))
 
 
-def check_block_size(block_size: int | None, count: int, bytes_per_item: int) -> int:
+def check_block_size(block_size: int | None, count: int, bytes_per_item: int, *, budget_bytes: int | None = None) -> int:
+    """``block_size`` checked and capped at ``count``; ``None``: :func:`auto_block_size` within ``budget_bytes``
+    (default 1 GiB)."""
     if block_size is None:
-        return auto_block_size(count, bytes_per_item)
+        return auto_block_size(count, bytes_per_item, budget_bytes=2**30 if budget_bytes is None else budget_bytes)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an int >= 1 or None, got {block_size!r}")
     return min(block_size, count)

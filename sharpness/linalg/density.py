@@ -11,12 +11,21 @@ averages these rules over R independent start vectors and smooths each node with
 With m = P (and v touching every eigenspace) the rule is exact: the nodes are the eigenvalues and the
 weights are (u_iᵀ v)², so φ̂ equals :func:`gaussian_smoothed_density` of the true spectrum with those weights.
 
-The R runs advance in lock-step, one block product ``A @ V`` (V of shape (P, runs in the block)) per step;
-each run stores its own P × m Lanczos basis for full reorthogonalization.
+The R runs advance in lock-step, one block product ``A @ V`` (V of shape (P, runs in the block)) per step.
+Each run stores its own P × m Lanczos basis for full reorthogonalization when the block's bases fit in
+``memory``; otherwise the runs use the three-term recurrence alone (``"local"``, 3 vectors of P per run). That
+is sound for quadrature: in floating point, Lanczos without reorthogonalization behaves like exact Lanczos on
+a larger matrix whose eigenvalues cluster tightly around A's (Greenbaum 1989), so its Gauss rules integrate
+the same spectral measure to the same degree; lost orthogonality shows up as duplicate ("ghost") nodes that
+share the weight of one eigenvalue, which the smoothed density cannot tell apart (Knizhnerman 1996; Lin, Saad
+& Yang 2016, §3). The report says which was used (:attr:`SpectralDensity.reorthogonalization`).
 
 References: Lin, Saad & Yang, "Approximating spectral densities of large matrices", SIAM Review 2016;
 Ghorbani, Krishnan & Xiao, "An investigation into neural net optimization via Hessian eigenvalue
-density", ICML 2019; Golub & Meurant, *Matrices, Moments and Quadrature with Applications* (2010).
+density", ICML 2019; Golub & Meurant, *Matrices, Moments and Quadrature with Applications* (2010);
+Greenbaum, "Behavior of slightly perturbed Lanczos and conjugate-gradient recurrences", Linear Algebra Appl.
+1989; Knizhnerman, "The simple Lanczos procedure: estimates of the error of the Gauss quadrature formula
+and their applications", Comput. Math. Math. Phys. 1996.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ class SpectralDensity:
         weights: the matching weights, shape (R, m), each row summing to 1.
         num_matvecs: products with A in total (R · m unless runs broke down).
         sigma: the Gaussian kernel's standard deviation.
+        reorthogonalization: ``"full"`` (stored bases) or ``"local"`` (the three-term recurrence; module docstring).
     """
 
     grid: np.ndarray
@@ -63,6 +73,7 @@ class SpectralDensity:
     weights: np.ndarray
     num_matvecs: int
     sigma: float
+    reorthogonalization: str = "full"
 
     def to_dict(self) -> dict:
         return {
@@ -72,6 +83,7 @@ class SpectralDensity:
             "weights": self.weights.tolist(),
             "num_matvecs": self.num_matvecs,
             "sigma": self.sigma,
+            "reorthogonalization": self.reorthogonalization,
         }
 
 
@@ -138,6 +150,8 @@ def spectral_density(
     distribution: str = "rademacher",
     start_vectors: Tensor | None = None,
     block_size: int | None = None,
+    memory: int | None = None,
+    reorthogonalize: str = "auto",
 ) -> SpectralDensity:
     """Estimate the spectral density of a symmetric operator by stochastic Lanczos quadrature.
 
@@ -155,7 +169,11 @@ def spectral_density(
         start_vectors: explicit start vectors of shape (P,) or (P, R), normalized here; for reproducing a
             run or testing against the exact identity.
         block_size: runs advanced together (columns per block product); default: as many as keep the
-            runs' Lanczos bases within 1 GiB (at least 1). Memory per run: (m + 2) · P elements.
+            runs' vectors within ``memory`` (at least 1). Per run: (m + 2) · P elements with a stored basis,
+            3 · P with the local recurrence.
+        memory: bytes for the runs' vectors (default 1 GiB).
+        reorthogonalize: ``"full"``, ``"local"`` or ``"auto"`` (default): full when one run's basis fits in
+            ``memory`` (module docstring).
 
     Returns:
         :class:`SpectralDensity`. Warns if the grid spacing exceeds σ (the density is then under-resolved
@@ -193,8 +211,16 @@ def spectral_density(
         starts = None
         generator = make_generator(seed, A.device)
 
+    if reorthogonalize not in ("auto", "full", "local"):
+        raise ValueError(f"reorthogonalize must be auto, full or local, got {reorthogonalize!r}")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0):
+        raise ValueError(f"memory must be a positive number of bytes or None, got {memory!r}")
     itemsize = torch.empty((), dtype=A.dtype).element_size()
-    block = check_block_size(block_size, R, (m + 2) * P * itemsize)
+    budget = 2**30 if memory is None else int(memory)
+    if reorthogonalize == "auto":
+        reorthogonalize = "full" if (m + 2) * P * itemsize <= budget else "local"
+    per_run = (m + 2) if reorthogonalize == "full" else 3
+    block = check_block_size(block_size, R, per_run * P * itemsize, budget_bytes=budget)
     all_nodes, all_weights, num_matvecs = [], [], 0
     for first in range(0, R, block):
         b = min(block, R - first)
@@ -202,7 +228,7 @@ def spectral_density(
             V = random_columns(P, b, generator, dtype=A.dtype, device=A.device, distribution=distribution)
         else:
             V = starts[:, first : first + b]
-        proc = LanczosProcess(A, V, max_steps=m)
+        proc = LanczosProcess(A, V, max_steps=m, reorthogonalize=reorthogonalize, keep_start=False)
         # Runs that break down (invariant subspace) simply stop: their quadrature rule is already exact
         # for their start vector. No restart here: that would change the measure being integrated.
         while any(proc.active(r) for r in range(b)):
@@ -230,4 +256,4 @@ def spectral_density(
             stacklevel=2,
         )
     density = gaussian_smoothed_density(nodes, weights / R, grid, sigma)
-    return SpectralDensity(grid, density, nodes, weights, num_matvecs, sigma)
+    return SpectralDensity(grid, density, nodes, weights, num_matvecs, sigma, reorthogonalize)

@@ -124,13 +124,19 @@ def _project_out(W: Tensor, Y: Tensor) -> Tensor:
     return W
 
 
-def _three_term(W: Tensor, q: Tensor, q_prev: Tensor, b_prev: Tensor, locked: Tensor | None,
-                alpha: Tensor | None = None, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _three_term(W: Tensor, q: Tensor, q_prev: Tensor | None, b_prev: Tensor, locked: Tensor | None,
+                alpha: Tensor | None = None, out: Tensor | None = None, in_place: bool = False) -> tuple[Tensor, Tensor]:
     """W − β_{j−1} q_{j−1} (then out of the locked span) − α_j q_j for the rows of W = A q_j, with α_j = q_jᵀW
-    unless given (a replay). Fused, so no product of a scalar and a vector is ever materialized: the step holds
-    q_{j−1}, q_j, A's output and the new vector, nothing more. Out of place first (into ``out`` when given, a
-    recycled buffer): never write into A's output."""
-    W = torch.addcmul(W, q_prev, b_prev, value=-1, out=out)
+    unless given (a replay); ``q_prev`` None at the first step (β₀ q₀ = 0). Fused, so no product of a scalar
+    and a vector is ever materialized. ``in_place``: W is the caller's own tensor (a fresh product) and is
+    updated in place; otherwise the result goes to a new tensor or to ``out`` (a recycled buffer) and A's
+    output is only read."""
+    if q_prev is None:
+        W = W if in_place else (W.clone() if out is None else out.copy_(W))
+    elif in_place:
+        W.addcmul_(q_prev, b_prev, value=-1)
+    else:
+        W = torch.addcmul(W, q_prev, b_prev, value=-1, out=out)
     if locked is not None:
         _project_out(W, locked.expand(W.shape[0], -1, -1))
     if alpha is None:
@@ -158,8 +164,8 @@ class LanczosProcess:
         keep_start: whether a ``"local"`` run keeps a copy of its start vectors for :meth:`ritz_vectors` (one
             vector of P per run); ``False`` when only Ritz values will be asked for.
 
-    Memory: ``"full"`` holds R·(max_steps + 3) vectors of P, ``"local"`` 4·R (3·R without ``keep_start``), both
-    plus ``locked`` and the operator's output.
+    Memory: ``"full"`` holds R·(max_steps + 3) vectors of P, ``"local"`` 3·R (2·R without ``keep_start``; one
+    more for an operator without ``fresh_products``), both plus ``locked`` and the operator's output.
     """
 
     def __init__(self, A: Any, start: Tensor, *, max_steps: int, reorthogonalize: str = "full",
@@ -183,23 +189,26 @@ class LanczosProcess:
             if locked.ndim != 2 or locked.shape[0] != P:
                 raise ValueError(f"locked vectors must have shape ({P}, n), got {tuple(locked.shape)}")
             self._locked = locked.to(device=self.device, dtype=self.dtype).T.contiguous()
-        q = start.T.clone()  # (R, P)
-        if self._locked is not None:
-            _project_out(q, self._locked.expand(self.R, -1, -1))
+        q = start.T
+        if self._locked is not None:  # a copy, projected; without it the normalization below makes the copy
+            q = _project_out(q.clone(), self._locked.expand(self.R, -1, -1))
         norms = torch.linalg.vector_norm(q, dim=1)
         norms_host = norms.double().cpu().numpy()
         if not np.all(np.isfinite(norms_host)) or np.any(norms_host == 0):
             raise ValueError("start vectors must be finite and nonzero, got a zero or non-finite column")
         self.max_steps = max(1, min(int(max_steps), P - (0 if self._locked is None else self._locked.shape[0])))
         self.num_matvecs = 0
-        self._q = q.div_(norms[:, None])  # (R, P): the next vector of each run
+        self._q = q.div(norms[:, None]) if self._locked is None else q.div_(norms[:, None])  # (R, P): next vectors
         # a local run keeps its start for ritz_vectors' replay, unless told no vectors will be asked for
         self._start = self._q.clone() if reorthogonalize == "local" and keep_start else None
         # "full": the basis, allocated once (untouched pages of a CPU allocation cost no memory)
         self._Q = (torch.empty((self.R, self.max_steps, P), dtype=self.dtype, device=self.device)
                    if reorthogonalize == "full" else None)
-        self._q_prev = torch.zeros_like(self._q) if reorthogonalize == "local" else None
-        self._spare = torch.empty_like(self._q) if reorthogonalize == "local" else None
+        # "local": q_{j−1}, made at the first step (β₀ = 0); a spare buffer only for an operator whose output
+        # may not be written into (a fresh tensor of P = 5·10⁷ costs ~10× its arithmetic in page faults)
+        self._q_prev: Tensor | None = None
+        self._fresh = isinstance(A, Tensor) or bool(getattr(A, "fresh_products", False))
+        self._spare = None
         self._beta_prev = torch.zeros(self.R, dtype=self.dtype, device=self.device)
         self._alphas: list[list[float]] = [[] for _ in range(self.R)]
         self._betas: list[list[float]] = [[] for _ in range(self.R)]  # β after each step (residual norm)
@@ -273,8 +282,8 @@ class LanczosProcess:
         if self._start is None:
             raise RuntimeError("this local Lanczos run was made with keep_start=False: it cannot rebuild Ritz vectors")
         Y = torch.zeros((self.P, S.shape[1]), dtype=self.dtype, device=self.device)
-        q_prev, q = torch.zeros_like(self._start[r : r + 1]), self._start[r : r + 1].clone()
-        spare = torch.empty_like(q)
+        q_prev, q = None, self._start[r : r + 1].clone()
+        spare = None
         # The operations of _local_step with the recorded coefficients (float64 copies of dtype values, so
         # converting them back is exact): on a CPU the replayed vectors are those of the first pass, bit for bit.
         coeffs = torch.tensor([self._alphas[r], [0.0] + self._betas[r][:-1], self._betas[r]], dtype=self.dtype,
@@ -285,9 +294,10 @@ class LanczosProcess:
                 break
             W = apply(self.A, q[0])[None, :].to(self.dtype)
             self.num_matvecs += 1
-            W, _ = _three_term(W, q, q_prev, coeffs[1, j].reshape(1, 1), self._locked, coeffs[0, j].reshape(1), spare)
+            W, _ = _three_term(W, q, q_prev, coeffs[1, j].reshape(1, 1), self._locked, coeffs[0, j].reshape(1),
+                               None if self._fresh else spare, in_place=self._fresh)
             W /= coeffs[2, j]
-            q_prev, q, spare = q, W, q_prev
+            q_prev, q, spare = q, W, None if self._fresh else q_prev
         return Y
 
     # -- iteration --------------------------------------------------------------------------------
@@ -379,15 +389,17 @@ class LanczosProcess:
     def _local_step(self, q: Tensor, W: Tensor, j: int, every: bool,
                     idx: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """The three-term recurrence W − β_{j−1} q_{j−1} − α_j q_j (q_{j−1} is kept, nothing else)."""
-        q_prev = self._q_prev if every else self._q_prev[idx]
-        b_prev = self._beta_prev if every else self._beta_prev[idx]  # zeros before the first step
-        # Three buffers rotate (q_{j−1} ← q_j, q_j ← new, new ← old q_{j−1}): a fresh tensor of P = 5·10⁷ costs
-        # ~10× its arithmetic in page faults (170 ms against 17 ms in place, one CPU thread).
-        spare = self._spare if every else None
-        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked, out=spare)
+        if self._q_prev is None:  # the first step: β₀ q₀ = 0
+            self._q_prev = torch.zeros_like(self._q) if not every else None
+        q_prev = self._q_prev if every or self._q_prev is None else self._q_prev[idx]
+        b_prev = self._beta_prev if every else self._beta_prev[idx]
+        # A fresh product (HessianOperator, a dense tensor) is updated in place; otherwise three buffers rotate
+        # (q_{j−1} ← q_j, q_j ← new, new ← old q_{j−1}) and A's output is only read.
+        spare = None if self._fresh or not every else self._spare
+        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked, out=spare, in_place=self._fresh)
         beta = torch.linalg.vector_norm(W, dim=1)
         if every:
-            self._spare = q_prev
+            self._spare = q_prev if not self._fresh else None
             self._q_prev, self._beta_prev = q, beta
         else:
             self._q_prev[idx], self._beta_prev[idx] = q, beta

@@ -114,15 +114,23 @@ def _check_distribution(distribution: str) -> None:
 
 
 def _setup(A: Any, name: str, count: int, minimum: int, why: str, distribution: str, block_size: int | None,
-           block_count: Any) -> tuple[int, int]:
+           block_count: Any, memory: int | None, held: Any = lambda m: 0) -> tuple[int, int]:
     """Checks shared by the estimators: P, ``count`` ≥ ``minimum``, the distribution; returns P and the block
-    size (at most ``block_count(count)`` columns, Z and A @ Z within the memory budget)."""
+    size (at most ``block_count(count)`` columns, Z and A @ Z within ``memory`` bytes (default 1 GiB) less the
+    ``held(count)`` vectors of P the estimator keeps besides)."""
     P = operator_size(A)
     if isinstance(count, bool) or not isinstance(count, int) or count < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} ({why}), got {count!r}")
     _check_distribution(distribution)
+    _check_memory(memory)
     itemsize = torch.empty((), dtype=A.dtype).element_size()
-    return P, check_block_size(block_size, block_count(count), 2 * P * itemsize)
+    budget = None if memory is None else memory - held(count) * P * itemsize
+    return P, check_block_size(block_size, block_count(count), 2 * P * itemsize, budget_bytes=budget)
+
+
+def _check_memory(memory: int | None) -> None:
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0):
+        raise ValueError(f"memory must be a positive number of bytes or None, got {memory!r}")
 
 
 def _quadratic_forms(
@@ -152,6 +160,7 @@ def hutchinson_trace(
     seed: Seed = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
+    memory: int | None = None,
 ) -> TraceEstimate:
     """Hutchinson's estimate of tr(A) from ``num_probes`` random probes (Hutchinson 1989).
 
@@ -160,7 +169,8 @@ def hutchinson_trace(
         num_probes: m ≥ 2 (two are needed for a standard error). Cost: m matvecs.
         seed: int, ``torch.Generator`` or ``None``.
         distribution: ``"rademacher"`` (default; lower variance, exact for diagonal A) or ``"gaussian"``.
-        block_size: probes per block product ``A @ Z``; default: as many as fit in 1 GiB of probe storage.
+        block_size: probes per block product ``A @ Z``; default: as many as fit in ``memory``.
+        memory: bytes for the probes Z and A @ Z (2 vectors of P per probe; default 1 GiB).
 
     Returns:
         :class:`TraceEstimate` with ``value`` = mean of zᵀAz and ``stderr`` = sample std / √m.
@@ -171,7 +181,7 @@ def hutchinson_trace(
         10.0
     """
     P, block = _setup(A, "num_probes", num_probes, 2, "a standard error needs two", distribution, block_size,
-                      lambda m: m)
+                      lambda m: m, memory)
     generator = make_generator(seed, A.device)
     samples = _quadratic_forms(A, num_probes, block, generator, distribution)
     value, stderr = _mean_stderr(samples)
@@ -185,6 +195,7 @@ def hutchpp_trace(
     seed: Seed = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
+    memory: int | None = None,
 ) -> TraceEstimate:
     """Hutch++ estimate of tr(A) with a budget of ``num_matvecs`` products (Meyer et al. 2021).
 
@@ -196,14 +207,16 @@ def hutchpp_trace(
         num_matvecs: m ≥ 6 in total (k ≥ 2 sketch columns and ≥ 2 residual probes for a standard error).
         seed: int, ``torch.Generator`` or ``None``.
         distribution: ``"rademacher"`` (default) or ``"gaussian"``, for both the sketch and the probes.
-        block_size: columns per block product; default as for :func:`hutchinson_trace`.
+        block_size: columns per block product; default as many as fit in ``memory``.
+        memory: bytes for the probe blocks beside the 3k vectors of the sketch, its QR and Q (default: 1 GiB
+            for the blocks).
 
     Returns:
         :class:`TraceEstimate`; ``stderr`` comes from the residual Hutchinson part (sample std / √probes) and
         ``num_probes`` counts those probes.
     """
     P, block = _setup(A, "num_matvecs", num_matvecs, 6, "sketch of >= 2 and >= 2 probes", distribution, block_size,
-                      lambda m: max(m // 3, m - 2 * (m // 3)))
+                      lambda m: max(m // 3, m - 2 * (m // 3)), memory, lambda m: 3 * (m // 3))
     k = num_matvecs // 3
     num_probes = num_matvecs - 2 * k
     generator = make_generator(seed, A.device)
@@ -233,6 +246,7 @@ def deflated_trace(
     distribution: str = "rademacher",
     block_size: int | None = None,
     lanczos: LanczosProcess | None = None,
+    memory: int | None = None,
 ) -> TraceEstimate:
     """Lanczos-deflated Hutchinson estimate of tr(A) with a budget of ``num_matvecs`` products (module docstring).
 
@@ -253,6 +267,7 @@ def deflated_trace(
             starting a new one, so its products are not paid twice. Its start must not depend on this call's
             probes (it never does: they are drawn here, from ``seed``), which is all the unbiasedness needs.
             The process is advanced in place.
+        memory: bytes for the residual probe blocks beside the basis Q (default: 1 GiB for the blocks).
 
     Returns:
         :class:`TraceEstimate` with method ``"lanczos-deflated-<distribution>"``; ``stderr`` from the residual
@@ -273,6 +288,7 @@ def deflated_trace(
     if isinstance(s, bool) or not isinstance(s, int) or s < 1:
         raise ValueError(f"deflation_steps must be an int >= 1, got {deflation_steps!r}")
     s = min(s, P)
+    _check_memory(memory)
     probes = num_matvecs - s
     if s < P and probes < 2:
         raise ValueError(f"num_matvecs − deflation_steps must be >= 2 residual probes (a standard error needs two), "
@@ -297,7 +313,8 @@ def deflated_trace(
     if Q.shape[1] >= P:
         return TraceEstimate(exact, 0.0, 0, proc.num_matvecs - done_before, f"lanczos-deflated-{distribution}")
     itemsize = torch.empty((), dtype=A.dtype).element_size()
-    block = check_block_size(block_size, probes, 2 * P * itemsize)
+    block = check_block_size(block_size, probes, 2 * P * itemsize,
+                             budget_bytes=None if memory is None else memory - (Q.shape[1] + 3) * P * itemsize)
     samples = _quadratic_forms(A, probes, block, generator, distribution, project=Q)
     rest, stderr = _mean_stderr(samples)
     return TraceEstimate(exact + rest, stderr, probes, proc.num_matvecs - done_before + probes,
