@@ -10,13 +10,15 @@ beyond the user's model (default :data:`DEFAULT_BUDGET`, 8 GiB). It is split onc
 
   ============================  ==============================================================================
   λ_max / λ_min (Lanczos)       stored basis when it fits ("full"), else the three-term recurrence ("local"):
-                                3 + 1 (start kept for the Ritz vectors) + the k found eigenvectors
+                                4 + k (q_j, q_{j−1}, a spare, the start kept for the Ritz vectors, and the
+                                k found eigenvectors)
   trace, Hutchinson             2 per probe in a block (Z and A Z), at least one probe
   trace, Hutch++                3k (the sketch, its copy in QR and Q; k = ⌊m/3⌋) + 2 per probe
   trace, Lanczos-deflated       the deflation basis s = ⌊⅔ m⌋ + 3, + 2 per probe
   density (SLQ)                 (m + 2) per run with a stored basis, else 3 per run ("local")
   ε-sharpness, ascent           8 (θ, the box bounds, δ, its gradient, the best point, two search buffers)
-  ε-sharpness, paper mode       scipy's L-BFGS-B on float64: (2·10 + 5) + 2 float64 vectors (θ, gradient)
+  ε-sharpness, paper mode       scipy's L-BFGS-B on float64: (2·10 + 5) + 2 float64 vectors (x, gradient),
+                                + 2 in the analysis dtype
   ε-sharpness in a subspace     p columns of the random basis A ∈ R^{P×p} and its QR factor, + 8
   worst/average-case sharpness  8
   ============================  ==============================================================================
@@ -68,6 +70,15 @@ def parse_memory(value: float | int | str | None) -> int | None:
     return int(size)
 
 
+def graph_bytes(total: int | None) -> int:
+    """The chunk graph's share of a budget of ``total`` bytes (``None``: :data:`DEFAULT_BUDGET`)."""
+    return int((DEFAULT_BUDGET if total is None else total) * GRAPH_SHARE)
+
+
+#: P-vectors (float64) scipy's L-BFGS-B holds for paper-mode ε-sharpness: (2·maxcor + 5) of workspace, x and g.
+LBFGS_FLOAT64_VECTORS = 2 * LBFGS_HISTORY + 5 + 2
+
+
 def format_bytes(n: float) -> str:
     """``n`` bytes in GiB (MiB below 1 GiB), rounded up so a quoted budget is enough."""
     if n >= 2**30:
@@ -91,7 +102,7 @@ class MemoryPlan:
     @classmethod
     def split(cls, total: int | None, num_params: int, itemsize: int) -> "MemoryPlan":
         total = DEFAULT_BUDGET if total is None else int(total)
-        graph = int(total * GRAPH_SHARE)
+        graph = graph_bytes(total)
         fixed = FIXED_VECTORS * num_params * itemsize
         return cls(total, graph, fixed, total - graph - fixed, num_params, itemsize)
 

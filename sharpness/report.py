@@ -29,9 +29,10 @@ from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_
 from .hashing import tensor_sha256
 from .hessian import MODES as HVP_MODES, HessianOperator
 from .linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
+from .linalg.trace import DEFLATION_SHARE
 from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from .batches import DATA_POLICIES, combine_digests, sample_digests
-from .budget import MemoryPlan, parse_memory
+from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, parse_memory
 from .losses import IGNORE_INDEX
 from .objective import Objective, callable_name
 from .precision import precision_policy
@@ -208,7 +209,8 @@ def _memory_plan(cfg: AnalysisConfig, num_params: int, dtype: torch.dtype) -> Me
         need = {"hutchinson": (2, "Hutchinson trace (one probe and its product)"),
                 "hutch++": (3 * (m // 3) + 2, f"the Hutch++ trace ({m} products: a sketch of {m // 3}; "
                                               "--trace-method hutchinson holds 2)"),
-                "lanczos-deflated": (int(2 / 3 * m) + 5, f"the Lanczos-deflated trace (a basis of {int(2 / 3 * m)}; "
+                "lanczos-deflated": (int(DEFLATION_SHARE * m) + 5, f"the Lanczos-deflated trace (a basis of "
+                                                                    f"{int(DEFLATION_SHARE * m)}; "
                                                           "--trace-method hutchinson holds 2)")}[cfg.trace_method]
         plan.require(need[1], need[0])
     if cfg.density:
@@ -217,11 +219,12 @@ def _memory_plan(cfg: AnalysisConfig, num_params: int, dtype: torch.dtype) -> Me
         methods = ("ascent", "paper") if cfg.epsilon_method == "both" else (cfg.epsilon_method,)
         p = cfg.subspace_dim or 0
         if "ascent" in methods:
-            plan.require("ε-sharpness (ascent)", 8 + 2 * p)
-        if "paper" in methods:  # scipy's L-BFGS-B works in float64: (2·maxcor + 5) vectors, and x, g
-            plan.require("paper-mode ε-sharpness (scipy L-BFGS-B, float64)", 2 + 2 * p, float64_vectors=27)
+            plan.require("ε-sharpness (ascent)", ASCENT_VECTORS + 2 * p)
+        if "paper" in methods:
+            plan.require("paper-mode ε-sharpness (scipy L-BFGS-B, float64)", 2 + 2 * p,
+                         float64_vectors=LBFGS_FLOAT64_VECTORS)
     if cfg.adaptive_rho or cfg.rho or cfg.average_adaptive_rho or cfg.average_rho:
-        plan.require("worst-/average-case sharpness", 8)
+        plan.require("worst-/average-case sharpness", ASCENT_VECTORS)
     return plan
 
 
@@ -289,7 +292,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     objective_kw = dict(
         loss=loss, forward=forward, batch_size_fn=batch_size_fn, target_key=cfg.target_key,
         ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing, chunk_size=cfg.chunk_size,
-        memory=int(MemoryPlan.split(parse_memory(cfg.memory), 0, 1).graph),
+        memory=graph_bytes(parse_memory(cfg.memory)),
         bn_mode=cfg.bn_mode, params=cfg.params, dtype=dtype, device=device,
         reduce=all_reduce_sum if ctx is not None else None,
     )

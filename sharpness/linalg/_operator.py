@@ -22,6 +22,8 @@ Seed = Union[int, torch.Generator, None]
 DISTRIBUTIONS = ("rademacher", "gaussian")
 #: Bytes an estimator's own vectors (a Lanczos basis, probe blocks) may take when no ``memory`` is given.
 DEFAULT_MEMORY = 2 * 2**30
+#: Bytes of probe blocks (trace) or lock-stepped runs (density) when no ``memory`` is given.
+DEFAULT_BLOCK_MEMORY = 2**30
 
 
 def operator_size(A: Any) -> int:
@@ -100,16 +102,23 @@ def apply(A: Any, V: Tensor) -> Tensor:
     return out
 
 
-def auto_block_size(count: int, bytes_per_item: int, *, budget_bytes: int = 2**30) -> int:
+def check_memory(memory: Any) -> None:
+    """Refuse a ``memory=`` that is not ``None`` or a positive number of bytes."""
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0):
+        raise ValueError(f"memory must be a positive number of bytes or None, got {memory!r}")
+
+
+def auto_block_size(count: int, bytes_per_item: int, *, budget_bytes: int = DEFAULT_BLOCK_MEMORY) -> int:
     """The largest block of ``count`` items whose working memory stays within ``budget_bytes`` (at least 1)."""
     return max(1, min(count, budget_bytes // max(1, bytes_per_item)))
 
 
 def check_block_size(block_size: int | None, count: int, bytes_per_item: int, *, budget_bytes: int | None = None) -> int:
     """``block_size`` checked and capped at ``count``; ``None``: :func:`auto_block_size` within ``budget_bytes``
-    (default 1 GiB)."""
+    (default :data:`DEFAULT_BLOCK_MEMORY`)."""
     if block_size is None:
-        return auto_block_size(count, bytes_per_item, budget_bytes=2**30 if budget_bytes is None else budget_bytes)
+        budget = DEFAULT_BLOCK_MEMORY if budget_bytes is None else budget_bytes
+        return auto_block_size(count, bytes_per_item, budget_bytes=budget)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an int >= 1 or None, got {block_size!r}")
     return min(block_size, count)

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._operator import DISTRIBUTIONS, Seed, check_block_size, make_generator, operator_size, random_columns
+from ._operator import (DEFAULT_BLOCK_MEMORY, DISTRIBUTIONS, Seed, check_block_size, check_memory, make_generator,
+                        operator_size, random_columns)
 from .lanczos import LanczosProcess, tridiagonal_eigh
 
 __all__ = ["SpectralDensity", "spectral_density", "gaussian_smoothed_density", "SIGMA_FRACTION", "GRID_PAD"]
@@ -213,10 +214,9 @@ def spectral_density(
 
     if reorthogonalize not in ("auto", "full", "local"):
         raise ValueError(f"reorthogonalize must be auto, full or local, got {reorthogonalize!r}")
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0):
-        raise ValueError(f"memory must be a positive number of bytes or None, got {memory!r}")
+    check_memory(memory)
     itemsize = torch.empty((), dtype=A.dtype).element_size()
-    budget = 2**30 if memory is None else int(memory)
+    budget = DEFAULT_BLOCK_MEMORY if memory is None else int(memory)
     if reorthogonalize == "auto":
         reorthogonalize = "full" if (m + 2) * P * itemsize <= budget else "local"
     per_run = (m + 2) if reorthogonalize == "full" else 3

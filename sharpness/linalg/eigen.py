@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._operator import DEFAULT_MEMORY, Seed, make_generator, operator_size
+from ._operator import DEFAULT_MEMORY, Seed, check_memory, make_generator, operator_size
 from .certificate import miss_probability
 from .lanczos import LanczosProcess, start_vector
 from .ritz import ROUNDING_FACTOR, SIDES, RitzCheck, beyond
@@ -382,9 +382,8 @@ def _run(A: Any, top_k: int, bottom_k: int, *, stacklevel: int, tol: float = 1e-
         raise ValueError(f"scale_floor must be in [0, 1], got {scale_floor!r}")
     if reorthogonalize not in REORTHOGONALIZE:
         raise ValueError(f"reorthogonalize must be one of {', '.join(REORTHOGONALIZE)}, got {reorthogonalize!r}")
+    check_memory(memory)
     memory = DEFAULT_MEMORY if memory is None else memory
-    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0:
-        raise ValueError(f"memory must be a positive number of bytes, got {memory!r}")
 
     itemsize = torch.empty((), dtype=A.dtype).element_size()
     if reorthogonalize == "auto":  # the stored basis when it fits, or when the run may span the space anyway

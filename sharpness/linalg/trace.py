@@ -50,6 +50,7 @@ from ._operator import (
     Seed,
     apply,
     check_block_size,
+    check_memory,
     make_generator,
     operator_size,
     random_block,
@@ -122,15 +123,11 @@ def _setup(A: Any, name: str, count: int, minimum: int, why: str, distribution: 
     if isinstance(count, bool) or not isinstance(count, int) or count < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} ({why}), got {count!r}")
     _check_distribution(distribution)
-    _check_memory(memory)
+    check_memory(memory)
     itemsize = torch.empty((), dtype=A.dtype).element_size()
     budget = None if memory is None else memory - held(count) * P * itemsize
     return P, check_block_size(block_size, block_count(count), 2 * P * itemsize, budget_bytes=budget)
 
-
-def _check_memory(memory: int | None) -> None:
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0):
-        raise ValueError(f"memory must be a positive number of bytes or None, got {memory!r}")
 
 
 def _quadratic_forms(
@@ -288,7 +285,7 @@ def deflated_trace(
     if isinstance(s, bool) or not isinstance(s, int) or s < 1:
         raise ValueError(f"deflation_steps must be an int >= 1, got {deflation_steps!r}")
     s = min(s, P)
-    _check_memory(memory)
+    check_memory(memory)
     probes = num_matvecs - s
     if s < P and probes < 2:
         raise ValueError(f"num_matvecs − deflation_steps must be >= 2 residual probes (a standard error needs two), "
