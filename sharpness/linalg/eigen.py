@@ -5,7 +5,8 @@ algebraic ones (sorted ascending) — never the largest magnitude: for a Hessian
 are different facts and both are reported by name. One Lanczos run serves both ends of the spectrum.
 
 **Stopping rule** (:mod:`sharpness.linalg.ritz`, checked every ``check_every`` steps): a Ritz value is converged
-when its error estimate min(r, r²/gap) is within tol·max(|θ|, c·Λ) and its rigorous residual r within
+when its error estimate (min(r, r²/gap) for each end's extreme value of the search, the rigorous residual r for
+the others and for verification runs, whose Ritz gaps can hide eigenvalues) is within tol·max(|θ|, c·Λ) and r within
 √tol·max(|θ|, c·Λ) (Λ the spectral scale seen so far, c = ``scale_floor`` = 1 %, so a λ_min piled up at 0 beside
 a large λ_max is held to tol·c·λ_max), or r is at the rounding level. A run stops when every requested value is
 converged and it may stop (below), or at ``max_steps`` (default min(P, 300), over all runs) with a
@@ -40,6 +41,13 @@ compare with a cold start now and then (:class:`sharpness.tracking.SharpnessTrac
 **Breakdown** (β ≈ 0: the Krylov space is invariant) stops a run: its Ritz values are exact eigenvalues, and
 from a random start it contains a component of every eigenspace; multiplicities are the verification's job.
 
+**Ghost copies.** A ``"local"`` run that has lost orthogonality grows copies of converged Ritz values, which
+may sit further apart than their residuals while none has converged to √eps·‖A‖ (float32: λ₁ of a 10 M MLP seen
+as 16.92852, 16.92844, 16.92841). Values found by value alone would then fill several of the k slots with one
+eigenvalue, converged. So an end keeps one value per *direction*: Ritz vectors with |yᵢᵀyⱼ| > 1/2 are copies
+(:class:`~sharpness.linalg.ritz.Accepted`), a local run's residuals are those of the unit vectors y/‖y‖, and
+an end short of k values after its copies are dropped looks for the missing ones in its verification run.
+
 **Memory.** With ``reorthogonalize="full"`` the run stores its basis, max_steps vectors of P in A's dtype; with
 ``"local"`` it keeps four (:mod:`sharpness.linalg.lanczos`), rebuilding Ritz vectors by a replay when they are
 needed (``return_vectors``, verification): m − 1 more products. ``"auto"`` stores the basis when max_steps + 4
@@ -65,7 +73,7 @@ from torch import Tensor
 from ._operator import DEFAULT_MEMORY, Seed, check_memory, make_generator, operator_size
 from .certificate import miss_probability
 from .lanczos import LanczosProcess, start_vector
-from .ritz import ROUNDING_FACTOR, SIDES, RitzCheck, beyond
+from .ritz import ROUNDING_FACTOR, SIDES, Accepted, RitzCheck, beyond
 
 __all__ = [
     "EigenResult",
@@ -152,34 +160,6 @@ class EigenResult:
         return {key: v.tolist() if isinstance(v, np.ndarray) else v for key, v in out.items()}
 
 
-@dataclass
-class _End:
-    """The values one end reports, each with its residual, error estimate, convergence and Ritz vector."""
-
-    values: list[float] = field(default_factory=list)
-    res: list[float] = field(default_factory=list)
-    err: list[float] = field(default_factory=list)
-    conv: list[bool] = field(default_factory=list)
-    vectors: list[Tensor | None] = field(default_factory=list)
-    miss_bound: float | None = None
-    runs: int = 1
-
-    def add(self, check: RitzCheck, idx: np.ndarray, vectors: list[Tensor | None], side: str, k: int) -> None:
-        """Take the values ``idx`` of ``check`` and keep the ``k`` most extreme of all."""
-        self.values += check.theta[idx].tolist()
-        self.res += check.res[idx].tolist()
-        self.err += check.err[idx].tolist()
-        self.conv += check.conv[idx].tolist()
-        self.vectors += vectors
-        order = self.order(side)[:k]
-        for name in ("values", "res", "err", "conv", "vectors"):
-            items = getattr(self, name)
-            setattr(self, name, [items[i] for i in order])
-
-    def order(self, side: str) -> np.ndarray:
-        return np.argsort(self.values)[::-1] if side == "top" else np.argsort(self.values)
-
-
 def _check_count(name: str, k: Any, P: int, lo: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not lo <= k <= P:
         raise ValueError(f"{name} must be in [{lo}, {P}], got {k!r}")
@@ -206,8 +186,8 @@ class _Solver:
         """One run until its wanted values converge and every end may stop, or the run ends.
 
         The search (``thresholds`` None): an end with k ≥ 2 may stop at once (it is verified afterwards), one
-        with k = 1 when its certificate is within its share, or at the floor. A verification run (one value
-        per end in ``thresholds``): an end may stop when a converged value lies beyond its threshold (found),
+        with k = 1 when its certificate is within its share, or at the floor. A verification run (ends in
+        ``thresholds``, one value each or the number an end is missing): an end may stop when a converged value lies beyond its threshold (found),
         when its certificate for the half-line beyond the threshold is within its share, or at the floor.
         Returns the last check and each certified end's miss bound.
         """
@@ -231,7 +211,7 @@ class _Solver:
             if proc.active() and (m % self.check_every or m < first_check):
                 continue
             check = RitzCheck.of(proc, k["top"], k["bottom"], tol=self.tol, criterion=self.criterion,
-                                 scale=self.scale, scale_floor=self.scale_floor)
+                                 scale=self.scale, scale_floor=self.scale_floor, verification=thresholds is not None)
             bounds = {s: self._bound(check, s, thresholds) if s in certified else None for s in SIDES}
             if not proc.active():
                 break
@@ -256,13 +236,16 @@ class _Solver:
                                 proc.eps)
 
     @staticmethod
-    def vectors(check: RitzCheck, idx: np.ndarray) -> list[Tensor]:
-        """Unit Ritz vectors of the values ``idx``, the sign fixed so the largest entry is positive."""
+    def vectors(check: RitzCheck, idx: np.ndarray) -> tuple[list[Tensor], np.ndarray | None]:
+        """Unit Ritz vectors of the values ``idx``, the sign fixed so the largest entry is positive, and for a
+        local run the norms ‖Q s_i‖ they had before scaling (None for a stored, orthonormal basis)."""
         if idx.size == 0:
-            return []
+            return [], None
         Y = check.proc.ritz_vectors(check.S[:, idx])
-        Y = Y / torch.linalg.vector_norm(Y, dim=0)
-        return list((Y * torch.sign(Y.gather(0, Y.abs().argmax(dim=0, keepdim=True)))).unbind(dim=1))
+        norms = torch.linalg.vector_norm(Y, dim=0)
+        Y = Y / norms
+        Y = Y * torch.sign(Y.gather(0, Y.abs().argmax(dim=0, keepdim=True)))
+        return list(Y.unbind(dim=1)), None if check.proc.stores_basis else norms.double().cpu().numpy()
 
     @staticmethod
     def orthonormal(vectors: list[Tensor]) -> Tensor:
@@ -275,7 +258,7 @@ class _Solver:
             Y[:, j] /= torch.linalg.vector_norm(Y[:, j])
         return Y
 
-    def solve(self, keep_lanczos: bool) -> tuple[dict[str, _End], int, Any]:
+    def solve(self, keep_lanczos: bool) -> tuple[dict[str, Accepted], int, Any]:
         """Search, then verify; returns the two ends, the products used and the kept search run."""
         start = start_vector(self.P, self.v0, self.generator, self.A.dtype, self.A.device)
         if self.v0 is not None:
@@ -289,30 +272,32 @@ class _Solver:
         ends = {}
         for side in SIDES:
             idx = search.wanted(side)
-            ends[side] = _End(miss_bound=None if side in verify else bounds[side])
-            vecs = self.vectors(search, idx) if self.want_vectors or verify else [None] * idx.size
-            ends[side].add(search, idx, vecs, side, self.k[side])
+            ends[side] = Accepted(miss_bound=None if side in verify else bounds[side])
+            vecs, norms = self.vectors(search, idx) if self.want_vectors or verify else ([None] * idx.size, None)
+            ends[side].add(search, idx, vecs, side, self.k[side], norms)
         matvecs = search.proc.num_matvecs
         keep = search.proc if keep_lanczos and search.proc.stores_basis else None
         return ends, matvecs + self.verify(ends, verify), keep
 
-    def verify(self, ends: dict[str, _End], pending: list[str]) -> int:
+    def verify(self, ends: dict[str, Accepted], pending: list[str]) -> int:
         """Verification runs until no end with k ≥ 2 finds a value beyond θ_k ± t_k; returns their products."""
         matvecs = 0
         while pending and self.steps < self.max_steps:
             vectors = [v for s in SIDES for v in ends[s].vectors]
             if len(vectors) >= self.P:
                 break
-            thresholds = {}
+            thresholds, wanted = {}, {s: 0 for s in SIDES}
             for side in pending:
                 e = ends[side]
-                # ±∞ while the end has fewer than k values (a breakdown): anything found is new
+                missing = self.k[side] - len(e.values)
+                # ±∞ while the end has fewer than k values (a breakdown, or copies dropped): anything found is new,
+                # and the run looks for as many values as are missing
                 thresholds[side] = (beyond(e.values[e.order(side)[-1]], side, self.tol, self.scale,
                                            ROUNDING_FACTOR * self.eps * self.anorm)
-                                    if len(e.values) >= self.k[side] else (-math.inf if side == "top" else math.inf))
+                                    if missing <= 0 else (-math.inf if side == "top" else math.inf))
+                wanted[side] = max(missing, 1)
             z = start_vector(self.P, None, self.generator, self.A.dtype, self.A.device)
-            check, bounds = self.run(z, self.orthonormal(vectors), {s: int(s in pending) for s in SIDES}, cold=True,
-                                     thresholds=thresholds)
+            check, bounds = self.run(z, self.orthonormal(vectors), wanted, cold=True, thresholds=thresholds)
             matvecs += check.proc.num_matvecs
             found = []
             for side in pending:
@@ -320,13 +305,14 @@ class _Solver:
                 new = check.found(side, thresholds[side])
                 if new.size:
                     found.append(side)
-                    ends[side].add(check, new, self.vectors(check, new), side, self.k[side])
+                    vecs, norms = self.vectors(check, new)
+                    ends[side].add(check, new, vecs, side, self.k[side], norms)
                 else:
                     ends[side].miss_bound = bounds[side]
             pending = found
         return matvecs
 
-    def result(self, end: _End, side: str, matvecs: int, keep: Any, want_vectors: bool) -> EigenResult:
+    def result(self, end: Accepted, side: str, matvecs: int, keep: Any, want_vectors: bool) -> EigenResult:
         order = end.order(side)
         vals = np.asarray(end.values, dtype=np.float64)[order]
         denom = np.maximum(np.abs(vals), _TINY)
