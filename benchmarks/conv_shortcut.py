@@ -4,7 +4,7 @@
 so the double backward skips PyTorch's wasted ∂/∂input product, and a plain inner convolution so its backward
 products run as forward convolutions. This script measures what each buys on the benchmark convnets, the same
 :class:`~sharpness.hessian.HessianOperator` with PyTorch's path, the first-convolution shortcut alone and both
-(``_convolutions`` / ``_inner_convolutions`` forced), alternating within each round so outside load hits all
+(``HessianOperator(convolutions=...)``), alternating within each round so outside load hits all
 alike:
 
 * ``cnn-digits`` of ``peers.py`` (1,610 parameters, 1 797 digits): one chunk (retained graph) and 4 chunks
@@ -55,11 +55,10 @@ def measure(objective, rounds: int) -> dict:
     v = torch.randn(objective.numel, generator=torch.Generator().manual_seed(0))
     # the three routings: PyTorch's own double backward, the first-convolution shortcut alone, and the default
     # (first and plain inner convolutions rerouted)
-    variants = {"pytorch": (False, False), "first": (True, False), "all": (True, True)}
+    variants = {"pytorch": "pytorch", "first": "first", "all": "rerouted"}
     ops = {}
-    for name, (on, inner) in variants.items():
-        H = HessianOperator(objective)
-        H._convolutions, H._inner_convolutions = on, inner
+    for name, route in variants.items():
+        H = HessianOperator(objective, convolutions=route)
         H @ v  # builds a retained graph; warms every path
         ops[name] = H
     times: dict[str, list[float]] = {name: [] for name in variants}

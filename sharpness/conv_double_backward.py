@@ -16,7 +16,7 @@ rounds with the first-convolution shortcut on and off (``benchmarks/conv_shortcu
 * 8-16-channel convnet on 28×28 Fashion-MNIST (1.02 M parameters), 8 000 samples in chunks of 6 117:
   3.47 → 2.83, and the graph's peak memory ~25 % lower (``results/scaling-2026-12-02-convs.json``).
 
-:class:`convolutions_without_input_grad` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
+:class:`rerouted_convolutions` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
 mode is on, routes ``conv1d``/``conv2d``/``conv3d`` calls whose weight requires a gradient (numeric padding,
 batched input) to exact autograd Functions:
 
@@ -192,10 +192,12 @@ class _InnerConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-class convolutions_without_input_grad(TorchFunctionMode):
-    """Within the block, convolutions of inputs that need no gradient skip PyTorch's wasted second-order input
-    gradient, and plain inner convolutions on a CPU (with ``inner=True``) run their backward products as forward
-    convolutions (module docstring). Exact; a no-op for every other call.
+class rerouted_convolutions(TorchFunctionMode):
+    """Convolutions rerouted for second derivatives (module docstring): within the block, a convolution of an
+    input that needs no gradient (a first convolution) skips PyTorch's wasted second-order input gradient, and,
+    with ``inner=True`` (default), a plain inner convolution on a CPU runs its backward products as forward
+    convolutions. Exact; a no-op for every other call. :class:`~sharpness.hessian.HessianOperator` chooses
+    between the two with its ``convolutions`` argument.
 
     Example:
         >>> import torch, torch.nn.functional as F
@@ -206,7 +208,7 @@ class convolutions_without_input_grad(TorchFunctionMode):
         ...     (g,) = torch.autograd.grad((F.conv2d(x, w) ** 3).sum(), w, create_graph=True)
         ...     return torch.autograd.grad(g, w, v)[0]
         >>> plain = hvp()
-        >>> with convolutions_without_input_grad():
+        >>> with rerouted_convolutions():
         ...     patched = hvp()
         >>> torch.allclose(plain, patched, rtol=1e-12, atol=1e-12)
         True

@@ -44,7 +44,7 @@ Hutchinson, Hutch++, the deflated trace's residual probes and stochastic Lanczos
 with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 
 For a model with convolutions, both double-backward modes build their gradient graphs under
-:class:`~sharpness.conv_double_backward.convolutions_without_input_grad`: PyTorch's second derivative of a
+:class:`~sharpness.conv_double_backward.rerouted_convolutions`: PyTorch's second derivative of a
 convolution also computes the gradient of its input, which at a network's first convolution is the data's and
 is thrown away: 13–40 % of every product on the benchmark convnets (that module's docstring).
 
@@ -64,10 +64,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .conv_double_backward import convolutions_without_input_grad, has_convolutions
+from .conv_double_backward import rerouted_convolutions, has_convolutions
 from .objective import Objective
 
 MODES = ("auto", "fastest", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
+#: How the double-backward modes differentiate convolutions (HessianOperator's ``convolutions``; a model without
+#: convolution modules always takes PyTorch's own path, "pytorch", which costs it no dispatch).
+CONVOLUTION_ROUTES = ("rerouted", "first", "pytorch")
 
 #: Modes ``"fastest"`` times for single products, by (one chunk?). For one chunk the retained graph's first
 #: product is timed and a fresh double backward's time is taken as that graph's build plus that product
@@ -111,6 +114,10 @@ class HessianOperator:
             by timing the candidates on the first products), or a method by name for singles and blocks.
         max_vmap_columns: columns per vmapped forward-over-reverse sub-block (a memory cap; default 16), further
             capped by :func:`vmap_columns_within_budget` when the objective measured its graph's size.
+        convolutions: how the double-backward modes differentiate convolutions (:data:`CONVOLUTION_ROUTES`):
+            ``"rerouted"`` (default) first convolutions without the data's gradient and plain inner ones on a
+            CPU as forward convolutions, ``"first"`` the first ones only, ``"pytorch"`` PyTorch's own
+            double backward. All three are exact; they differ in speed (benchmarks/conv_shortcut.py).
 
     Attributes:
         mode: the method single products use (under ``"fastest"``: the ``"auto"`` rule's until measured).
@@ -145,16 +152,17 @@ class HessianOperator:
     """
 
     def __init__(self, objective: Objective, *, weight_decay: float = 0.0, mode: str = "auto",
-                 max_vmap_columns: int = MAX_VMAP_COLUMNS) -> None:
+                 max_vmap_columns: int = MAX_VMAP_COLUMNS, convolutions: str = "rerouted") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if convolutions not in CONVOLUTION_ROUTES:
+            raise ValueError(f"convolutions must be one of {', '.join(CONVOLUTION_ROUTES)}, got {convolutions!r}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay}")
         if isinstance(max_vmap_columns, bool) or not isinstance(max_vmap_columns, int) or max_vmap_columns < 1:
             raise ValueError(f"max_vmap_columns must be an int >= 1, got {max_vmap_columns!r}")
         self.objective = objective
-        self._convolutions = has_convolutions(objective.module)
-        self._inner_convolutions = True  # with the mode on, also reroute plain inner convolutions
+        self.convolutions = convolutions if has_convolutions(objective.module) else "pytorch"
         self.weight_decay = float(weight_decay)
         self.max_vmap_columns = min(max_vmap_columns, vmap_columns_within_budget(objective))
         self.num_matvecs = 0
@@ -215,9 +223,9 @@ class HessianOperator:
 
     def _second_order(self):
         """The context of a graph built to be differentiated twice (module docstring, first convolutions)."""
-        if not self._convolutions:
+        if self.convolutions == "pytorch":
             return contextlib.nullcontext()
-        return convolutions_without_input_grad(inner=self._inner_convolutions)
+        return rerouted_convolutions(inner=self.convolutions == "rerouted")
 
     def _clock(self, fn: Callable[[], Any]) -> tuple[Any, float]:
         cuda = self.device.type == "cuda"

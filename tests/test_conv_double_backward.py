@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sharpness.conv_double_backward import convolutions_without_input_grad, has_convolutions
+from sharpness.conv_double_backward import rerouted_convolutions, has_convolutions
 from sharpness.hessian import HessianOperator, dense_hessian
 from sharpness.objective import Objective
 
@@ -75,7 +75,7 @@ def test_products_equal_the_dense_hessian(kind, mode, chunk_size):
 def _gradient_graph(model, x, y, patched: bool):
     """(∇f with its graph, the parameters), built with or without the shortcut."""
     params = list(model.parameters())
-    with convolutions_without_input_grad() if patched else contextlib.nullcontext():
+    with rerouted_convolutions() if patched else contextlib.nullcontext():
         g = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), params, create_graph=True)
     return g, params
 
@@ -112,7 +112,7 @@ def test_the_wasted_transposed_convolution_is_gone_and_nothing_else_changes():
 
 def test_only_convolutions_of_inputs_without_gradient_are_rerouted():
     model, x, y = _problem("2d")
-    with torch.enable_grad(), convolutions_without_input_grad():
+    with torch.enable_grad(), rerouted_convolutions():
         first = model.first(x)
         inner = model.second(first)
         # string padding, an unbatched input, a weight without gradient: all left to PyTorch
@@ -124,7 +124,7 @@ def test_only_convolutions_of_inputs_without_gradient_are_rerouted():
     assert type(same.grad_fn).__name__ == "ConvolutionBackward0"
     assert type(unbatched.grad_fn.next_functions[0][0]).__name__ == "ConvolutionBackward0"  # under a squeeze
     assert frozen.grad_fn is None
-    with torch.no_grad(), convolutions_without_input_grad():  # no graph, nothing to reroute
+    with torch.no_grad(), rerouted_convolutions():  # no graph, nothing to reroute
         assert model.first(x).grad_fn is None
 
 
@@ -136,14 +136,19 @@ def test_the_hessian_operator_uses_the_shortcut_for_convnets_only(mode, chunk_si
     v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=DT, generator=torch.Generator().manual_seed(2))
     counts = {}
     for shortcut in (True, False):
-        op = HessianOperator(Objective(model, x, y, chunk_size=chunk_size), mode=mode)
-        op._convolutions = shortcut  # the rule's outcome, forced off for the reference
+        op = HessianOperator(Objective(model, x, y, chunk_size=chunk_size), mode=mode,
+                             convolutions="rerouted" if shortcut else "pytorch")  # the reference: PyTorch's own
+        assert op.convolutions == ("rerouted" if shortcut else "pytorch")
         op @ v  # builds the retained graph (for the first mode)
         with _CountConvolutions() as c:
             op @ v
         counts[shortcut] = c.transposed
     chunks = 1 if chunk_size is None else -(-x.shape[0] // chunk_size)
     assert counts[False] - counts[True] == chunks  # one wasted transposed convolution per graph differentiated
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 3)).to(DT)
+    assert HessianOperator(Objective(mlp, x, y), convolutions="first").convolutions == "pytorch"  # nothing to route
+    with pytest.raises(ValueError, match="convolutions must be one of rerouted, first, pytorch, got 'inner'"):
+        HessianOperator(Objective(model, x, y), convolutions="inner")
 
 
 class InnerNets(nn.Module):
@@ -185,7 +190,7 @@ def test_inner_convolutions_give_the_dense_hessian(mode, chunk_size):
 
 def test_inner_convolutions_are_rerouted_and_keep_gradient_and_product():
     model, x, y = _inner_problem()
-    with torch.enable_grad(), convolutions_without_input_grad():
+    with torch.enable_grad(), rerouted_convolutions():
         z = torch.tanh(model.c1(x))
         inner = model.c2(F.max_pool2d(z, 2))
         strided = F.conv2d(z, model.c2.weight, stride=2, padding=2)  # not plain: left to PyTorch
@@ -193,7 +198,7 @@ def test_inner_convolutions_are_rerouted_and_keep_gradient_and_product():
     assert type(inner.grad_fn).__name__ == "_InnerConvBackward"
     assert type(strided.grad_fn).__name__ == "ConvolutionBackward0"
     assert type(overpadded.grad_fn.next_functions[0][0]).__name__ != "_InnerConvBackward"
-    with torch.enable_grad(), convolutions_without_input_grad(inner=False):
+    with torch.enable_grad(), rerouted_convolutions(inner=False):
         assert type(model.c2(F.max_pool2d(torch.tanh(model.c1(x)), 2)).grad_fn).__name__ == "ConvolutionBackward0"
     v = [torch.randn_like(p) for p in model.parameters()]
     results = {}
