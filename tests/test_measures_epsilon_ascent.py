@@ -240,9 +240,9 @@ def test_disagreeing_maxima_are_flagged():
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_the_default_adds_starts_until_the_best_stops_improving(seed):
+def test_the_default_adds_starts_until_the_best_stops_improving_and_is_confirmed(seed):
     # restarts=None: the 5 fixed starts first (the same as restarts=2, the same numbers), then random corners
-    # while the last 3 starts raised the best by > 1 %, at most 12 starts.
+    # while the last 3 starts raised the best by > 1 % or no second start is within 1 % of it, ≤ 12 starts.
     M, theta, g = coupled_convex(8, seed)
     obj = quadratic(M, theta, 2 * g)
     fixed = epsilon_sharpness(obj, 0.5, restarts=2)
@@ -250,20 +250,58 @@ def test_the_default_adds_starts_until_the_best_stops_improving(seed):
     n = len(auto.values_per_start)
     assert auto.values_per_start[:5] == fixed.values_per_start and auto.value >= fixed.value
     assert auto.max_starts == 12 and fixed.max_starts is None and auto.restarts == n - 3
-    best = [max([0.0, *auto.values_per_start[:k]]) for k in range(n + 1)]
-    for k in range(5, n):  # every start beyond the fifth was added because the last 3 had improved
-        assert best[k] - best[k - 3] > 0.01 * best[k]
-    assert n == 12 or best[n] - best[n - 3] <= 0.01 * best[n]  # and it stopped because they no longer did
+
+    def go_on(k):  # the rule, recomputed from the first k starts
+        best = [max([0.0, *auto.values_per_start[:j]]) for j in range(k + 1)]
+        return best[k] - best[k - 3] > 0.01 * best[k] or spread(auto.values_per_start[:k])[2]
+
+    assert all(go_on(k) for k in range(5, n))  # every start beyond the fifth had a reason
+    assert n == 12 or not go_on(n)  # and it stopped because none was left
     assert epsilon_sharpness(obj, 0.5).values_per_start == auto.values_per_start  # deterministic for a seed
 
 
-def test_the_automatic_restarts_run_more_starts_in_some_case():
-    # The rule must be able to add starts at all: over these 8 problems it added some in most (measured: 5 of 8, up to 8 starts).
+def test_the_automatic_restarts_run_more_starts_in_some_cases():
+    # The rule must be able to add starts at all: over these 8 problems it added some in most
+    # (measured: 5 of 8, up to 12 starts).
     added = 0
     for seed in range(8):
         M, theta, g = coupled_convex(8, seed)
         added += len(epsilon_sharpness(quadratic(M, theta, 2 * g), 0.5).status) > 5
     assert added >= 3
+
+
+def trained_tanh_mlp():
+    """A float64 5-16-3 tanh MLP trained by L-BFGS to a loss ≈ 3e-13 on 40 samples (P = 147)."""
+    from conftest import make_classification
+
+    x, y = make_classification(n=40)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=1000, tolerance_grad=1e-15, tolerance_change=1e-18,
+                            history_size=50)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(20):
+        if float(opt.step(closure).detach()) < 1e-5:
+            break
+    return Objective(model, x, y)
+
+
+def test_on_a_trained_mlp_disagreeing_starts_are_flagged_and_more_starts_find_more():
+    # Measured (seed 1, ε = 0.03): the 5 fixed starts end at 177.3 % with the best reached once (flagged); the
+    # default keeps drawing and reaches 212.76 %, what 33 starts reach, confirmed by a second start.
+    obj = trained_tanh_mlp()
+    assert float(obj.value()) < 1e-5
+    fixed = epsilon_sharpness(obj, 0.03, restarts=2, seed=1)
+    auto = epsilon_sharpness(obj, 0.03, seed=1)
+    many = epsilon_sharpness(obj, 0.03, restarts=30, seed=1)
+    assert fixed.maxima_disagree and fixed.value < 0.9 * many.value and "LOCAL MAXIMA DISAGREE" in fixed.spread
+    assert auto.value >= 0.99 * many.value and not auto.maxima_disagree and 5 < len(auto.status) <= 12
 
 
 # --- the curvature `analyze` gives the upper bound ----------------------------------------------------------------

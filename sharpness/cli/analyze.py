@@ -170,7 +170,8 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
               help="First start in the box (default: spectral corners for the ascent, zero for the paper).")
 @click.option("--epsilon-restarts", type=click.IntRange(min=0),
               help="Extra random starts (default for the ascent: 2 random corners, then more while the last 3 "
-                   "starts raise the best by > 1 %, at most 12 starts in all; 0 for the paper).")
+                   "starts raise the best by > 1 % or no second start is within 1 % of it, at most 12 starts in "
+                   "all; 0 for the paper).")
 @click.option("--epsilon-max-iter", type=click.IntRange(min=1),
               help="Budget per start (default: 100 evaluations for the ascent, 10 L-BFGS-B iterations for the paper).")
 @click.option("--epsilon-polish", type=click.IntRange(min=0), default=0, show_default=True,

@@ -24,8 +24,9 @@ close to a convex quadratic, the method is a monotone fixed-point iteration on c
 
 **Spread of the starts** (:func:`start_spread`): the best and the second-best start, and how many starts
 ended within ``AGREE_RTOL`` = 1 % of the best. When the second best is more than 1 % below the best, the starts
-found different local maxima and the best was reached once: nothing says a further start would not go higher,
-and the report says "local maxima disagree".
+found different local maxima and the best was reached once: nothing says a further start would not go higher.
+The default restarts then draw more starts (up to 12), and a report that still shows it says "local maxima
+disagree".
 """
 
 from __future__ import annotations
