@@ -20,7 +20,11 @@ close to a convex quadratic, the method is a monotone fixed-point iteration on c
 * ``"kkt"``: the sign step leaves y unchanged — every coordinate sits at the bound its gradient points to (or
   has a zero gradient): a KKT point of the box problem, a local maximum for a convex F;
 * ``"step_floor"``: no step down to ``MIN_STEP`` = 2⁻¹⁰ of the box width raised F — a local maximum along the
-  sign direction to that resolution.
+  sign direction to that resolution. Rare, because the stall rule comes first: the step reaches 2⁻¹⁰ only if
+  every 5 evaluations on the way still gained more than 1e-4.
+
+A KKT stop is what a convex F (near a minimum) gives; an F that curves down inside the box (a maximum with
+coordinates strictly inside) ends "stalled", its best point within the last accepted step of that maximum.
 
 **Spread of the starts** (:func:`start_spread`): the best and the second-best start, and how many starts
 ended within ``AGREE_RTOL`` = 1 % of the best. When the second best is more than 1 % below the best, the starts
