@@ -113,7 +113,8 @@ def test_the_default_ascent_improves_on_its_start_corners_with_a_large_gradient(
     b = eps * (theta.abs() + 1)
     truth = corner_maximum(M, g, b)
     u = torch.linalg.eigh(b[:, None] * M * b[None, :]).eigenvectors[:, -1]  # dense, independent of Lanczos
-    corners = [b * torch.where(u < 0, -1.0, 1.0), -b * torch.where(u < 0, -1.0, 1.0), b * torch.where(g < 0, -1.0, 1.0)]
+    su, sg = torch.where(u < 0, -1.0, 1.0), torch.where(g < 0, -1.0, 1.0)
+    corners = [b * su, -b * su, b * sg]
     assert max(increase(M, g, z) for z in corners) < 0.9 * truth  # the starts alone are far off
     r = epsilon_sharpness(obj, eps, restarts=0)
     assert r.value >= 0.99 * percent(obj, truth)

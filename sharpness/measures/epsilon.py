@@ -325,8 +325,9 @@ def search_epsilon_box(
     else:
         first = [{"zero": lambda: zero, "random": uniform, "corner": lambda: corner(box.bound, g0)}[start]()]
     restart = random_corner if method == "ascent" else uniform
-    runs = _run_starts(box, first + [restart() for _ in range(restarts)], sign_ascent if method == "ascent" else _lbfgsb,
-                       max_iter, base, restart if auto else None)
+    maximizer = sign_ascent if method == "ascent" else _lbfgsb
+    runs = _run_starts(box, first + [restart() for _ in range(restarts)], maximizer, max_iter, base,
+                       restart if auto else None)
     best_y, best_f = zero, base
     for y, f_end, *_ in runs:
         if f_end > best_f:
