@@ -393,7 +393,12 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
             entry["num_matvecs"] = sub.num_matvecs
             per_layer.append(entry)
 
-    lambda_max = hessian["top"]["values"][0] if hessian.get("top") else None
+    lambda_max = None
+    if hessian.get("top"):
+        # The Ritz value θ₁ is never above λ_max; θ₁ + ‖r₁‖ is, unless Lanczos missed an eigenvalue above θ₁
+        # (residuals are relative: ‖r₁‖ = residual·|θ₁|). measures/epsilon.py, "What a value means".
+        ritz, residual = hessian["top"]["values"][0], hessian["top"]["residuals"][0]
+        lambda_max = float(ritz) + float(residual) * abs(float(ritz))
     measures = clock.time("flatness", lambda: _flatness(objective, cfg, _Clock(progress), lambda_max))
 
     total_matvecs = (H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
@@ -425,9 +430,11 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
 def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_max: float | None) -> dict:
     """Keskar ε-sharpness and worst-/average-case (adaptive) sharpness on the same objective.
 
-    ε-sharpness runs the default ascent and/or Keskar's paper protocol (``epsilon_method``). With λ_max
-    measured, each entry carries the quadratic model's bound Σb|g| + ½λ_max‖b‖² with λ_max *at θ*: a bound
-    only while the Hessian stays below λ_max across the box, which a value above it disproves."""
+    ε-sharpness runs the default ascent and/or Keskar's paper protocol (``epsilon_method``). With the top
+    eigenvalue measured, each entry carries the quadratic model's bound Σb|g| + ½λ‖b‖² with λ = θ₁ + ‖r₁‖ (the
+    top Ritz value plus its residual norm, ≥ λ_max unless Lanczos missed an eigenvalue above θ₁) *at θ*: a
+    bound only while the Hessian stays below λ across the box, which a value above it disproves. The entry's
+    ``curvature`` is that λ."""
     out: dict[str, list] = {}
     if cfg.epsilon:
         spaces = [None] + ([cfg.subspace_dim] if cfg.subspace_dim else [])

@@ -363,8 +363,19 @@ def test_epsilon_table_names_the_method_and_a_budget_that_ran_out(capsys, toolki
     warnings = [line for line in err.splitlines() if "lower bound" in line]
     assert any("paper" in w for w in warnings) and all(w.startswith("sharpness: ") for w in warnings)
     code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-2")
-    (line,) = [line for line in out.splitlines() if "ε-sharpness" in line]
-    assert "[ascent: 5 × ≤ 100 evaluations, converged" in line and "lower bound" not in err
+    lines = out.splitlines()
+    (k,) = [k for k, line in enumerate(lines) if "ε-sharpness" in line]
+    assert re.search(r"\[ascent: \d+ × ≤ 100 evaluations, stopped: \d+ (kkt|stalled|step_floor)", lines[k]), lines[k]
+    assert "lower bound" not in err
+    # The spread of the starts on the line below, from the JSON's values_per_start.
+    code, out_json, err = run_cli(capsys, "analyze", toolkit_ckpt, "--no-trace", "--bottom-k", "0", "--epsilon", "1e-2",
+                                  "--json", "-")
+    entry = json.loads(out_json)["epsilon_sharpness"][0]
+    values = sorted(entry["values_per_start"], reverse=True)
+    assert (entry["second_best"], entry["starts_within_1pct"]) == (values[1], sum(v >= 0.99 * values[0] for v in values))
+    assert lines[k + 1].strip().startswith(f"starts: best {values[0]:.4g} %, second {values[1]:.4g} %, "
+                                           f"{entry['starts_within_1pct']} of {len(values)} within 1 %")
+    assert ("LOCAL MAXIMA DISAGREE" in lines[k + 1]) == entry["maxima_disagree"]
 
 
 # --- the first hour: bad input that used to get through (issue #14) ---------------------------------------

@@ -80,7 +80,7 @@ def test_zero_start_at_an_exact_stationary_point_stays():
     b = 0.1 * (theta.abs() + 1)
     default = epsilon_sharpness(obj, 0.1)
     assert default.value == pytest.approx(100 * 0.5 * float((D * b**2).sum()) / (1 + c), rel=1e-8)
-    assert default.status[0] == "converged" and not default.budget_exhausted
+    assert default.status[0] == "kkt" and not default.budget_exhausted  # a convex f: the corner is a KKT point
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -285,7 +285,7 @@ def test_default_reaches_the_brute_force_maximum_at_a_minimum(bias, seed, eps):
     assert r.value <= truth * (1 + 1e-9)  # a lower bound: every evaluated point is in the box
     assert bool((search.maximizer.abs() <= search.bounds).all())
     assert r.upper_bound >= truth  # a valid bound when λ ≥ the Hessian's λ_max everywhere in the box
-    assert not r.budget_exhausted and set(r.status) == {"converged"}
+    assert not r.budget_exhausted and set(r.status) <= {"kkt", "step_floor", "stalled"}
 
 
 @pytest.mark.parametrize("bias, seed", [(False, 0), (False, 2), (True, 0), (True, 3)])

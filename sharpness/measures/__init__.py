@@ -2,7 +2,8 @@
 
 * :func:`epsilon_sharpness` — Keskar et al. (ICLR 2017): largest relative loss increase in a box, full space
   or a random subspace, maximized by projected sign ascent from box corners (default) or by the paper's
-  10 L-BFGS-B iterations (``method="paper"``), with the budget's outcome in every result.
+  10 L-BFGS-B iterations (``method="paper"``), with the budget's outcome, each start's stopping status and
+  the spread of the starts (and whether their local maxima disagree) in every result.
 * :func:`worst_case_sharpness`, :func:`average_sharpness` — Andriushchenko et al. (ICML 2023): worst-case
   (projected ascent) and average-case (uniform on the same sphere by default) sharpness on one radius
   convention, plain or adaptive (scaled by |w|), m-sharpness.

@@ -12,26 +12,23 @@ pseudo-inverse. A = I (``subspace_dim=None``) is the full space, where the box i
 **Two maximizers.** φ is a box-constrained maximization, and the number reported is only as good as the
 maximizer.
 
-* ``method="ascent"`` (the default): projected sign ascent from box corners. Steepest ascent for the norm of
-  the box, max_i |y_i|/b_i, is the step b ⊙ sign(∇_y f): from y the iterate is
-  y⁺ = Π_C(y + 2s · b ⊙ sign(∇_y f(y))), with s = 1 (a jump to the corner the gradient points to) halved after
-  every step that does not raise f and doubled (up to 1) after one that does. Near a minimum f is close to a
-  convex quadratic, whose maximum over a box lies at a corner, and for a convex f the full step never lowers
-  f (f(y⁺) ≥ f(y) + ∇f(y)ᵀ(y⁺ − y) ≥ f(y), since y⁺ maximizes the linearization over the box): the method
-  is then a monotone fixed-point iteration on corners. Starts (``start="spectral"``, the default): the two
+* ``method="ascent"`` (the default): projected sign ascent from box corners, y⁺ = Π_C(y + 2s·b ⊙ sign(∇_y f))
+  with a step s halved on failure (:mod:`~sharpness.measures.box_ascent`, where the update, its monotonicity
+  for a convex f and the stopping statuses are stated). Starts (``start="spectral"``, the default): the two
   corners ±b ⊙ sign(u), u the top eigenvector of diag(b)·AᵀHA·diag(b) (the spectral rounding of the Boolean
   quadratic program max_s ½sᵀKs that the box problem becomes at a minimum, where the gradient is tiny; ≤ 40
-  Hessian-vector products), then the corner b ⊙ sign(∇f(θ)) (a zero gradient entry picks +b_i); ``restarts``
-  adds random corners b ⊙ r, r_i = ±1. A start stops as **converged** when the sign step leaves y unchanged
-  (a KKT point: every coordinate sits at the bound its gradient points to, or has a zero gradient), when no
-  step down to 2⁻¹⁰ of the box width raises f (a local maximum to that resolution), or when 5 evaluations
-  raised the increase f(y) − f(θ) by less than 1e-4 of itself (a stall; the 1 % that matters is far above
-  it), and as **max_iter** when it has spent ``max_iter`` loss-and-gradient evaluations. ``polish`` > 0 then
-  runs that many L-BFGS-B iterations from the best point. Measured: within 1 % of a brute-force maximum on
-  3-parameter tanh models at ε ≤ 0.1 (tests/test_measures_epsilon.py); at ε = 0.3–0.5, where those models
-  have several corner maxima, 6 of 32 cases ended at a lower corner, by up to 48 %. On an MNIST-1D MLP
-  (256-256, loss 5.8e-5, ε = 1e-3, 1000 samples) it reached 6.697 %, equal to 200 plain sign-ascent steps,
-  in 78 evaluations and 11 HVPs (benchmarks/epsilon_accuracy.py).
+  Hessian-vector products), then the corner b ⊙ sign(∇f(θ)) (a zero gradient entry picks +b_i), then random
+  corners b ⊙ r, r_i = ±1: ``restarts`` of them, or by default (``restarts=None``) 2 and then one more at a
+  time until the last 3 starts raised the best by at most 1 % and a second start ended within 1 % of the best,
+  within 12 starts in all (so at most 12 · ``max_iter`` evaluations). Each start stops as ``"kkt"`` (a KKT
+  point), ``"step_floor"`` (no ascent down to 2⁻¹⁰ of the box), ``"stalled"`` (5 evaluations without a 1e-4
+  relative gain) or ``"max_iter"`` (its budget of loss-and-gradient evaluations). ``polish`` > 0 then runs
+  that many L-BFGS-B iterations from the best point. Measured: within 1 % of a brute-force maximum on 3-parameter tanh models at ε ≤ 0.1 and on
+  float64 quadratics away from their minimum with ‖g‖ ≈ 1–3, where the start corners reach only 74–88 %
+  (tests/test_measures_epsilon.py, tests/test_measures_epsilon_ascent.py), and at ε = 0.3 and 0.5 on 32
+  such models (bias or not, seeds 0–7), with 5 fixed starts and with the default's 5–8. On
+  an MNIST-1D MLP (256-256, loss 5.8e-5, ε = 1e-3, 1000 samples) 5 fixed starts reached 6.697 %, equal to 200
+  plain sign-ascent steps, in 78 evaluations and 11 HVPs (benchmarks/epsilon_accuracy.py).
 * ``method="paper"``: Keskar's own protocol, L-BFGS-B (``scipy.optimize.minimize``) on −f(x + A y) with the
   box as bounds, 10 iterations from y = 0 by default. Its tolerances are zero, so the budget is the iteration
   count. Near a well-trained minimum it is badly biased low: the gradient is tiny, the first step is the
@@ -44,11 +41,18 @@ maximizer.
 **What a value means.** Every evaluated point lies in the box, so ``value`` (the best over all starts and
 y = 0, hence ≥ 0) is a certified *lower bound* of the box maximum, up to the rounding of f itself.
 ``budget_exhausted`` says whether any start stopped at its budget (then a one-line warning is logged on
-the ``sharpness`` logger): a lower bound that may be far from the maximum. With ``curvature`` = λ ≥ the
-largest Hessian eigenvalue over the box (e.g. λ_max at θ from Lanczos), ``upper_bound`` is the
+the ``sharpness`` logger): a lower bound that may be far from the maximum. The starts' spread says how sure
+the lower bound is of being the maximum: ``second_best``, ``starts_within_1pct`` and ``maxima_disagree``
+(the second-best start more than 1 % below the best: the starts ended at different local maxima and the best
+was reached once). With ``curvature`` = λ ≥ the
+largest Hessian eigenvalue over the box, ``upper_bound`` is the
 *quadratic-model* bound max_{y∈C} gᵀy + ½λ‖Ay‖² ≤ Σ_i b_i |g_i| + ½ λ σ_max(A)² ‖b‖², with g = ∇_y f(θ):
 exact for a quadratic f, and a bound for any f whose Hessian stays ≤ λ across the box (second-order Taylor
 with the mean-value form) — an estimate, not a certificate, where the curvature varies within the box.
+A Lanczos Ritz value θ₁ is never above λ_max (interlacing), so it is not such a λ by itself; `sharpness analyze`
+passes λ = θ₁ + ‖r₁‖, the Ritz value plus its residual norm ‖H v₁ − θ₁ v₁‖: some eigenvalue lies within
+‖r₁‖ of θ₁, so this is ≥ λ_max(H at θ) unless Lanczos missed an eigenvalue above θ₁ (what the eigenvalue
+result's ``miss_bound`` bounds).
 
 Choices the paper leaves open, made here:
 
@@ -71,8 +75,7 @@ import inspect
 import logging
 import math
 import time
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -82,10 +85,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..hessian import HessianOperator
-from ..linalg import top_eigenvalues
-from ..linalg.eigen import ConvergenceWarning
 from ..objective import Objective
+from .box_ascent import AGREE_RTOL, Box, corner, sign_ascent, spectral_corners, start_spread, status_counts
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +95,32 @@ STARTS = ("spectral", "corner", "zero", "random")
 #: The defaults of each method: the ascent's budget counts loss-and-gradient evaluations, L-BFGS-B's iterations.
 DEFAULTS = {"ascent": {"start": "spectral", "restarts": 2, "max_iter": 100},
             "paper": {"start": "zero", "restarts": 0, "max_iter": 10}}
-MIN_STEP = 2.0**-10  # the ascent's smallest step, as a fraction of the box width
-STALL_EVALS, STALL_RTOL = 5, 1e-4  # the ascent stops when 5 evaluations raised the increase by < 1e-4 of it
-SPECTRAL_TOL, SPECTRAL_STEPS = 1e-3, 40  # Lanczos for the spectral corner: only the signs are used
+# restarts=None with the ascent: add random corners until the last AUTO_PATIENCE starts raised the best by
+# ≤ 1 % (AGREE_RTOL) and a second start is within 1 % of the best, at most MAX_STARTS starts in all
+AUTO_PATIENCE, MAX_STARTS = 3, 12
 _LBFGSB_STATUS = {0: "converged", 1: "max_iter", 2: "abnormal"}
 
 
 @dataclass(frozen=True)
 class EpsilonSharpness:
-    """φ(ε, A) in percent, with every start's outcome, the budget and the cost.
+    """φ(ε, A) in percent, with every start's outcome, the spread of the starts, the budget and the cost.
 
     ``space`` is ``"full"`` (A = I, ``dim`` = P) or ``"random"`` (Gaussian A, ``dim`` = p); ``method`` is
     ``"ascent"`` or ``"paper"``. ``value`` is the best feasible point's φ: a lower bound of the box maximum.
     Per start, in the order run (the ``start`` kind first, then the random restarts): ``values_per_start``
     (φ at that start's best point), ``iterations`` (ascent: evaluations; L-BFGS-B: iterations), ``status``
-    (``"converged"``, ``"max_iter"`` or L-BFGS-B's ``"abnormal"``) and ``messages``. ``budget_exhausted``:
-    some start stopped at ``max_iter``. ``upper_bound`` (percent, or None without ``curvature``) is the
-    quadratic-model bound of the module docstring, ``upper_bound_kind`` says so. ``base_loss`` is f(θ);
-    ``num_function_evals`` counts loss-and-gradient evaluations, polishing included.
+    and ``messages``. The ascent's statuses are ``"kkt"``, ``"step_floor"``, ``"stalled"`` and ``"max_iter"``
+    (:mod:`~sharpness.measures.box_ascent`: a KKT point, no ascent down to 2⁻¹⁰ of the box, five evaluations
+    without a 1e-4 relative gain, the budget); L-BFGS-B's are ``"converged"``, ``"max_iter"`` and
+    ``"abnormal"``. ``status_counts`` counts the starts per status. ``budget_exhausted``: some start stopped
+    at ``max_iter``. ``restarts`` is the number of random restarts run; ``max_starts`` is the cap of the
+    automatic restarts (None when ``restarts`` was given). Spread: ``second_best`` (the second-highest
+    ``values_per_start``, None for one start), ``starts_within_1pct`` (starts within 1 % of the best,
+    itself included) and ``maxima_disagree`` (the second best is more than 1 % below the best: the best was
+    found once, and a further start may find more). ``upper_bound`` (percent, or None without
+    ``curvature``, the λ it used) is the quadratic-model bound of the module docstring, ``upper_bound_kind``
+    says so. ``base_loss`` is f(θ); ``num_function_evals`` counts loss-and-gradient evaluations, polishing
+    included.
     """
 
     epsilon: float
@@ -135,22 +144,49 @@ class EpsilonSharpness:
     num_function_evals: int
     num_hvps: int
     seconds: float
+    status_counts: dict[str, int] = field(default_factory=dict)
+    second_best: float | None = None
+    starts_within_1pct: int = 0
+    maxima_disagree: bool = False
+    max_starts: int | None = None
+    curvature: float | None = None
 
     @property
     def summary(self) -> str:
-        """One line for people: method, budget, and whether the budget ran out (:func:`budget_outcome`)."""
+        """One line for people: method, budget, how the starts stopped (:func:`budget_outcome`)."""
         return budget_outcome(self.method, self.status, self.max_iter)
+
+    @property
+    def spread(self) -> str:
+        """One line for people on how the starts agree (:func:`spread_outcome`)."""
+        return spread_outcome(self.values_per_start)
 
 
 def budget_outcome(method: str, status: tuple[str, ...] | list[str], max_iter: int) -> str:
-    """``"ascent: 5 × ≤ 100 evaluations, converged"`` or ``"paper: 1 × ≤ 10 L-BFGS-B iterations, BUDGET RAN
-    OUT on 1 of 1 starts"``: the budget and its outcome, from the fields a report's JSON also holds."""
+    """``"ascent: 5 × ≤ 100 evaluations, stopped: 3 kkt, 2 stalled"`` or ``"paper: 1 × ≤ 10 L-BFGS-B
+    iterations, BUDGET RAN OUT on 1 of 1 starts"``: the budget and how each start ended, from the fields a
+    report's JSON also holds."""
     unit = "evaluations" if method == "ascent" else "L-BFGS-B iterations"
-    ran_out = sum(s == "max_iter" for s in status)
-    outcome = f"BUDGET RAN OUT on {ran_out} of {len(status)} starts" if ran_out else "converged"
+    counts = status_counts(status)
+    ran_out = counts.pop("max_iter", 0)
+    stopped = ", ".join(f"{n} {s}" for s, n in counts.items())
+    outcome = f"BUDGET RAN OUT on {ran_out} of {len(status)} starts" if ran_out else ""
+    if stopped:
+        outcome += ("; " if ran_out else "") + f"stopped: {stopped}"
     if "abnormal" in status:
         outcome += ", LINE SEARCH FAILED"
     return f"{method}: {len(status)} × ≤ {max_iter} {unit}, {outcome}"
+
+
+def spread_outcome(values_per_start: tuple[float, ...] | list[float]) -> str:
+    """``"starts: best 6.697 %, second 6.69 %, 4 of 7 within 1 %"``, with ``"LOCAL MAXIMA DISAGREE"`` when the
+    second best is more than 1 % below the best (:func:`~.box_ascent.start_spread`)."""
+    second, within, disagree = start_spread(values_per_start)
+    if second is None:
+        return f"starts: 1, at {values_per_start[0]:.4g} %"
+    return (f"starts: best {max(values_per_start):.4g} %, second {second:.4g} %, {within} of "
+            f"{len(values_per_start)} within 1 %" + ("; LOCAL MAXIMA DISAGREE: a further start may find more"
+                                                     if disagree else ""))
 
 
 @dataclass(frozen=True)
@@ -205,98 +241,10 @@ def _seeded_subspace(numel: int, dim: int, seed: int, dtype: torch.dtype,
     return basis, q, r, gen.get_state()
 
 
-class _Box:
-    """F(y) = f(θ + A y) and ∇_y F on the box |y| ≤ b, counting evaluations."""
-
-    def __init__(self, objective: Objective, epsilon: float, basis: Tensor | None,
-                 qr: tuple[Tensor, Tensor] | None = None) -> None:
-        self.objective, self.basis, self.theta = objective, basis, objective.theta
-        if basis is None:
-            centre, self.sigma_max = self.theta, 1.0
-        else:
-            q, r = qr if qr is not None else torch.linalg.qr(basis, mode="reduced")
-            # A⁺x = R⁻¹Qᵀx (the least-squares solution); σ_max(A) = σ_max(R) for the upper bound.
-            centre = torch.linalg.solve_triangular(r, (q.T @ self.theta).unsqueeze(1), upper=True).squeeze(1)
-            self.sigma_max = float(torch.linalg.matrix_norm(r.double(), ord=2))
-        self.bound = epsilon * (centre.abs() + 1)
-        self.dim = self.bound.shape[0]
-        self.evals = 0
-
-    def point(self, y: Tensor) -> Tensor:
-        return self.theta + (y if self.basis is None else self.basis @ y)
-
-    def __call__(self, y: Tensor) -> tuple[float, Tensor]:
-        self.evals += 1
-        value, grad = self.objective.value_and_grad(self.point(y))
-        return float(value), grad if self.basis is None else self.basis.T @ grad
-
-
-class _ScaledCurvature:
-    """K = diag(b) AᵀHA diag(b) on y-space, H the Hessian at θ: the quadratic term of the box problem in units
-    of the box, ½ sᵀKs for y = b ⊙ s. Satisfies the :mod:`sharpness.linalg` operator contract."""
-
-    def __init__(self, box: "_Box") -> None:
-        self.box, self.H = box, HessianOperator(box.objective)
-        self.shape, self.dtype, self.device = (box.dim, box.dim), box.bound.dtype, box.bound.device
-
-    def __matmul__(self, v: Tensor) -> Tensor:
-        b = self.box.bound if v.ndim == 1 else self.box.bound.unsqueeze(1)
-        basis = self.box.basis
-        out = self.H @ (b * v if basis is None else basis @ (b * v))
-        return b * (out if basis is None else basis.T @ out)
-
-
-def _spectral_corners(box: "_Box", seed: int) -> tuple[list[Tensor], int]:
-    """The corners ±b ⊙ sign(u), u the top eigenvector of K (:class:`_ScaledCurvature`), and the HVPs spent.
-
-    Near a minimum the box problem is max_s ½ sᵀKs over s ∈ {±1}^p (the gradient term is tiny): a Boolean
-    quadratic program whose spectral relaxation (s ∈ R^p, ‖s‖² = p) is solved by s ∝ u; rounding u's signs is the
-    standard rounding of that relaxation, exact for p ≤ 2 and a good start for the sign ascent otherwise. Both
-    signs are returned: they tie in the quadratic term and differ in the gradient's and higher-order terms.
-    """
-    K = _ScaledCurvature(box)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a direction is all we need; the ascent judges it
-        top = top_eigenvalues(K, 1, tol=SPECTRAL_TOL, max_steps=min(box.dim, SPECTRAL_STEPS), seed=seed,
-                              return_vectors=True)
-    corner = _corner(box.bound, top.vectors[:, 0].to(box.bound))
-    return [corner, -corner], K.H.num_matvecs
-
-
-def _corner(bound: Tensor, direction: Tensor) -> Tensor:
-    """b ⊙ sign(direction), with a zero entry taken as +."""
-    return torch.where(direction < 0, -bound, bound)
-
-
-def _ascend(box: _Box, y: Tensor, max_evals: int, base: float) -> tuple[Tensor, float, int, str, str]:
-    """Projected sign ascent from y (module docstring); returns (best y, F there, evaluations, status, message)."""
-    f_y, g_y = box(y)
-    history = [f_y]  # the best F after each evaluation
-    step = 1.0
-    while True:
-        used = len(history)
-        if used > STALL_EVALS and history[-1] - history[-1 - STALL_EVALS] <= STALL_RTOL * (history[-1] - base):
-            return y, f_y, used, "converged", (f"stalled: the increase grew by less than {STALL_RTOL:g} of itself "
-                                               f"over {STALL_EVALS} evaluations")
-        if used >= max_evals:
-            return y, f_y, used, "max_iter", f"stopped at the budget of {max_evals} evaluations"
-        candidate = torch.maximum(torch.minimum(y + (2 * step) * box.bound * g_y.sign(), box.bound), -box.bound)
-        if torch.equal(candidate, y):
-            return y, f_y, used, "converged", "KKT point: every coordinate at the bound its gradient points to"
-        f_c, g_c = box(candidate)
-        if f_c > f_y:
-            y, f_y, g_y, step = candidate, f_c, g_c, min(1.0, 2 * step)
-        else:
-            step /= 2
-        history.append(f_y)
-        if step < MIN_STEP:
-            return y, f_y, used + 1, "converged", f"no ascent along the sign direction down to step {MIN_STEP:g} of the box"
-
-
-def _lbfgsb(box: _Box, y0: Tensor, max_iter: int, base: float = 0.0) -> tuple[Tensor, float, int, str, str]:
+def _lbfgsb(box: Box, y0: Tensor, max_iter: int, base: float = 0.0) -> tuple[Tensor, float, int, str, str]:
     """L-BFGS-B on −F from y0 with the box as bounds and zero tolerances (the budget is ``max_iter``).
 
-    ``base`` is unused: it keeps the signature of :func:`_ascend`, whose stall rule needs f(θ)."""
+    ``base`` is unused: it keeps the signature of :func:`~.box_ascent.sign_ascent`, whose stall rule needs f(θ)."""
     like = box.bound
 
     def negative(y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -336,6 +284,7 @@ def search_epsilon_box(
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     defaults = DEFAULTS[method]
     start = defaults["start"] if start is None else start
+    auto = restarts is None and method == "ascent"  # more random corners while they raise the best
     restarts = defaults["restarts"] if restarts is None else restarts
     max_iter = defaults["max_iter"] if max_iter is None else max_iter
     if not (math.isfinite(epsilon) and epsilon >= 0):
@@ -356,7 +305,7 @@ def search_epsilon_box(
                                               torch.device(objective.device))
         qr = (q, r)
         gen.set_state(state)  # as if A had just been drawn from gen: the starts are the same as without the cache
-    box = _Box(objective, epsilon, basis, qr)
+    box = Box(objective, epsilon, basis, qr)
     zero = torch.zeros_like(box.bound)
     base = float(objective.value())
     g0 = box(zero)[1] if start in ("spectral", "corner") or curvature is not None else None
@@ -371,21 +320,16 @@ def search_epsilon_box(
 
     num_hvps = 0
     if start == "spectral":
-        first, num_hvps = _spectral_corners(box, seed)
-        first.append(_corner(box.bound, g0))
+        first, num_hvps = spectral_corners(box, seed)
+        first.append(corner(box.bound, g0))
     else:
-        first = [{"zero": lambda: zero, "random": uniform, "corner": lambda: _corner(box.bound, g0)}[start]()]
-    starts = first + [random_corner() if method == "ascent" else uniform() for _ in range(restarts)]
-
-    run: Callable[[_Box, Tensor, int, float], tuple[Tensor, float, int, str, str]] = _ascend if method == "ascent" else _lbfgsb
+        first = [{"zero": lambda: zero, "random": uniform, "corner": lambda: corner(box.bound, g0)}[start]()]
+    restart = random_corner if method == "ascent" else uniform
+    maximizer = sign_ascent if method == "ascent" else _lbfgsb
+    runs = _run_starts(box, first + [restart() for _ in range(restarts)], maximizer, max_iter, base,
+                       restart if auto else None)
     best_y, best_f = zero, base
-    values, iterations, status, messages = [], [], [], []
-    for y0 in starts:
-        y, f_end, used, state, message = run(box, y0, max_iter, base)
-        values.append(100.0 * (f_end - base) / (1.0 + base))
-        iterations.append(used)
-        status.append(state)
-        messages.append(message)
+    for y, f_end, *_ in runs:
         if f_end > best_f:
             best_f, best_y = f_end, y
     if polish and best_f > base:
@@ -398,15 +342,21 @@ def search_epsilon_box(
         b = box.bound.double()
         quadratic = 0.5 * max(curvature, 0.0) * box.sigma_max**2 * float(b @ b)
         upper = 100.0 * (float((b * g0.double().abs()).sum()) + quadratic) / (1.0 + base)
-        upper_kind = f"quadratic model: Σ b|g| + ½·{curvature:.6g}·σ_max(A)²‖b‖² (Hessian ≤ λ_max across the box)"
+        upper_kind = (f"quadratic model: Σ b|g| + ½·λ·σ_max(A)²‖b‖² with λ = {curvature:.6g} (a bound while the "
+                      "Hessian stays ≤ λ across the box)")
 
     value = 100.0 * (best_f - base) / (1.0 + base)
+    values = tuple(100.0 * (f_end - base) / (1.0 + base) for _, f_end, *_ in runs)
+    status = tuple(r[3] for r in runs)
+    second, within, disagree = start_spread(values)
     result = EpsilonSharpness(
         epsilon=float(epsilon), space="full" if basis is None else "random", dim=box.dim, method=method,
-        start=start, restarts=restarts, max_iter=max_iter, polish=polish, seed=seed, value=value,
-        values_per_start=tuple(values), iterations=tuple(iterations), status=tuple(status),
-        messages=tuple(messages), budget_exhausted="max_iter" in status, upper_bound=upper,
+        start=start, restarts=len(runs) - len(first), max_iter=max_iter, polish=polish, seed=seed, value=value,
+        values_per_start=values, iterations=tuple(r[2] for r in runs), status=status,
+        messages=tuple(r[4] for r in runs), budget_exhausted="max_iter" in status, upper_bound=upper,
         upper_bound_kind=upper_kind, base_loss=base, num_function_evals=box.evals, num_hvps=num_hvps, seconds=0.0,
+        status_counts=status_counts(status), second_best=second, starts_within_1pct=within,
+        maxima_disagree=disagree, max_starts=MAX_STARTS if auto else None, curvature=curvature,
     )
     if result.budget_exhausted:
         where = "full space" if basis is None else f"subspace p={box.dim}"
@@ -421,6 +371,26 @@ def search_epsilon_box(
     )
 
 
+Run = tuple[Tensor, float, int, str, str]  # (best y, F there, evaluations or iterations, status, message)
+
+
+def _run_starts(box: Box, starts: list[Tensor], run: Callable[[Box, Tensor, int, float], Run], max_iter: int,
+                base: float, more: Callable[[], Tensor] | None) -> list[Run]:
+    """Every start's run, in order; with ``more`` (the automatic restarts), further starts drawn from it while
+    the last ``AUTO_PATIENCE`` starts raised the best F − f(θ) by more than ``AGREE_RTOL`` of it, or while no
+    second start came within ``AGREE_RTOL`` of the best (local maxima disagree), up to ``MAX_STARTS`` in all.
+    The best before any start is f(θ) (y = 0 is feasible), so the first starts count as raising it."""
+    runs = [run(box, y0, max_iter, base) for y0 in starts]
+    while more is not None and len(runs) < MAX_STARTS:
+        best = max(f for _, f, *_ in runs) - base
+        before = max([base, *(f for _, f, *_ in runs[:-AUTO_PATIENCE])]) - base
+        disagree = start_spread([f - base for _, f, *_ in runs])[2]
+        if best - before <= AGREE_RTOL * abs(best) and not disagree:
+            break
+        runs.append(run(box, more(), max_iter, base))
+    return runs
+
+
 def epsilon_sharpness(objective: Objective, epsilon: float, **options: Any) -> EpsilonSharpness:
     """Keskar et al.'s φ(ε, A) = 100·(max_{y∈C_ε} f(θ + A y) − f(θ)) / (1 + f(θ)), in percent.
 
@@ -429,15 +399,18 @@ def epsilon_sharpness(objective: Objective, epsilon: float, **options: Any) -> E
         epsilon: ε ≥ 0, the relative box size (the paper reports ε = 1e-3 and 5e-4).
         subspace_dim: None for the full space (A = I), or p for a random Gaussian A ∈ R^{P×p} (paper: 100).
         method: ``"ascent"`` (projected sign ascent from corners, default) or ``"paper"`` (Keskar's L-BFGS-B).
-        start: ``"corner"``, ``"zero"`` or ``"random"`` for the first start (default: the method's,
-            corner for the ascent, zero for the paper).
-        restarts: extra random starts (ascent: random corners, default 2; paper: uniform in the box, default 0).
+        start: ``"spectral"``, ``"corner"``, ``"zero"`` or ``"random"`` for the first starts (default: the
+            method's, spectral for the ascent, zero for the paper).
+        restarts: extra random starts (ascent: random corners; paper: uniform in the box, default 0). None with
+            the ascent: 2, then more while the last 3 starts raise the best by > 1 % or no second start is
+            within 1 % of the best, at most 12 starts in all.
         max_iter: the budget per start (ascent: evaluations, default 100; paper: L-BFGS-B iterations, 10).
         polish: L-BFGS-B iterations from the best point afterwards (default 0).
         curvature: an upper bound λ on the Hessian's eigenvalues (e.g. λ_max); gives ``upper_bound``.
         seed: seeds A and the random starts.
 
-    Cost: at most ``(restarts + 1) · max_iter`` gradients over the analysis set for the ascent, plus line-search
+    Cost: at most (number of starts) · ``max_iter`` gradients over the analysis set for the ascent (the default:
+    ≤ 12 starts), plus ≤ 40 Hessian-vector products for the spectral corners, plus line-search
     evaluations for L-BFGS-B (``num_function_evals``), one for the gradient at θ (corner start or
     ``curvature``), and a QR factorization of A for the subspace variant.
 
