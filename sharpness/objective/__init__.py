@@ -50,6 +50,8 @@ Layout (one idea per module; every name is importable from ``sharpness.objective
 * :mod:`~sharpness.objective.memory`: the memory budget (``memory=``) and :attr:`Objective.chunk_policy`;
 * :mod:`~sharpness.objective.determinism`: the first-chunk probe, attention detection and
   :func:`determinism_tolerance`;
+* :mod:`~sharpness.objective.loss_modules`: ``loss=nn.CrossEntropyLoss(...)`` and the other standard loss modules
+  as per-example losses and weights (their ``reduction="mean"`` over the whole set);
 * :mod:`~sharpness.objective.attention`: :func:`~sharpness.objective.attention.math_attention`, the switch to
   attention with second derivatives;
 * :mod:`~sharpness.objective.labels`: label range and output-shape checks for cross-entropy.
