@@ -94,7 +94,7 @@ def dense_truth(model: nn.Module, x, y, kw) -> tuple[torch.Tensor, torch.Tensor]
         return F.cross_entropy(out, y)
 
     # θ requires grad so that even the value takes the differentiable path (not the eval-mode fast path).
-    return f(theta.requires_grad_()).detach(), torch.autograd.functional.hessian(f, theta.detach())
+    return f(theta.requires_grad_()).detach(), torch.autograd.functional.hessian(f, theta.detach(), vectorize=True)
 
 
 def batches(x, y, kw, size=4):
@@ -118,9 +118,12 @@ def rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("mode", ["eval", "train"])
-@pytest.mark.parametrize("mask", [None, "attn", "padding"])
-@pytest.mark.parametrize("batch_first", [True, False])
+# Every mask with both modes and both layouts (half the full product: each factor's effect is local to it).
+LAYOUTS = [(True, None, "eval"), (False, None, "train"), (True, "attn", "train"), (False, "attn", "eval"),
+           (True, "padding", "eval"), (False, "padding", "train")]
+
+
+@pytest.mark.parametrize("batch_first, mask, mode", LAYOUTS)
 @pytest.mark.parametrize("build", [Encoder, SelfAttention], ids=["encoder-layer", "multihead"])
 def test_attention_hessian_equals_dense_float64(build, batch_first, mask, mode):
     torch.manual_seed(0)
@@ -136,10 +139,9 @@ def test_attention_hessian_equals_dense_float64(build, batch_first, mask, mode):
     assert float(obj.value()) == pytest.approx(float(want_f), rel=1e-12)
     got = HessianOperator(obj) @ torch.eye(obj.numel, dtype=torch.float64)
     assert rel_err(got, want_H) < 1e-10
-    # Lanczos to full dimension on the operator: the top eigenvalues are the dense ones (to its tolerance).
-    top = top_eigenvalues(HessianOperator(obj), k=2, tol=1e-10, max_steps=obj.numel, seed=0)
-    assert torch.allclose(torch.as_tensor(top.values, dtype=torch.float64),
-                          torch.linalg.eigvalsh(want_H).flip(0)[:2], rtol=1e-8, atol=1e-12)
+    # Lanczos on the operator: λ_max is the dense one (asked for 1e-10 relative error: 1e-8 leaves 100×).
+    top = top_eigenvalues(HessianOperator(obj), k=1, tol=1e-10, seed=0)
+    assert float(top.values[0]) == pytest.approx(float(torch.linalg.eigvalsh(want_H)[-1]), rel=1e-8)
     # The user's model: same tensors, same mode, still trainable.
     assert model.training is (mode == "train")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
