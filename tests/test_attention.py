@@ -22,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import sharpness.objective
 from sharpness import HessianOperator, analyze
+from sharpness.errors import InputError
 from sharpness.linalg import top_eigenvalues
 from sharpness.objective import Objective
 from sharpness.objective.attention import math_attention
@@ -195,6 +196,21 @@ def test_a_functional_multi_head_attention_call_is_detected():
     obj = Objective(model, x, y)
     assert obj.attention == "math"
     assert rel_err(HessianOperator(obj) @ torch.eye(obj.numel, dtype=torch.float64), want_H) < 1e-10
+
+
+def test_a_kernel_forced_inside_the_model_is_refused_in_one_line():
+    class Forced(SelfAttention):  # the model picks the CPU flash kernel itself, overriding the analysis' choice
+        def forward(self, src, src_mask=None, pad=None):
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                return super().forward(src)
+
+    torch.manual_seed(0)
+    x, y, _ = data(None)
+    with pytest.raises(InputError) as info:
+        analyze(Forced(True).double(), x, y, top_k=1, bottom_k=0, trace=False, dtype="float64")
+    message = str(info.value)
+    assert "\n" not in message and "_scaled_dot_product_flash_attention_for_cpu_backward" in message
+    assert "attn_implementation='sdpa'" in message
 
 
 def test_switch_restores_the_users_settings_and_notices_once(caplog):

@@ -168,11 +168,14 @@ def test_streamed_dicts_and_analyze_record_the_module():
     (lambda outputs, y: F.cross_entropy(outputs, y, reduction="none"), ["failed on (outputs, batch)",
                                                                          "expected loss(outputs, batch)"]),
     (42, ["a callable loss(outputs, batch) -> per-example losses", "got 42"]),
-], ids=["sum", "triplet", "multi-margin", "subclass", "smoothing-zero-weight", "broadcast", "targets-callable", "not-callable"])
+    (lambda outputs, batch: F.multi_margin_loss(outputs, batch[1], reduction="none"),
+     ["calls aten::multi_margin_loss_backward, which has no second derivative"]),
+], ids=["sum", "triplet", "multi-margin", "subclass", "smoothing-zero-weight", "broadcast", "targets-callable",
+        "not-callable", "no-double-backward"])
 def test_refusals_are_one_line_and_state_the_contract(loss, fragments):
     targets = REAL[:, 0] if isinstance(loss, nn.MSELoss) else LABELS
     with pytest.raises(InputError) as info:
-        Objective(Net(3).double(), X, targets, loss=loss)
+        analyze(Net(3).double(), X, targets, loss=loss, top_k=1, bottom_k=0, trace=False)
     message = str(info.value)
     assert "\n" not in message
     for fragment in fragments:
