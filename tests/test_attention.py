@@ -174,6 +174,32 @@ def test_every_hvp_mode_and_the_grid_run_through_the_math_kernel(hvp_mode):
     assert torch.allclose(grid, torch.stack([obj.value(p) for p in points]).double(), rtol=1e-12, atol=0)
 
 
+def test_encoder_decoder_transformer_with_a_causal_target_mask():
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = nn.Transformer(D, HEADS, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=4,
+                                    dropout=0.1, batch_first=True)
+            self.head = nn.Linear(D, C)
+
+        def forward(self, src):
+            causal = nn.Transformer.generate_square_subsequent_mask(T, dtype=src.dtype)
+            return self.head(self.t(src, src.flip(1), tgt_mask=causal, tgt_is_causal=True).mean(dim=1))
+
+    torch.manual_seed(0)
+    model = Seq2Seq().double().train()
+    x, y, kw = data(None)
+    want_f, want_H = dense_truth(model, x, y, kw)
+    obj = Objective(model, x, y)
+    assert obj.attention == "math"
+    assert float(obj.value()) == pytest.approx(float(want_f), rel=1e-12)
+    V = torch.randn(obj.numel, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert rel_err(HessianOperator(obj) @ V, want_H @ V) < 1e-10
+    top = top_eigenvalues(HessianOperator(obj), k=1, tol=1e-10, seed=0)
+    assert float(top.values[0]) == pytest.approx(float(torch.linalg.eigvalsh(want_H)[-1]), rel=1e-8)
+    assert model.training
+
+
 def test_a_functional_multi_head_attention_call_is_detected():
     class Functional(nn.Module):  # raw parameters, no attention module to find: the probe must see the call
         def __init__(self):
