@@ -52,6 +52,8 @@ CASES = {
     "ce-ignore-a-class": (lambda d: nn.CrossEntropyLoss(weight=w3(d), ignore_index=1), 3, None, LABELS),
     "ce-probabilities": (lambda d: nn.CrossEntropyLoss(weight=w3(d), label_smoothing=0.05), 3, None, PROBS),
     "ce-spatial": (lambda d: nn.CrossEntropyLoss(weight=w3(d)), 6, lambda z: z.reshape(-1, 3, 2), SPATIAL),
+    "ce-spatial-plain": (lambda d: nn.CrossEntropyLoss(), 6, lambda z: z.reshape(-1, 3, 2), SPATIAL),
+    "ce-probabilities-plain": (lambda d: nn.CrossEntropyLoss(), 3, None, PROBS),
     "ce-none": (lambda d: nn.CrossEntropyLoss(weight=w3(d), reduction="none"), 3, None, IGNORED),
     "nll-weight": (lambda d: nn.NLLLoss(weight=w3(d)), 3, lambda z: F.log_softmax(z, dim=1), IGNORED),
     "mse": (lambda d: nn.MSELoss(), 2, None, REAL),
@@ -67,6 +69,10 @@ CASES = {
     "poisson": (lambda d: nn.PoissonNLLLoss(), 2, None, COUNTS),
     "multilabel-soft-margin": (lambda d: nn.MultiLabelSoftMarginLoss(weight=w2(d)), 2, None, (UNIT > 0.5).double()),
 }
+
+
+#: The cases with an accuracy: unweighted classification losses averaged by reduction="mean".
+ACCURACY = {"ce", "ce-spatial-plain", "ce-probabilities-plain"}
 
 
 class Net(nn.Module):
@@ -124,6 +130,14 @@ def test_module_equals_its_own_mean_value_gradient_and_hessian(case):
     assert rel_err(H, want_H) < 1e-10
     top = top_eigenvalues(HessianOperator(obj), k=1, tol=1e-10, max_steps=obj.numel, seed=0)
     assert float(top.values[0]) == pytest.approx(float(torch.linalg.eigvalsh(want_H)[-1]), rel=1e-8)
+    # Accuracy: the fraction of non-ignored examples whose argmax over the class dimension (1) is the label.
+    accuracy = obj.evaluate().accuracy
+    assert (accuracy is not None) == (case in ACCURACY)
+    if accuracy is not None:
+        with torch.no_grad():
+            pred = model(X).argmax(dim=1)
+        labels = targets.argmax(dim=1) if targets.is_floating_point() else targets
+        assert accuracy == pytest.approx(float((pred == labels)[labels != -100].double().mean()), rel=1e-12)
     # The user's loss object is untouched: reduction, buffers (dtype included).
     assert users.reduction == make(torch.float32).reduction
     assert state.keys() == users.state_dict().keys()
@@ -143,6 +157,15 @@ def test_modules_give_the_built_in_losses_numbers(module, builtin, targets):
     assert float(a.value()) == pytest.approx(float(b.value()), rel=1e-12)
     eye = torch.eye(a.numel, dtype=torch.float64)
     assert rel_err(HessianOperator(a) @ eye, HessianOperator(b) @ eye) < 1e-10
+    acc_a, acc_b = a.evaluate().accuracy, b.evaluate().accuracy
+    assert (acc_a is None) == (acc_b is None) == isinstance(module, nn.MSELoss)
+    if acc_b is not None:  # counts of hits over counts of examples: exact
+        assert acc_a == acc_b
+        with torch.no_grad():
+            z = model(X)
+        want = ((z > 0) == (targets > 0.5)).double().mean() if targets.is_floating_point() else (
+            (z.argmax(1) == targets)[targets != -100].double().mean())
+        assert acc_a == pytest.approx(float(want), rel=1e-12)
 
 
 def test_streamed_dicts_and_analyze_record_the_module():

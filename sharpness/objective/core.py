@@ -198,7 +198,8 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
                 raise InputError(f"loss must be one of {', '.join(LOSSES)}, 'auto', a torch.nn loss module or a "
                                  f"callable {CONTRACT}, got {loss!r}")
             self.loss_kind = loss
-        self.has_accuracy = self._loss_fn is None and self.loss_kind in ("cross-entropy", "bce", "causal-lm")
+        self.has_accuracy = (self._loss_fn is None and self.loss_kind in ("cross-entropy", "bce", "causal-lm")
+                             or bool(getattr(self._loss_fn, "has_accuracy", False)))
         self._forward_fn = forward
         self.forward_name = "default" if forward is None else callable_name(forward)
         self.target_key = target_key

@@ -20,6 +20,11 @@ How ``reduction="mean"`` over the full set is reproduced (the module's own reduc
   elements without entering the divisor, as in PyTorch). ``KLDivLoss(reduction="batchmean")``: the per-sample
   sums, averaged over samples.
 
+Accuracy (reports, landscapes) is defined as for the built-in losses for an unweighted ``CrossEntropyLoss`` /
+``NLLLoss`` / ``BCEWithLogitsLoss`` with ``reduction="mean"``: the fraction of non-ignored examples whose argmax
+over the class dimension is the label (the most probable class of a probability target), or [z > 0] = [t > ½].
+With class weights the mean's divisor is a weight, not a count, so no accuracy is reported.
+
 ``reduction="none"`` is taken as the contract's per-example losses (their plain mean: what a callable returning
 ``module(outputs, target)`` would give); ``reduction="sum"`` is refused (f is a mean; the sum's curvature is N
 times it). ``MultiMarginLoss`` and ``MultiLabelMarginLoss`` are refused: their backward has no derivative in
@@ -98,6 +103,21 @@ class ModuleLoss:
         self.target_key = target_key
         self.sharpness_ref = ref or describe_loss_module(module)
         self._placed: tuple | None = None
+        #: Accuracy where it means what the built-in losses' does: a classification loss averaged by reduction
+        #: "mean" without weights, so Σ w·hit / Σ w counts each non-ignored example once.
+        unweighted = getattr(module, "weight", None) is None and getattr(module, "pos_weight", None) is None
+        self.has_accuracy = (self.reduction == "mean" and unweighted
+                             and isinstance(module, CLASS_WEIGHTED + (nn.BCEWithLogitsLoss,)))
+
+    def hits(self, outputs: Tensor, batch: Any) -> Tensor:
+        """[prediction right] per example, shaped like the losses: argmax over the class dimension (1) equals
+        the label (or the most probable class of a probability target); for ``BCEWithLogitsLoss``, [z > 0] = [t > ½]."""
+        target = B.batch_target(batch, self.target_key)
+        if isinstance(self.clone, nn.BCEWithLogitsLoss):
+            return ((outputs > 0) == (target > 0.5)).to(outputs.dtype)
+        if target.is_floating_point():
+            target = target.argmax(dim=1)
+        return (outputs.argmax(dim=1) == target).to(outputs.dtype)
 
     def _place(self, outputs: Tensor) -> None:
         # Class weights must match the logits' dtype and device (PyTorch refuses float32 weights for float64).

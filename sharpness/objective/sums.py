@@ -40,7 +40,8 @@ class LossSums:
             return loss_sum, hit_sum, weight
         if self._loss_fn is not None:
             losses, lw = self._call_loss(out, batch)
-            h = None
+            # Only a loss module (loss_modules.py) has accuracy among the callables.
+            h = self._loss_fn.hits(out, batch) if hits and self.has_accuracy else None
         else:
             target = self._target(batch)
             if self.loss_kind not in ("cross-entropy", "causal-lm"):
