@@ -362,8 +362,7 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
                     yield B.slice_batch(batch, slice(start, start + self.chunk_size), b), None
 
     def _attention(self) -> contextlib.AbstractContextManager:
-        # Only around models that reach attention: entering the switch costs ~15 µs per
-        # forward (CPU, measured).
+        # Only around models that reach attention: entering the switch costs ~15 µs per forward (CPU, measured).
         return math_attention() if self.attention == "math" else contextlib.nullcontext()
 
     def forward(self, params: dict[str, Tensor], batch: Any) -> Tensor:

@@ -59,7 +59,7 @@ class DeterminismProbe:
 
     def _check_determinism(self, *, repeat: bool = True, policy_device: str | None = None) -> None:
         """Evaluate the first chunk (≤ 256 samples) once (twice with ``repeat``): shapes, labels and loss are
-        checked, SDPA is detected (math backend from then on), and a model whose two evaluations differ refused.
+        checked, attention is detected (the math kernel from then on), and a model whose two evaluations differ refused.
 
         "Differ" follows :func:`determinism_tolerance` for the device (``policy_device``, default the
         objective's device type; a test passes ``"cuda"`` to exercise the GPU rule on the CPU): bit-for-bit
