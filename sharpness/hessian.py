@@ -58,13 +58,15 @@ takes: ``shape``, ``dtype``, ``device`` and ``H @ v`` for ``(P,)`` or ``(P, K)``
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from .conv_double_backward import rerouted_convolutions, has_convolutions
+from .conv_double_backward import has_convolutions, rerouted_convolutions
+from .errors import InputError
 from .objective import Objective
 
 MODES = ("auto", "fastest", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
@@ -102,6 +104,21 @@ def vmap_columns_within_budget(objective: Objective) -> int:
         return 2**31
     chunk_graph = per_sample * min(objective.chunk_size, objective.n_samples)
     return max(1, int(budget // chunk_graph) - 1)
+
+
+def no_second_derivative(err: RuntimeError) -> InputError | None:
+    """The one-line refusal for autograd's "derivative for aten::OP is not implemented" (an op whose backward
+    has no derivative: no Hessian-vector product exists through it); None for any other error."""
+    match = re.search(r"derivative for (\S+) is not implemented", str(err))
+    if match is None:
+        return None
+    op = match.group(1)
+    hint = ("an attention kernel chosen inside the model (sdpa_kernel, flash_attention_2) overrides the math kernel "
+            "the analysis selects: use the default scaled_dot_product_attention (Hugging Face: "
+            "attn_implementation='sdpa' or 'eager')" if "attention" in op else
+            "write that part of the model or loss from differentiable ops")
+    return InputError(f"the model or loss calls {op}, which has no second derivative in PyTorch, so the Hessian "
+                      f"cannot be applied; expected differentiable ops: {hint}")
 
 
 class HessianOperator:
@@ -207,12 +224,18 @@ class HessianOperator:
         if v.ndim not in (1, 2) or v.shape[0] != P:
             raise ValueError(f"expected a vector of shape ({P},) or a block ({P}, K), got {tuple(v.shape)}")
         v = v.to(self.device, self.dtype)
-        if v.ndim == 1:
-            sums = self._hvp_sum(v)
-        elif v.shape[1] == 1:
-            sums = self._hvp_sum(v[:, 0])[:, None]
-        else:
-            sums = self._block_sum(v)
+        try:
+            if v.ndim == 1:
+                sums = self._hvp_sum(v)
+            elif v.shape[1] == 1:
+                sums = self._hvp_sum(v[:, 0])[:, None]
+            else:
+                sums = self._block_sum(v)
+        except RuntimeError as err:
+            refusal = no_second_derivative(err)
+            if refusal is None:
+                raise
+            raise refusal from None
         # Σ over the local samples → objective.reduce (across ranks; one call for a whole block) → mean.
         # In place: sums is this call's own tensor (or reduce's fresh output), and at P = 10⁸ every extra
         # vector is 0.4 GB.

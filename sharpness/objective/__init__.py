@@ -32,10 +32,13 @@ one pass in memory (f is that one draw), ``"trust"`` skips the second pass. Each
 seeded RNG, so a shuffling loader visits its samples in the same order every pass (bitwise-repeatable sums)
 and the user's random state and loader are left as they were.
 
-Attention: ``F.scaled_dot_product_attention``'s fused kernels (flash, memory-efficient, and the CPU flash
-kernel) have no double backward, so a model that calls it is evaluated under the math backend for every value,
-gradient and Hessian-vector product (one function of θ throughout); the objective says so once on the log and
-records ``"attention": "math"`` in :attr:`Objective.config`.
+Attention: the fused kernels behind ``F.scaled_dot_product_attention`` (flash, memory-efficient, the CPU flash
+kernel) and the fast path of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` have no double backward,
+so a model that reaches them (those modules, any ``nn.Transformer*``, a Hugging Face model with
+``attn_implementation="sdpa"``, a direct functional call) is evaluated under
+:func:`~sharpness.objective.attention.math_attention` for every value, gradient, Hessian-vector product and grid
+point (one function of θ throughout); the objective says so once per model class on the log and records
+``"attention": "math"`` in :attr:`Objective.config`.
 
 Layout (one idea per module; every name is importable from ``sharpness.objective``):
 
@@ -45,8 +48,12 @@ Layout (one idea per module; every name is importable from ``sharpness.objective
   verify / cache / trust, sharding, the content fingerprint);
 * :mod:`~sharpness.objective.sums`: how one chunk's outputs become the weighted sums (Σ w ℓ, Σ w·hit, Σ w);
 * :mod:`~sharpness.objective.memory`: the memory budget (``memory=``) and :attr:`Objective.chunk_policy`;
-* :mod:`~sharpness.objective.determinism`: the first-chunk probe, SDPA detection and
+* :mod:`~sharpness.objective.determinism`: the first-chunk probe, attention detection and
   :func:`determinism_tolerance`;
+* :mod:`~sharpness.objective.loss_modules`: ``loss=nn.CrossEntropyLoss(...)`` and the other standard loss modules
+  as per-example losses and weights (their ``reduction="mean"`` over the whole set);
+* :mod:`~sharpness.objective.attention`: :func:`~sharpness.objective.attention.math_attention`, the switch to
+  attention with second derivatives;
 * :mod:`~sharpness.objective.labels`: label range and output-shape checks for cross-entropy.
 """
 

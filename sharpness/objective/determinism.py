@@ -1,8 +1,9 @@
 """The first-chunk probe of an :class:`~sharpness.objective.Objective` and its determinism rule.
 
 Every objective evaluates its first chunk once at construction (twice with ``check_determinism``): shapes,
-labels and the loss are checked, a model that calls ``F.scaled_dot_product_attention`` is switched to the
-math backend (the fused kernels have no double backward), and a model whose two evaluations differ by more
+labels and the loss are checked, a model that reaches fused attention kernels (``F.scaled_dot_product_attention``,
+``nn.MultiheadAttention``, ``nn.Transformer*``) is switched to :func:`~sharpness.objective.attention.math_attention`
+(the fused kernels have no double backward), and a model whose two evaluations differ by more
 than :func:`determinism_tolerance` allows is refused.
 """
 
@@ -12,29 +13,16 @@ import logging
 import math
 
 import torch
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from .. import batches as B
 from ..errors import InputError
+from .attention import AttentionSpy, attention_modules
+
+_SdpaSpy = AttentionSpy  # the name it had before attention got its own module
 
 # The objective's logger, whichever of its modules logs.
 log = logging.getLogger("sharpness.objective")
 _SDPA_NOTICED: set[str] = set()
-
-
-class _SdpaSpy(TorchFunctionMode):
-    """Notes whether a forward pass calls ``F.scaled_dot_product_attention`` (and changes nothing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = False
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.scaled_dot_product_attention:
-            self.seen = True
-        return func(*args, **(kwargs or {}))
-
 
 
 def determinism_tolerance(device_type: str, dtype: torch.dtype, loss_scale: float, n_samples: int) -> float:
@@ -58,9 +46,20 @@ def determinism_tolerance(device_type: str, dtype: torch.dtype, loss_scale: floa
 class DeterminismProbe:
     """Mixin of :class:`~sharpness.objective.Objective`: the construction-time probe of the first chunk."""
 
+    def _attention_notice(self, calls: list[str]) -> None:
+        """One warning per model class and process (a landscape builds several objectives of one model), then
+        INFO: the math kernel holds the T×T attention matrix, which costs memory and time on long sequences."""
+        kind = type(self._module).__qualname__
+        what = ", ".join(attention_modules(self._module) + calls) or "attention"
+        log.log(logging.INFO if kind in _SDPA_NOTICED else logging.WARNING,
+                f"the model uses attention ({what}), whose fused kernels (scaled_dot_product_attention's flash / "
+                "memory-efficient, MultiheadAttention's fast path) have no double backward: evaluating it with the "
+                "math kernel (same function; more memory on long sequences)")
+        _SDPA_NOTICED.add(kind)
+
     def _check_determinism(self, *, repeat: bool = True, policy_device: str | None = None) -> None:
         """Evaluate the first chunk (≤ 256 samples) once (twice with ``repeat``): shapes, labels and loss are
-        checked, SDPA is detected (math backend from then on), and a model whose two evaluations differ refused.
+        checked, attention is detected (the math kernel from then on), and a model whose two evaluations differ refused.
 
         "Differ" follows :func:`determinism_tolerance` for the device (``policy_device``, default the
         objective's device type; a test passes ``"cuda"`` to exercise the GPU rule on the CPU): bit-for-bit
@@ -74,20 +73,16 @@ class DeterminismProbe:
         batch = B.slice_batch(batch, slice(0, m), n)
         w = None if w is None else w[:m]
         params = self._point(None)
-        spy = _SdpaSpy()
+        spy = AttentionSpy()
         try:
             with torch.no_grad():
                 with spy:
                     out = self.forward(params, batch)
-                if spy.seen:
+                if spy.seen and self.attention is None:
                     self.attention = "math"
-                    kind = type(self._module).__qualname__
-                    # One line per model class and process (a landscape builds several objectives of one model).
-                    log.log(logging.INFO if kind in _SDPA_NOTICED else logging.WARNING,
-                            "the model calls scaled_dot_product_attention, whose fused kernels have no double "
-                            "backward: evaluating it with the math backend")
-                    _SDPA_NOTICED.add(kind)
-                    out = self.forward(params, batch)
+                    out = self.forward(params, batch)  # the first pass ran the fused kernels
+                if self.attention == "math":
+                    self._attention_notice(sorted(spy.calls))
                 if self._loss_fn is None and self.loss_kind in ("cross-entropy", "causal-lm"):
                     self._check_labels(out, self._target(batch))
                 a = self.chunk_loss_sum(params, batch, w)

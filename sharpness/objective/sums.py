@@ -16,6 +16,7 @@ from torch import Tensor
 from .. import batches as B
 from ..errors import InputError
 from ..losses import example_losses, per_sample_hits, per_sample_loss
+from .loss_modules import CONTRACT
 
 
 class LossSums:
@@ -39,7 +40,8 @@ class LossSums:
             return loss_sum, hit_sum, weight
         if self._loss_fn is not None:
             losses, lw = self._call_loss(out, batch)
-            h = None
+            # Only a loss module (loss_modules.py) has accuracy among the callables.
+            h = self._loss_fn.hits(out, batch) if hits and self.has_accuracy else None
         else:
             target = self._target(batch)
             if self.loss_kind not in ("cross-entropy", "causal-lm"):
@@ -61,7 +63,12 @@ class LossSums:
         return loss_sum, hit_sum, weight
 
     def _call_loss(self, out: Tensor, batch: Any) -> tuple[Tensor, Tensor | None]:
-        res = self._loss_fn(out, batch)
+        try:
+            res = self._loss_fn(out, batch)
+        except TypeError as err:  # the usual sign of a loss written for (outputs, targets) instead of the contract
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise InputError(f"loss {self.loss_kind.removeprefix('callable:')} failed on (outputs, batch): {first}; "
+                             f"expected {CONTRACT}") from None
         losses, lw = (res if isinstance(res, tuple) and len(res) == 2 else (res, None))
         n = B.batch_size(batch, self.batch_size_fn)
         if not isinstance(losses, Tensor) or losses.ndim == 0 or losses.shape[0] != n:
