@@ -1,12 +1,15 @@
 """Tests for sharpness.integrations: lazy imports, TensorBoard scalars, the Lightning callback.
 
-Neither ``tensorboard`` nor Lightning is a dependency; the tests that need the real packages skip without them.
-The callback's and the writer's logic is also tested against small stand-ins, so it is checked here too.
+Neither ``tensorboard`` nor Lightning is a dependency of the core; CI installs them (the ``[all]`` extra) and the
+tests against the real packages skip only where they are missing. The callback's and the writer's logic is also
+tested against small stand-ins, and the "not installed" messages with the packages hidden from the import system,
+so every test here runs whether or not the packages are installed.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
 import sys
 import types
@@ -20,6 +23,27 @@ from sharpness.tracking import SharpnessTracker, record_scalars
 
 def have(*names: str) -> bool:
     return any(importlib.util.find_spec(n) is not None for n in names)
+
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    """Makes ``import name`` (and its submodules) fail as if the package were not installed."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+def hide(monkeypatch, *names: str) -> None:
+    """Hide the top-level packages ``names`` (and modules already imported from them) for one test; monkeypatch
+    puts every removed module back afterwards, so later tests see the real packages again."""
+    for key in list(sys.modules):
+        if key.split(".")[0] in names or any(key.startswith(p) for p in ("torch.utils.tensorboard",)):
+            monkeypatch.delitem(sys.modules, key)
+    monkeypatch.setattr(sys, "meta_path", [_Hidden(set(names)), *sys.meta_path])
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +102,10 @@ def test_tensorboard_writer_writes_each_record_at_its_step(data):
     assert fake.flushed == 1
 
 
-@pytest.mark.skipif(have("tensorboard"), reason="tensorboard is installed")
-def test_tensorboard_writer_without_tensorboard_says_what_to_install(tmp_path):
+def test_tensorboard_writer_without_tensorboard_says_what_to_install(tmp_path, monkeypatch):
     from sharpness.integrations.tensorboard import TensorBoardWriter
 
+    hide(monkeypatch, "tensorboard")
     with pytest.raises(ImportError, match="pip install tensorboard"):
         TensorBoardWriter(tmp_path)
 
@@ -106,8 +130,8 @@ def test_tensorboard_writer_real_event_files(tmp_path, data):
 # --- Lightning --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(have("lightning", "pytorch_lightning"), reason="Lightning is installed")
 def test_lightning_module_without_lightning_says_what_to_install(monkeypatch):
+    hide(monkeypatch, "lightning", "pytorch_lightning")
     monkeypatch.delitem(sys.modules, "sharpness.integrations.lightning", raising=False)
     with pytest.raises(ImportError, match="pip install lightning"):
         importlib.import_module("sharpness.integrations.lightning")
