@@ -62,7 +62,8 @@ def tiny_model(seed: int = 0) -> nn.Module:
 def test_importing_the_package_never_imports_the_optional_tools():
     import sharpness.integrations as integrations
 
-    assert set(integrations.__all__) == {"SharpnessCallback", "TensorBoardWriter"}
+    assert set(integrations.__all__) == {"SharpnessCallback", "TensorBoardWriter", "SharpnessTrainerCallback", "gate",
+                                         "load_pretrained"}
     importlib.import_module("sharpness.integrations.tensorboard")  # imports no tensorboard until a writer is made
     with pytest.raises(AttributeError, match="no attribute"):
         integrations.nothing_here
