@@ -62,8 +62,8 @@ def tiny_model(seed: int = 0) -> nn.Module:
 def test_importing_the_package_never_imports_the_optional_tools():
     import sharpness.integrations as integrations
 
-    assert set(integrations.__all__) == {"SharpnessCallback", "TensorBoardWriter", "SharpnessTrainerCallback", "gate",
-                                         "load_pretrained"}
+    assert set(integrations.__all__) == {"SharpnessCallback", "TensorBoardWriter", "WandbWriter",
+                                         "SharpnessTrainerCallback", "gate", "load_pretrained"}
     importlib.import_module("sharpness.integrations.tensorboard")  # imports no tensorboard until a writer is made
     with pytest.raises(AttributeError, match="no attribute"):
         integrations.nothing_here
@@ -126,6 +126,102 @@ def test_tensorboard_writer_real_event_files(tmp_path, data):
     events.Reload()
     (point,) = events.Scalars("sharpness/lambda_max")
     assert point.step == 3 and point.value == pytest.approx(tracker.records[0]["lambda_max"], rel=1e-6)  # float32 in the file
+
+
+# --- Weights & Biases -------------------------------------------------------------------------------------------
+
+
+class FakeRun:
+    def __init__(self):
+        self.logged: list[dict] = []
+        self.metrics: list[tuple[str, str | None]] = []
+
+    def log(self, row):
+        self.logged.append(row)
+
+    def define_metric(self, name, step_metric=None):
+        self.metrics.append((name, step_metric))
+
+
+def test_wandb_writer_logs_each_record_on_its_own_step_axis(data):
+    from sharpness.integrations.wandb import WandbWriter
+
+    run = FakeRun()
+    tracker = SharpnessTracker(*data, top_k=2, listeners=[WandbWriter(run)])
+    model = tiny_model()
+    for step in (0, 5):
+        tracker.measure(model, step, lr=0.5)
+    assert run.metrics == [("sharpness/step", None), ("sharpness/*", "sharpness/step")]
+    assert run.logged == [{"sharpness/step": r["step"], **record_scalars(r)} for r in tracker.records]
+    with pytest.raises(TypeError, match="both"):
+        WandbWriter(run, project="x")
+
+
+def test_wandb_writer_without_wandb_says_what_to_install(monkeypatch):
+    from sharpness.integrations.wandb import WandbWriter
+
+    hide(monkeypatch, "wandb")
+    with pytest.raises(ImportError, match="pip install wandb"):
+        WandbWriter(mode="offline")
+
+
+def read_wandb_history(run_dir) -> list[dict]:
+    """The history rows of an offline run's ``run-*.wandb`` file: a 7-byte header (``:W&B``, magic, version),
+    then LevelDB-log chunks in 32 KiB blocks (4-byte CRC, 2-byte length, 1-byte type: 1 full, 2 first,
+    3 middle, 4 last), each record a ``wandb_internal_pb2.Record``."""
+    import json
+    from pathlib import Path
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B"
+    pos, block, pieces, rows = 7, 32768, b"", []
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # the tail of a block too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(raw[pos + 4:pos + 6], "little"), raw[pos + 6]
+        pieces += raw[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pieces)
+            pieces = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+def test_wandb_offline_run_files_hold_the_records(tmp_path, data, monkeypatch):
+    pytest.importorskip("wandb")
+    from sharpness.integrations.wandb import WandbWriter
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    writer = WandbWriter(project="sharpness-test", dir=str(tmp_path), mode="offline")
+    run_dir = writer.run.dir.removesuffix("/files")
+    tracker = SharpnessTracker(*data, listeners=[writer])
+    for step in (0, 4, 8):
+        tracker.measure(tiny_model(step), step, lr=0.1)
+    writer.close()
+    rows = [r for r in read_wandb_history(run_dir) if "sharpness/lambda_max" in r]
+    assert [r["sharpness/step"] for r in rows] == [0, 4, 8]
+    assert [r["sharpness/lambda_max"] for r in rows] == [r["lambda_max"] for r in tracker.records]  # JSON: exact
+    assert all(r["sharpness/eos_threshold"] == pytest.approx(20.0) for r in rows)
+
+
+def test_importing_sharpness_and_its_cli_imports_no_integration_package():
+    import subprocess
+
+    code = ("import sys, sharpness, sharpness.cli, sharpness.integrations, sharpness.integrations.tensorboard, "
+            "sharpness.integrations.wandb, sharpness.integrations.pretrained; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'wandb', 'transformers', 'lightning', "
+            "'pytorch_lightning', 'tensorboard', 'safetensors'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # --- Lightning --------------------------------------------------------------------------------------------------
