@@ -290,7 +290,7 @@ def test_lightning_callback_logic_with_a_stand_in(stub_lightning, data):
     assert again.tracker.records == records
 
 
-def test_lightning_callback_in_a_real_fit_leaves_training_bit_identical(data):
+def test_lightning_callback_in_a_real_fit_leaves_training_bit_identical(data, tmp_path):
     pl = pytest.importorskip("lightning.pytorch") if have("lightning") else pytest.importorskip("pytorch_lightning")
     from sharpness.integrations.lightning import SharpnessCallback
 
@@ -310,11 +310,11 @@ def test_lightning_callback_in_a_real_fit_leaves_training_bit_identical(data):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
-    def fit(callbacks):
+    def fit(callbacks, logger=False):
         torch.manual_seed(0)
         module = Module()
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
-        trainer = pl.Trainer(max_steps=8, callbacks=callbacks, logger=False, enable_checkpointing=False,
+        trainer = pl.Trainer(max_steps=8, callbacks=callbacks, logger=logger, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                              deterministic=True)
         trainer.fit(module, loader)
@@ -322,7 +322,15 @@ def test_lightning_callback_in_a_real_fit_leaves_training_bit_identical(data):
 
     plain = fit([])
     callback = SharpnessCallback(x, y, every=4, analysis_samples=32)
-    tracked = fit([callback])
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="fit")  # Lightning's own logger, read back below
+    tracked = fit([callback], logger)
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tracked.state_dict().values()))
-    assert [r["step"] for r in callback.tracker.records] == [0, 4, 8]
-    assert callback.tracker.records[1]["eos_threshold"] == pytest.approx(3.8 / 0.1)
+    records = callback.tracker.records
+    assert [r["step"] for r in records] == [0, 4, 8]
+    assert records[1]["eos_threshold"] == pytest.approx(3.8 / 0.1)
+    import csv
+
+    with open(f"{logger.log_dir}/metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("sharpness/lambda_max")]
+    assert [int(r["step"]) for r in rows] == [0, 4, 8]
+    assert [float(r["sharpness/lambda_max"]) for r in rows] == pytest.approx([r["lambda_max"] for r in records], rel=1e-12)
