@@ -5,8 +5,8 @@
 
 A tiny GPT-2 built from a config (no download) trains on random token sequences. `SharpnessTrainerCallback`
 measures λ_max and the Hessian trace of the causal-LM loss every `--every` steps on a fixed analysis set and logs
-them through `Trainer.log`: they appear in `trainer.state.log_history` and in the TensorBoard event file under
-`--out` (`train/sharpness/lambda_max`). After `trainer.train()`, `gate` runs `sharpness.analyze` on the trained
+them through `Trainer.log`: they appear in `trainer.state.log_history` and in the TensorBoard event file the
+Trainer writes under `--out/runs/` (`train/sharpness/lambda_max`). After `trainer.train()`, `gate` runs `sharpness.analyze` on the trained
 model with `--max-eigenvalue` and exits 3 when it fails, as `sharpness analyze --max-eigenvalue` does. The
 model is saved with `save_pretrained`, so `sharpness analyze OUT/model --data ...` can check it again. CPU, seconds.
 """
@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="output directory (default: a temporary one)")
     args = parser.parse_args(argv)
     out = args.out or tempfile.mkdtemp()
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", os.path.join(out, "tb"))
 
     config = transformers.GPT2Config(vocab_size=11, n_positions=8, n_embd=16, n_layer=1, n_head=2,
                                      bos_token_id=10, eos_token_id=10, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

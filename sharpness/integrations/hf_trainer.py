@@ -140,7 +140,9 @@ def gate(trainer: Any, data: Any, targets: Tensor | None = None, *, raise_on_fai
     (``loss="causal-lm"``, ``max_eigenvalue=``, ``max_trace=``, ``epsilon=``, ``max_epsilon_sharpness=``,
     ``baseline=`` + ``max_increase=``, ...). Logs :func:`report_scalars` through ``trainer.log`` (``log=True``),
     then raises :class:`~sharpness.errors.GateFailed` naming the failed checks (``raise_on_failure=True``).
-    Returns the :class:`~sharpness.report.Report`; the model is not modified."""
+    Returns the :class:`~sharpness.report.Report`; the model is not modified. Under a distributed launch
+    (``torchrun``) call it on every rank, as a script does: :func:`sharpness.analyze` shards ``data`` across the
+    ranks of the initialized process group and all-reduces, so every rank gets the one-process report."""
     from .. import analyze  # the orchestration layer; imported here so that importing this module stays light
 
     report = analyze(trainer.model, data, targets, **analyze_options)
