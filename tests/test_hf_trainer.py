@@ -15,9 +15,10 @@ from sharpness.errors import GateFailed, InputError  # noqa: E402
 from sharpness.integrations.hf_trainer import SharpnessTrainerCallback, gate, report_scalars  # noqa: E402
 
 
-def tiny_gpt2():
+def tiny_gpt2(dropout=0.0):
     config = transformers.GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                                     bos_token_id=10, eos_token_id=10, resid_pdrop=dropout, embd_pdrop=dropout,
+                                     attn_pdrop=dropout)
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config)
 
@@ -62,6 +63,21 @@ def test_the_callbacks_values_reach_the_log_history_and_tensorboard(tmp_path, mo
     # The tracked value is the Hessian's: the same as an analysis of the final model on the same batch.
     final = sharpness.analyze(trainer.model, ids, labels, loss="causal-lm", dtype="float64", bottom_k=0, trace=False)
     assert records[-1]["lambda_max"] == pytest.approx(final.hessian["top"]["values"][0], rel=1e-4)
+
+
+def test_training_with_the_callback_is_bit_identical_to_training_without(tmp_path, monkeypatch):
+    # With dropout on: the measurements must neither consume the global RNG nor leave the model in eval mode.
+    def train(callback_options):
+        trainer = trainer_for(tiny_gpt2(dropout=0.1), tmp_path / str(bool(callback_options)), monkeypatch)
+        if callback_options:
+            SharpnessTrainerCallback.attach(trainer, *token_data(8, seed=1), **callback_options)
+        trainer.train()
+        return trainer.model
+
+    plain = train({})
+    tracked = train(dict(every=1, loss="causal-lm", trace=True, trace_matvecs=6))
+    assert tracked.training == plain.training
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tracked.state_dict().values()))
 
 
 def test_the_gate_after_train_logs_and_fails_on_a_low_threshold(tmp_path, monkeypatch):
