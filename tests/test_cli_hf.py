@@ -61,6 +61,7 @@ def test_analyze_a_save_pretrained_directory_equals_the_library_call(capsys, sav
                                 "--loss", "causal-lm", "--dtype", "float64", "--no-trace", "--bottom-k", "0",
                                 "--threads", "1", "--json", out)
     assert code == 0, err
+    assert "[GPT2LMHeadModel (gpt2), config sha256 " in stdout  # the table's first line names what was loaded
     report = json.loads(out.read_text())
     want = sharpness.analyze(model, library_batches(root), loss="causal-lm", dtype="float64", trace=False,
                              bottom_k=0).to_dict()

@@ -9,7 +9,7 @@ import click
 from .. import distributed
 from ..errors import GateFailed, InputError
 from ..hessian import MODES as HVP_MODES
-from ..integrations.pretrained import default_loss, is_pretrained_dir, load_pretrained
+from ..integrations.pretrained import default_loss, describe, is_pretrained_dir, load_pretrained
 from ..loading import Loaded, is_code_ref, load_model_and_data, load_user_callable, load_user_data
 from ..losses import LOSSES
 from ..measures.epsilon import budget_outcome
@@ -271,7 +271,8 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
             if json_path:
                 write_json(result, json_path)
             if json_path != "-":
-                click.echo(render_table(result, checkpoint))
+                click.echo(render_table(result, f"{checkpoint} [{describe(source)}]" if "architecture" in source
+                                        else checkpoint))
     if not report.passed:
         failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
         raise GateFailed(", ".join(failed))
