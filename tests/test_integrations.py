@@ -165,19 +165,15 @@ def test_wandb_writer_without_wandb_says_what_to_install(monkeypatch):
         WandbWriter(mode="offline")
 
 
-def read_wandb_history(run_dir) -> list[dict]:
-    """The history rows of an offline run's ``run-*.wandb`` file: a 7-byte header (``:W&B``, magic, version),
-    then LevelDB-log chunks in 32 KiB blocks (4-byte CRC, 2-byte length, 1-byte type: 1 full, 2 first,
-    3 middle, 4 last), each record a ``wandb_internal_pb2.Record``."""
-    import json
-    from pathlib import Path
-
+def read_wandb_records(path) -> list:
+    """The records of an offline run's ``run-*.wandb`` file: a 7-byte header (``:W&B``, magic, version), then
+    LevelDB-log chunks in 32 KiB blocks (4-byte CRC, 2-byte length, 1-byte type: 1 full, 2 first, 3 middle,
+    4 last), each record a ``wandb_internal_pb2.Record``."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = Path(run_dir).glob("run-*.wandb")
     raw = path.read_bytes()
     assert raw[:4] == b":W&B"
-    pos, block, pieces, rows = 7, 32768, b"", []
+    pos, block, pieces, records = 7, 32768, b"", []
     while pos + 7 <= len(raw):
         if block - pos % block < 7:  # the tail of a block too short for a header is padding
             pos += block - pos % block
@@ -189,10 +185,26 @@ def read_wandb_history(run_dir) -> list[dict]:
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pieces)
             pieces = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
-    return rows
+            records.append(record)
+    return records
+
+
+def read_wandb_history(run_dir) -> list[dict]:
+    """The history rows of an offline run, once its file is complete: ``run.finish()`` returns before W&B's
+    service has written the file (seen: only the header, at load 5), so wait for the closing ``exit`` record."""
+    import json
+    import time
+    from pathlib import Path
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    deadline = time.monotonic() + 60
+    while True:
+        records = read_wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+            for r in records if r.WhichOneof("record_type") == "history"]
 
 
 def test_wandb_offline_run_files_hold_the_records(tmp_path, data, monkeypatch):

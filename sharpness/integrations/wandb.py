@@ -62,7 +62,8 @@ class WandbWriter:
             self(record)
 
     def close(self) -> None:
-        """Finish the run if this writer started it (a run passed in stays the caller's to finish)."""
+        """Finish the run if this writer started it (a run passed in stays the caller's to finish). W&B's service
+        process may still be writing an offline run's file when ``finish`` returns."""
         if self._owned and callable(getattr(self.run, "finish", None)):
             self.run.finish()
 
