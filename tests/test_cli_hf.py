@@ -4,13 +4,18 @@ The model is a tiny GPT-2 built from a config (no download, ever); skipped only 
 (the ``[hf]`` extra, which CI installs).
 """
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 import torch
 
 from cli_helpers import assert_input_error, run_cli
+from import_helpers import hide
 
 transformers = pytest.importorskip("transformers")
 
@@ -33,7 +38,7 @@ DATA = textwrap.dedent('''
 
 def tiny_gpt2():
     config = transformers.GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=2, n_head=2,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                                     bos_token_id=10, eos_token_id=10, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -69,13 +74,11 @@ def test_analyze_a_save_pretrained_directory_equals_the_library_call(capsys, sav
     assert report["hessian"]["top"]["values"][0] == pytest.approx(want["hessian"]["top"]["values"][0], rel=1e-10)
     assert report["loss"] == pytest.approx(want["loss"], rel=1e-12)
     config_bytes = (root / "gpt2" / "config.json").read_bytes()
-    import hashlib
-
     block = report["checkpoint"]
     assert block["kind"] == "save_pretrained" and block["architecture"] == "GPT2LMHeadModel"
     assert block["config_sha256"] == hashlib.sha256(config_bytes).hexdigest()
     assert block["model_type"] == "gpt2" and block["weights"] == ["model.safetensors"]
-    assert "HF_HUB_OFFLINE" not in __import__("os").environ  # the Hub was switched off only while loading
+    assert "HF_HUB_OFFLINE" not in os.environ  # the Hub was switched off only while loading
 
 
 def test_auto_loss_on_a_causal_lm_directory_is_causal_lm(capsys, saved, tmp_path):
@@ -124,3 +127,21 @@ def test_bad_directories_are_one_line_errors(capsys, saved, tmp_path):
     corrupt = copy_with("corrupt")
     (corrupt / "model.safetensors").write_bytes(b"not safetensors")
     assert_input_error(run_cli(capsys, "analyze", corrupt, "--data", data), "GPT2LMHeadModel")
+
+
+def test_without_transformers_the_directory_is_a_one_line_error(capsys, saved, monkeypatch):
+    root, _ = saved
+    hide(monkeypatch, "transformers")
+    assert_input_error(run_cli(capsys, "analyze", root / "gpt2", "--data", f"{root / 'data.py'}:batches"),
+                       "pip install sharpness[hf]")
+
+
+def test_the_hub_is_offline_when_transformers_is_first_imported_by_the_loader(saved):
+    root, _ = saved
+    code = ("import os, sys; from sharpness.integrations.pretrained import load_pretrained; "
+            f"load_pretrained({str(root / 'gpt2')!r}); import huggingface_hub.constants as c; "
+            "print(c.HF_HUB_OFFLINE, 'HF_HUB_OFFLINE' in os.environ)")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False"]  # offline for the process's Hub client, environment restored

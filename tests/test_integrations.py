@@ -9,7 +9,6 @@ so every test here runs whether or not the packages are installed.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 import types
@@ -18,32 +17,12 @@ import pytest
 import torch
 from torch import nn
 
+from import_helpers import hide
 from sharpness.tracking import SharpnessTracker, record_scalars
 
 
 def have(*names: str) -> bool:
     return any(importlib.util.find_spec(n) is not None for n in names)
-
-
-class _Hidden(importlib.abc.MetaPathFinder):
-    """Makes ``import name`` (and its submodules) fail as if the package were not installed."""
-
-    def __init__(self, names):
-        self.names = names
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
-        return None
-
-
-def hide(monkeypatch, *names: str) -> None:
-    """Hide the top-level packages ``names`` (and modules already imported from them) for one test; monkeypatch
-    puts every removed module back afterwards, so later tests see the real packages again."""
-    for key in list(sys.modules):
-        if key.split(".")[0] in names or any(key.startswith(p) for p in ("torch.utils.tensorboard",)):
-            monkeypatch.delitem(sys.modules, key)
-    monkeypatch.setattr(sys, "meta_path", [_Hidden(set(names)), *sys.meta_path])
 
 
 @pytest.fixture(scope="module")

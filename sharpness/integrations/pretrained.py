@@ -109,16 +109,16 @@ def load_pretrained(path: str | os.PathLike) -> tuple[nn.Module, dict]:
                          f"(\"architectures\": [\"GPT2LMHeadModel\"]), got {archs!r}")
     architecture = archs[0]
     weights = _weight_files(root)
-    try:
-        import transformers
-    except ImportError as e:
-        raise InputError(f"analyzing a save_pretrained directory needs transformers (pip install sharpness[hf]), "
-                         f"got ImportError: {one_line(e)}") from None
-    cls = getattr(transformers, architecture, None)
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        raise InputError(f"expected an architecture transformers {transformers.__version__} provides (custom "
-                         f"modelling code is never run), got {architecture!r} in {str(root / 'config.json')!r}")
-    with _hub_offline():
+    with _hub_offline():  # set before the first import: huggingface_hub reads HF_HUB_OFFLINE when imported
+        try:
+            import transformers
+        except ImportError as e:
+            raise InputError(f"analyzing a save_pretrained directory needs transformers (pip install sharpness[hf]), "
+                             f"got ImportError: {one_line(e)}") from None
+        cls = getattr(transformers, architecture, None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            raise InputError(f"expected an architecture transformers {transformers.__version__} provides (custom "
+                             f"modelling code is never run), got {architecture!r} in {str(root / 'config.json')!r}")
         try:
             model = cls.from_pretrained(str(root), local_files_only=True)
         except Exception as e:  # anything transformers or safetensors rejects (SafetensorError, OSError, ...)
