@@ -89,6 +89,9 @@ def test_auto_loss_on_a_causal_lm_directory_is_causal_lm(capsys, saved, tmp_path
     causal = json.loads(run_cli(capsys, *common, "--loss", "causal-lm")[1])
     plain = json.loads(run_cli(capsys, *common, "--loss", "cross-entropy")[1])
     assert auto["loss"] == causal["loss"] != plain["loss"]  # unshifted cross-entropy is another objective
+    # As a pipeline gate: exit 3 with the report still written when λ_max is above the threshold.
+    code, out, _ = run_cli(capsys, *common, "--max-eigenvalue", "1e-6")
+    assert code == 3 and json.loads(out)["gate"]["passed"] is False
 
 
 def test_the_loaded_model_is_the_saved_one(saved):
