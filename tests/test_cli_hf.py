@@ -148,3 +148,21 @@ def test_the_hub_is_offline_when_transformers_is_first_imported_by_the_loader(sa
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "False"]  # offline for the process's Hub client, environment restored
+
+
+def test_info_on_a_directory_reads_config_and_safetensors_headers(capsys, saved, tmp_path):
+    root, model = saved
+    code, out, err = run_cli(capsys, "info", root / "gpt2", "--json", "-")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["architecture"] == "GPT2LMHeadModel" and d["model_type"] == "gpt2"
+    assert d["config_sha256"] == hashlib.sha256((root / "gpt2" / "config.json").read_bytes()).hexdigest()
+    # Tied embeddings are stored once, as model.parameters() counts them once.
+    assert d["stored_values"] == sum(p.numel() for p in model.parameters())
+    assert d["weights"][0]["dtypes"] == ["F32"]
+    assert "architecture: GPT2LMHeadModel" in run_cli(capsys, "info", root / "gpt2")[1]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    (bad / "model.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    assert_input_error(run_cli(capsys, "info", bad), "safetensors", "header length")

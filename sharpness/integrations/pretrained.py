@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,7 +31,7 @@ from torch import nn
 from ..errors import InputError
 from ..usercode import one_line
 
-__all__ = ["is_pretrained_dir", "load_pretrained", "default_loss"]
+__all__ = ["is_pretrained_dir", "load_pretrained", "default_loss", "describe_dir"]
 
 KIND = "save_pretrained"
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -127,6 +128,42 @@ def load_pretrained(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     info = {"kind": KIND, "architecture": architecture, "model_type": config.get("model_type"),
             "config_sha256": digest, "weights": weights, "transformers": transformers.__version__}
     return model, info
+
+
+def _safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (8-byte little-endian length, then that many bytes of JSON):
+    ``{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {...}}``. No tensor data is read."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        if size <= 0 or size > path.stat().st_size - 8:
+            raise InputError(f"expected a safetensors file, got {str(path)!r} with a header length of {size} bytes")
+        try:
+            header = json.loads(fh.read(size))
+        except ValueError:
+            raise InputError(f"expected a safetensors file, got {str(path)!r} with an unreadable header") from None
+    if not isinstance(header, dict):
+        raise InputError(f"expected a safetensors file, got {str(path)!r} whose header is not a JSON object")
+    return header
+
+
+def describe_dir(path: str | os.PathLike) -> dict:
+    """What ``sharpness info DIR`` prints, from ``config.json`` and the safetensors headers alone (no model is
+    built, transformers is not needed): the architecture, ``model_type``, the config's SHA-256, and per weight
+    file the number of tensors and stored values, with their dtypes."""
+    root = Path(path)
+    if not is_pretrained_dir(root):
+        raise InputError(f"expected a save_pretrained directory with config.json, got {str(root)!r}")
+    config, digest = read_config(root)
+    files = []
+    for name in _weight_files(root):
+        tensors = {k: v for k, v in _safetensors_header(root / name).items() if k != "__metadata__"}
+        values = sum(math.prod(t.get("shape", [])) for t in tensors.values())
+        files.append({"file": name, "tensors": len(tensors), "values": values,
+                      "dtypes": sorted({t.get("dtype") for t in tensors.values()})})
+    archs = config.get("architectures") or [None]
+    return {"kind": KIND, "architecture": archs[0], "model_type": config.get("model_type"),
+            "config_sha256": digest, "stored_values": sum(f["values"] for f in files), "weights": files,
+            "transformers_version": config.get("transformers_version")}
 
 
 def describe(info: dict[str, Any]) -> str:
