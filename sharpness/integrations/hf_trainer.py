@@ -17,6 +17,8 @@ the pass/fail gate after ``Trainer.train()``.
   ``sharpness/trace``, ``sharpness/eos_threshold``, ... (:func:`sharpness.tracking.record_scalars`; the
   TensorBoard callback files them under ``train/``). The callback needs its Trainer for that: ``attach`` builds,
   binds and adds it in one call; ``bind(trainer)`` does it for a callback passed as ``callbacks=[...]``.
+* **Resuming** (``trainer.train(resume_from_checkpoint=...)``) starts a new series: the records are not part of
+  the Trainer's checkpoints (the Lightning callback's are); save ``tracking.tracker.to_dict()`` yourself.
 * **The gate** is :func:`sharpness.analyze` on the trained model with thresholds (``max_eigenvalue``,
   ``max_trace``, ``max_epsilon_sharpness``, ``baseline`` + ``max_increase``); its numbers go through the same
   ``log`` as ``sharpness/gate/...`` and a failed check raises :class:`~sharpness.errors.GateFailed` (what the
