@@ -192,6 +192,8 @@ def test_wandb_offline_run_files_hold_the_records(tmp_path, data, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("CACHE", "CONFIG", "DATA"):  # W&B's own logs and settings stay in tmp_path, not in ~/.cache
+        monkeypatch.setenv(f"WANDB_{name}_DIR", str(tmp_path / name.lower()))
     writer = WandbWriter(project="sharpness-test", dir=str(tmp_path), mode="offline")
     run_dir = writer.run.dir.removesuffix("/files")
     tracker = SharpnessTracker(*data, listeners=[writer])
