@@ -1,6 +1,6 @@
 """Hugging Face transformers, built from a config (no download): HVPs against the model's own shifted loss.
 
-Skipped unless ``transformers`` is installed (the optional ``[hf]`` extra; CI does not install it).
+Skipped unless ``transformers`` is installed (the optional ``[hf]`` extra, which CI installs through ``[all]``).
 """
 
 import pytest

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 
 import click
 
 from .. import distributed
 from ..errors import GateFailed, InputError
 from ..hessian import MODES as HVP_MODES
-from ..loading import is_code_ref, load_model_and_data, load_user_callable
+from ..integrations.pretrained import default_loss, describe, is_pretrained_dir, load_pretrained
+from ..loading import Loaded, is_code_ref, load_model_and_data, load_user_callable, load_user_data
 from ..losses import LOSSES
 from ..measures.epsilon import budget_outcome, spread_outcome
 from ..report import Report, analyze as run_analysis
@@ -98,8 +100,24 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
     return out
 
 
+def _load_pretrained(path: str, *, model_ref: str | None, data: str | None, split: str) -> tuple[Loaded, dict]:
+    """A save_pretrained directory and the analysis set ``--data FILE.py:FN`` returns; the report's
+    ``checkpoint`` block (architecture, config hash)."""
+    if not is_pretrained_dir(path):
+        raise InputError(f"expected a checkpoint file or a save_pretrained directory (config.json + "
+                         f"model.safetensors), got a directory without config.json: {path!r}")
+    if model_ref is not None:
+        raise InputError(f"expected no --model for a save_pretrained directory (its config.json names the "
+                         f"architecture), got --model {model_ref!r}")
+    if not is_code_ref(data):
+        raise InputError(f"expected --data FILE.py:FN (a Dataset, DataLoader or batches of tokenized dicts) for "
+                         f"the save_pretrained directory {path!r}, got {'no --data' if data is None else repr(data)}")
+    model, info = load_pretrained(path)
+    return Loaded(model, None, None, load_user_data(data, split=split)), info
+
+
 @cli.command(epilog=EXIT_CODES)
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--model", "model_ref", metavar="NAME|FILE.py:FN|pkg.mod:FN",
               help="Architecture for a foreign state_dict (a toolkit checkpoint records its own).")
 @click.option("--model-kwargs", metavar="JSON", help="Keyword arguments for --model, as a JSON object.")
@@ -121,7 +139,8 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
                    "work, with the smallest budget that would.")
 @click.option("--params", metavar="GLOB[,GLOB]", help="Only these parameters vary (e.g. 'fc2.*').")
 @click.option("--loss", "loss_ref", metavar="auto|cross-entropy|mse|bce|causal-lm|FILE.py:FN", default="auto", show_default=True,
-              help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it).")
+              help="A built-in loss, or FN(outputs, batch) -> per-example losses [, weights] (naming code RUNS it). "
+                   "auto on a save_pretrained *ForCausalLM / *LMHeadModel directory is causal-lm.")
 @click.option("--forward", "forward_ref", metavar="FILE.py:FN|pkg.mod:FN",
               help="FN(model, batch) -> outputs instead of model(x) / model(**batch) (naming code RUNS it).")
 @click.option("--target-key", default="labels", show_default=True, help="Key of the targets in dict batches.")
@@ -217,6 +236,9 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
     A checkpoint written by `sharpness train` needs no other flag. A foreign state_dict needs
     --model FILE.py:FACTORY and --data FILE.npz, or your own pipeline: --data FILE.py:FN (a Dataset or
     DataLoader), with --loss FILE.py:FN and --forward FILE.py:FN where the defaults do not fit.
+
+    CHECKPOINT may also be a Hugging Face save_pretrained directory (config.json + model.safetensors): it is
+    loaded with transformers from its local files only (never a download), and needs --data FILE.py:FN.
     """
     level = setup_logging(verbose, quiet)
     apply_threads(options.pop("threads"))
@@ -225,10 +247,16 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
     # Under `torchrun -m sharpness analyze`, every rank computes on its shard; only rank 0 prints and writes.
     with distributed.session(backend, device=dev) as ctx:
         dev = distributed.rank_device(dev, ctx)
-        loaded = load_model_and_data(
-            checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
-            data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint, split=options["split"],
-        )
+        if os.path.isdir(checkpoint):
+            loaded, source = _load_pretrained(checkpoint, model_ref=model_ref, data=data, split=options["split"])
+            if loss_ref == "auto":
+                loss_ref = default_loss(source["architecture"]) or loss_ref
+        else:
+            loaded = load_model_and_data(
+                checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
+                data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint, split=options["split"],
+            )
+            source = {"kind": loaded.checkpoint.kind}
         user = _user_code(loss_ref, forward_ref)
         if loaded.dataset is None:
             x, y, spec = loaded.user_data, None, {"name": data}
@@ -243,12 +271,13 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
             device=str(dev), dtype=dtype, seed=seed, **user, **options,
         )
         result = report.to_dict()
-        result["checkpoint"] = {"path": checkpoint, "kind": loaded.checkpoint.kind}
+        result["checkpoint"] = {"path": checkpoint, **source}
         if rank0:
             if json_path:
                 write_json(result, json_path)
             if json_path != "-":
-                click.echo(render_table(result, checkpoint))
+                click.echo(render_table(result, f"{checkpoint} [{describe(source)}]" if "architecture" in source
+                                        else checkpoint))
     if not report.passed:
         failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
         raise GateFailed(", ".join(failed))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..checkpoint import describe, load_checkpoint
+from ..integrations.pretrained import describe_dir
 from . import cli
 from .options import check_outputs, write_json
 
@@ -41,14 +44,20 @@ def _lines(node, indent: int = 0):
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--json", "json_path", metavar="PATH|-", help="Write the description as JSON ('-' for stdout).")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
 def info(checkpoint: str, json_path: str | None, trust_checkpoint: bool) -> None:
-    """Print what CHECKPOINT holds: model, parameters, data, training config, metrics, versions."""
+    """Print what CHECKPOINT holds: model, parameters, data, training config, metrics, versions.
+
+    CHECKPOINT may be a save_pretrained directory: its config.json and safetensors headers are read (no model is
+    built)."""
     check_outputs(json_path=json_path)
-    description = describe(load_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
+    if os.path.isdir(checkpoint):
+        description = describe_dir(checkpoint)
+    else:
+        description = describe(load_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint))
     if json_path:
         write_json(description, json_path)
         if json_path == "-":
