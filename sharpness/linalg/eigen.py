@@ -115,7 +115,8 @@ class EigenResult:
     """Eigenvalue estimates for one end of the spectrum, with their uncertainty and cost.
 
     Attributes:
-        values: float64, shape (k,). Top: descending; bottom: ascending.
+        values: float64, shape (k,). Top: descending; bottom: ascending. Fewer than k only when the step
+            budget ran out before k distinct values were found (a :class:`ConvergenceWarning` says so).
         residuals: relative residual norms ‖A y_i − θ_i y_i‖ / |θ_i|, shape (k,). Rigorous: some eigenvalue
             of A lies within ``residuals[i] * |values[i]|`` of ``values[i]``.
         converged: bool, shape (k,): whether value i met the stopping rule (see module docstring).
@@ -379,11 +380,15 @@ def _run(A: Any, top_k: int, bottom_k: int, *, stacklevel: int, tol: float = 1e-
                      scale_floor, reorthogonalize, return_vectors)
     ends, matvecs, keep = solver.solve(keep_lanczos)
     top_res, bottom_res = (solver.result(ends[side], side, matvecs, keep, return_vectors) for side in SIDES)
-    bad = [(name, r) for name, r in (("top", top_res), ("bottom", bottom_res)) if not r.converged.all()]
+    wanted = {"top": top_k, "bottom": bottom_k}
+    bad = [(name, r) for name, r in (("top", top_res), ("bottom", bottom_res))
+           if not r.converged.all() or r.values.size < wanted[name]]
     if bad:
         detail = "; ".join(
-            f"{name}: {int((~r.converged).sum())} of {r.values.size} unconverged, "
-            f"worst error estimate {float(np.max(r.error_bounds[~r.converged])):.1e}"
+            f"{name}: "
+            + (f"only {r.values.size} distinct of {wanted[name]} found, " if r.values.size < wanted[name] else "")
+            + (f"{int((~r.converged).sum())} of {r.values.size} unconverged, worst error estimate "
+               f"{float(np.max(r.error_bounds[~r.converged])):.1e}" if not r.converged.all() else "all converged")
             for name, r in bad
         )
         warnings.warn(
