@@ -308,6 +308,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
             "split": cfg.split,
             "n_samples": int(x.shape[0]),
             "n_available": int(inputs.shape[0]),
+            "input_dtype": str(inputs.dtype).removeprefix("torch."),  # as stored, before the analysis dtype
             "subset_seed": cfg.seed if idx is not None else None,
             "sha256": tensor_sha256(x, y),
             "sample_sha256": combine_digests(sample_digests((x, y), int(x.shape[0]))),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import distributed
+from ..dtypes import DTYPES
 from ..errors import GateFailed, InputError
 from ..hessian import MODES as HVP_MODES
 from ..loading import is_code_ref, load_model_and_data, load_user_callable
@@ -223,6 +224,7 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
         loaded = load_model_and_data(
             checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
             data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint, split=options["split"],
+            dtype=DTYPES[dtype],
         )
         user = _user_code(loss_ref, forward_ref)
         if loaded.dataset is None:

@@ -96,9 +96,11 @@ def grid_options(fn):
     return common_options(fn)
 
 
-def _load(path, opts) -> Loaded:
+def _load(path, opts, dtype: str) -> Loaded:
+    """The model and its data, floating data in the grid's ``dtype`` (a float64 slice sees float64 data)."""
     return load_model_and_data(path, model=opts["model_ref"], model_kwargs=parse_json_option(opts["model_kwargs"], "--model-kwargs"),
-                               data=opts["data"], data_dir=opts["data_dir"], trust_checkpoint=opts["trust_checkpoint"])
+                               data=opts["data"], data_dir=opts["data_dir"], trust_checkpoint=opts["trust_checkpoint"],
+                               dtype=DTYPES[dtype])
 
 
 def draw(result_path: Path, out_stem: Path | None = None, *, log: bool = False) -> list[Path]:
@@ -124,7 +126,7 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
     """
     setup_logging(verbose, quiet)
     check_writable(Path(out) / "interpolation.npz", "--out")
-    a, b = _load(checkpoint_a, opts), _load(checkpoint_b, opts)
+    a, b = _load(checkpoint_a, opts, dtype), _load(checkpoint_b, opts, dtype)
     kw = dict(samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode, device=resolve_device(device), dtype=dtype)
     train_a, test_a = _objectives(a, **kw)
     train_b, _ = _objectives(b, with_test=False, **kw)
@@ -159,7 +161,7 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     setup_logging(verbose, quiet)
     dims = int(dims)
     check_writable(Path(out) / f"landscape_{dims}d.npz", "--out")
-    loaded = _load(checkpoint, opts)
+    loaded = _load(checkpoint, opts, dtype)
     obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
                                 device=resolve_device(device), dtype=dtype)
     directions, info = _directions(obj, direction, dims, normalization=normalization, ignore=ignore, other=other,
@@ -214,8 +216,9 @@ def _directions(obj, kind, dims, *, normalization, ignore, other, trajectory, se
 
 def _theta(path, obj: Objective, seed, opts):
     """The flat parameters of another checkpoint of the same model, on ``obj``'s device and dtype."""
-    return _objectives(_load(path, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval", device=obj.device,
-                       dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0].theta
+    dtype = str(obj.dtype).removeprefix("torch.")
+    return _objectives(_load(path, opts, dtype), samples=1, seed=seed, chunk_size=None, bn_mode="eval",
+                       device=obj.device, dtype=dtype, with_test=False)[0].theta
 
 
 def _finish(result, out_dir: Path, name: str) -> None:

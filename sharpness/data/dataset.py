@@ -66,27 +66,60 @@ class _Raw:
     extra: dict = field(default_factory=dict)
 
 
+#: Floating dtypes a dataset's inputs and regression targets may be stored in (``load_dataset(dtype=)``).
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
 def _to_tensor(a, dtype: torch.dtype) -> Tensor:
     if isinstance(a, Tensor):
         return a.detach().to(dtype=dtype, copy=True).contiguous()
     return torch.tensor(np.ascontiguousarray(a), dtype=dtype)
 
 
-def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
+def _dtype_name(a) -> str:
+    """``"float64"``, ``"int32"``, ... for a NumPy array, a tensor (what the source stored) or a torch dtype."""
+    return str(a if isinstance(a, torch.dtype) else a.dtype).removeprefix("torch.")
+
+
+def _is_token_ids(a) -> bool:
+    """Signed integer inputs are token ids (an embedding's indices) and stay integers; ``uint8`` and ``bool``
+    are pixels and masks, which models read as numbers (they become floating, as every image loader does)."""
+    if isinstance(a, Tensor):
+        return not a.is_floating_point() and not a.is_complex() and a.dtype not in (torch.uint8, torch.bool)
+    return np.issubdtype(a.dtype, np.signedinteger)
+
+
+def _inputs(a, dtype: torch.dtype) -> Tensor:
+    """``x`` as stored: token ids as int64, everything else in the dataset's floating ``dtype``."""
+    return _to_tensor(a, torch.int64 if _is_token_ids(a) else dtype)
+
+
+def _check_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in FLOAT_DTYPES:
+        raise InputError(f"expected a dataset dtype of torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None,
+              dtype: torch.dtype = torch.float32) -> Dataset:
+    """Checked tensors and their spec. Floating ``x`` and regression targets are stored in ``dtype`` (float32
+    for training, float64 for a float64 analysis: it never sees a float32 rounding of the user's data);
+    signed-integer ``x`` (token ids) stays int64; the spec records both dtypes (:func:`_dataset`)."""
     label = f"dataset {name!r}"
+    dtype = _check_dtype(dtype)
     if raw.task == "language-model":
-        return _finalize_tokens(name, raw, subset=subset, seed=seed, test_subset=test_subset)
+        return _finalize_tokens(name, raw, subset=subset, seed=seed, test_subset=test_subset, dtype=dtype)
     if raw.x_test is None and raw.y_test is not None or raw.x_test is not None and raw.y_test is None:
         raise InputError(f"expected both x_test and y_test or neither for {label}, got only one of them")
-    x_train = _to_tensor(raw.x_train, torch.float32)
-    x_test = None if raw.x_test is None else _to_tensor(raw.x_test, torch.float32)
+    x_train = _inputs(raw.x_train, dtype)
+    x_test = None if raw.x_test is None else _inputs(raw.x_test, dtype)
     for split, x in (("train", x_train), ("test", x_test)):
         if x is None:
             continue
         if x.ndim < 2 or x.shape[0] == 0:
             raise InputError(f"expected {split} x of shape (N, ...) with N ≥ 1 for {label}, got shape {list(x.shape)}")
-        bad = ~torch.isfinite(x)
-        if bad.any():
+        bad = ~torch.isfinite(x) if x.is_floating_point() else None
+        if bad is not None and bad.any():
             kind = "NaN" if torch.isnan(x).any() else "Inf"
             raise InputError(f"expected finite {split} x for {label}, got {kind} in {int(bad.sum())} entries")
     if x_test is not None and x_test.shape[1:] != x_train.shape[1:]:
@@ -106,8 +139,8 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
             raise InputError(f"expected labels in [0, {num_classes}) for {label}, got label {ymax}")
         output_dim = int(num_classes)
     else:
-        y_train = _to_tensor(raw.y_train, torch.float32)
-        y_test = None if raw.y_test is None else _to_tensor(raw.y_test, torch.float32)
+        y_train = _to_tensor(raw.y_train, dtype)
+        y_test = None if raw.y_test is None else _to_tensor(raw.y_test, dtype)
         for split, y in (("train", y_train), ("test", y_test)):
             if y is not None and not torch.isfinite(y).all():
                 raise InputError(f"expected finite {split} regression targets for {label}, got NaN/Inf")
@@ -121,12 +154,15 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=label)
 
-    return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim)
+    return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim,
+                    dtype=dtype)
 
 
 def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor, x_test: Tensor | None,
-             y_test: Tensor | None, *, num_classes: int | None, output_dim: int) -> Dataset:
-    """The finished splits with their recorded spec (the one place its keys are written)."""
+             y_test: Tensor | None, *, num_classes: int | None, output_dim: int, dtype: torch.dtype) -> Dataset:
+    """The finished splits with their recorded spec (the one place its keys are written). ``float_dtype`` is
+    the dtype of the floating tensors (the hash is over them as stored), ``x_dtype`` the inputs' and
+    ``stored_x_dtype`` what the source held (a float64 file read for training is ``float64`` → ``float32``)."""
     spec = {
         "name": name,
         "args": _jsonable(args),
@@ -138,6 +174,9 @@ def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor,
         "task": raw.task,
         "source": raw.source,
         **raw.extra,
+        "float_dtype": _dtype_name(dtype),
+        "x_dtype": _dtype_name(x_train),
+        "stored_x_dtype": _dtype_name(raw.x_train),
         "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
     }
     return Dataset(x_train, y_train, x_test, y_test, spec)
@@ -170,7 +209,8 @@ def _subsets(x_train: Tensor, y_train: Tensor, x_test: Tensor | None, y_test: Te
     return x_train, y_train, x_test, y_test
 
 
-def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
+def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None,
+                     dtype: torch.dtype = torch.float32) -> Dataset:
     """The language-model case of :func:`_finalize`: int64 token windows ``(N, T)`` and next-token targets."""
     x_train, y_train = _to_tensor(raw.x_train, torch.int64), _to_tensor(raw.y_train, torch.int64)
     x_test = None if raw.x_test is None else _to_tensor(raw.x_test, torch.int64)
@@ -179,7 +219,38 @@ def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, tes
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=f"dataset {name!r}")
     return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=raw.num_classes,
-                    output_dim=raw.num_classes)
+                    output_dim=raw.num_classes, dtype=dtype)
+
+
+def recorded_sha256(ds: Dataset, spec: dict) -> str:
+    """The SHA-256 of ``ds`` stored as ``spec`` records (its ``float_dtype``; a spec written before dtypes were
+    recorded held every ``x`` in float32): a float64 rebuild of a float32 spec verifies against the float32
+    hash, since rounding to float32 is deterministic."""
+    floating = getattr(torch, spec.get("float_dtype", "float32"))
+    legacy = _legacy(spec)
+
+    def stored(t: Tensor | None, is_x: bool) -> Tensor | None:
+        if t is None or not (t.is_floating_point() or is_x and legacy):
+            return t
+        return t.to(floating)
+
+    return _dataset_sha256(stored(ds.x_train, True), stored(ds.y_train, False), stored(ds.x_test, True),
+                           stored(ds.y_test, False))
+
+
+def _legacy(spec: dict) -> bool:
+    """A spec written before dtypes were recorded: its integer inputs were stored (and trained on) as float32."""
+    return "x_dtype" not in spec and spec.get("task") != "language-model"
+
+
+def as_recorded(ds: Dataset, spec: dict) -> Dataset:
+    """``ds`` with the inputs' kind ``spec`` records: a legacy spec's integer ``x`` becomes floating again, so a
+    model trained on those numbers is analyzed on them."""
+    if not _legacy(spec) or ds.x_train.is_floating_point():
+        return ds
+    dtype = ds.y_train.dtype if ds.y_train.is_floating_point() else getattr(torch, ds.spec["float_dtype"])
+    x_test = None if ds.x_test is None else ds.x_test.to(dtype)
+    return Dataset(ds.x_train.to(dtype), ds.y_train, x_test, ds.y_test, {**ds.spec, "x_dtype": _dtype_name(dtype)})
 
 
 def _labels(y, label: str, split: str) -> Tensor:
