@@ -12,7 +12,7 @@ from ..hessian import MODES as HVP_MODES
 from ..loading import is_code_ref, load_model_and_data, load_user_callable
 from ..losses import LOSSES
 from ..measures.epsilon import budget_outcome
-from ..report import Report, analyze as run_analysis
+from ..report import AnalysisConfig, Report, analyze as run_analysis
 from . import cli
 from .options import (apply_threads, check_outputs, common_options, parse_json_option, resolve_device, setup_logging,
                       tf32_option, threads_option, write_json)
@@ -112,8 +112,8 @@ def _user_code(loss_ref: str, forward_ref: str | None) -> dict:
               help="Samples per forward pass (memory only; results change by float rounding at most). Default: from "
                    "--memory.")
 @click.option("--memory", metavar="SIZE",
-              help="Memory the analysis may allocate beyond the model, e.g. 8GiB, 512MiB, or a number of GiB "
-                   "[default: 8GiB]. A quarter bounds one chunk's Hessian-vector-product graph (the whole set stays "
+              help="Memory the analysis may allocate beyond the model, e.g. 8GiB, 512MiB, or a number of bytes "
+                   "(as analyze(memory=)) [default: 8GiB]. A quarter bounds one chunk's Hessian-vector-product graph (the whole set stays "
                    "one chunk if its graph fits); the rest holds θ, the products and the estimators' vectors "
                    "(Lanczos stores its basis only when it fits). A request that cannot fit is refused before the "
                    "work, with the smallest budget that would.")
@@ -216,6 +216,7 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
     """
     level = setup_logging(verbose, quiet)
     apply_threads(options.pop("threads"))
+    AnalysisConfig(dtype=dtype, seed=seed, **options)  # every option checked before anything is loaded or run
     check_outputs(json_path=json_path)
     dev = resolve_device(device)
     # Under `torchrun -m sharpness analyze`, every rank computes on its shard; only rank 0 prints and writes.

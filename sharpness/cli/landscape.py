@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from pathlib import Path
 
 import click
@@ -47,8 +48,8 @@ def _range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--range expects two numbers LO,HI such as -1,1, got {text!r}") from None
-    if not lo < hi:
-        raise InputError(f"--range expects LO < HI, got {text!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InputError(f"--range expects finite LO < HI, got {text!r}")
     return lo, hi
 
 
@@ -126,13 +127,13 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
     """
     setup_logging(verbose, quiet)
     check_writable(Path(out) / "interpolation.npz", "--out")
+    lo, hi = _range(range_ or "-1,2")  # before any work
     a, b = _load(checkpoint_a, opts, dtype), _load(checkpoint_b, opts, dtype)
     kw = dict(samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode, device=resolve_device(device), dtype=dtype)
     train_a, test_a = _objectives(a, **kw)
     train_b, _ = _objectives(b, with_test=False, **kw)
     if train_a.names != train_b.names or train_a.shapes != train_b.shapes:
         raise InputError(f"expected two checkpoints of the same architecture, got {checkpoint_a} and {checkpoint_b} with different parameters")
-    lo, hi = _range(range_ or "-1,2")
     result = ls.interpolate(train_a, train_a.theta, train_b.theta, ls.grid(lo, hi, points or 25),
                             test_objective=test_a, obj_b=train_b, allow_tf32=opts["allow_tf32"])
     _finish(result, Path(out), "interpolation")
@@ -161,12 +162,12 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     setup_logging(verbose, quiet)
     dims = int(dims)
     check_writable(Path(out) / f"landscape_{dims}d.npz", "--out")
+    lo, hi = _range(range_ or "-1,1")  # before any work
     loaded = _load(checkpoint, opts, dtype)
     obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
                                 device=resolve_device(device), dtype=dtype)
     directions, info = _directions(obj, direction, dims, normalization=normalization, ignore=ignore, other=other,
                                    trajectory=trajectory, seed=seed, opts=opts)
-    lo, hi = _range(range_ or "-1,1")
     coords = ls.grid(lo, hi, points or 51)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
