@@ -181,3 +181,72 @@ def test_a_train_mode_model_with_dropout_gets_one_notice_and_is_left_in_train_mo
     with caplog.at_level(logging.WARNING, logger="sharpness"):
         sharpness.analyze(bn, x, y, **FAST)
     assert any("1 batch norm on running statistics" in r.getMessage() for r in caplog.records)
+
+
+# --- labels and batch rows, checked before they can blame the model -------------------------------------------------
+class Tokens(nn.Module):
+    """(B, T) token ids → (B, T, 10) logits: a vocabulary of 10."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 6)
+        self.out = nn.Linear(6, 10)
+
+    def forward(self, input_ids):
+        return self.out(torch.tanh(self.emb(input_ids)))
+
+
+def _token_batches(bad_label: int | None = None):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (12, 5), generator=g)
+    labels = torch.randint(0, 10, (12, 5), generator=g)
+    labels[3, 1] = -100  # ignored: never out of range
+    if bad_label is not None:
+        labels[7, 2] = bad_label
+    return [{"input_ids": ids[i:i + 4], "labels": labels[i:i + 4]} for i in range(0, 12, 4)]
+
+
+def test_token_labels_out_of_range_get_the_class_label_message_on_dict_batches():
+    sharpness.analyze(Tokens().double(), _token_batches(), **FAST)  # -100 is ignored
+    for loss in ("cross-entropy", "causal-lm"):
+        with pytest.raises(InputError, match=r"expected class labels in \[0, 10\).*got labels in \[\d+, 20\]"):
+            sharpness.analyze(Tokens().double(), _token_batches(bad_label=20), loss=loss, **FAST)
+
+
+def test_token_labels_out_of_range_on_the_command_line(capsys, tmp_path):
+    (tmp_path / "tok.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+        class Tokens(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(10, 6)
+                self.out = nn.Linear(6, 10)
+            def forward(self, input_ids):
+                return self.out(torch.tanh(self.emb(input_ids)))
+        def net():
+            torch.manual_seed(0)
+            return Tokens()
+        def data():
+            ids = torch.randint(0, 10, (8, 5), generator=torch.Generator().manual_seed(0))
+            labels = ids.clone()
+            labels[5, 3] = 20
+            return [{"input_ids": ids[:4], "labels": labels[:4]}, {"input_ids": ids[4:], "labels": labels[4:]}]
+    '''))
+    ns: dict = {}
+    exec((tmp_path / "tok.py").read_text(), ns)
+    torch.save(ns["net"]().state_dict(), tmp_path / "w.pt")
+    result = run_cli(capsys, "analyze", tmp_path / "w.pt", "--model", f"{tmp_path / 'tok.py'}:net",
+                     "--data", f"{tmp_path / 'tok.py'}:data", "--no-trace")
+    assert_input_error(result, "expected class labels in [0, 10)", ", 20]")
+
+
+def test_a_batch_with_more_inputs_than_targets_is_named_as_such():
+    x, y = _data(16)
+    with pytest.raises(InputError, match=r"expected batch 0 to hold one target per sample, got 16 samples and "
+                                         r"targets of shape \(12,\)"):
+        sharpness.analyze(_net().eval(), [(x, y[:12])], **FAST)
+    with pytest.raises(InputError, match="16 samples and targets of shape"):
+        sharpness.analyze(Tokens().double(), [{"input_ids": torch.zeros(16, 5, dtype=torch.long),
+                                               "labels": torch.zeros(12, 5, dtype=torch.long)}], **FAST)
