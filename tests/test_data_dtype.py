@@ -113,3 +113,22 @@ def test_integer_token_ids_stay_integers_from_a_data_function_and_an_npz(tmp_pat
     # pixels stored as uint8 are images, not token ids: they become floating as before
     np.savez(tmp_path / "img.npz", x=np.arange(24, dtype=np.uint8).reshape(12, 2), y=labels.numpy())
     assert load_dataset(str(tmp_path / "img.npz")).x_train.dtype == torch.float32
+
+
+def test_a_gap_in_the_labels_is_said_in_one_line(tmp_path, caplog):
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    y = np.arange(30) % 10
+    y[4] = 50  # 0–9 and one stray 50: 51 classes, 40 of which never occur
+    np.savez(tmp_path / "gap.npz", x=x, y=y)
+    with caplog.at_level("WARNING", logger="sharpness"):
+        ds = load_dataset(str(tmp_path / "gap.npz"))
+    assert ds.spec["num_classes"] == 51
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "51 classes inferred from the largest label 50" in lines[0]
+    assert "11 distinct labels" in lines[0] and "num_classes" in lines[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sharpness"):
+        load_dataset(str(tmp_path / "gap.npz"), num_classes=51)  # said explicitly: nothing to say
+        np.savez(tmp_path / "full.npz", x=x, y=np.arange(30) % 10)
+        load_dataset(str(tmp_path / "full.npz"))  # no gap
+    assert not caplog.records

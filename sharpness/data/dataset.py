@@ -7,6 +7,7 @@ source); :func:`_finalize` checks and converts it, so the conventions hold for e
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..hashing import hash_tensors
+
+log = logging.getLogger("sharpness.data")
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +138,7 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
         ymax = max(int(y_train.max()), -1 if y_test is None else int(y_test.max()))
         if num_classes is None:
             num_classes = ymax + 1
+            _notice_gaps(label, y_train, y_test, num_classes)
         elif ymax >= num_classes:
             raise InputError(f"expected labels in [0, {num_classes}) for {label}, got label {ymax}")
         output_dim = int(num_classes)
@@ -251,6 +255,17 @@ def as_recorded(ds: Dataset, spec: dict) -> Dataset:
     dtype = ds.y_train.dtype if ds.y_train.is_floating_point() else getattr(torch, ds.spec["float_dtype"])
     x_test = None if ds.x_test is None else ds.x_test.to(dtype)
     return Dataset(ds.x_train.to(dtype), ds.y_train, x_test, ds.y_test, {**ds.spec, "x_dtype": _dtype_name(dtype)})
+
+
+def _notice_gaps(label: str, y_train: Tensor, y_test: Tensor | None, num_classes: int) -> None:
+    """One line when the inferred class count (largest label + 1) exceeds the labels that occur: a stray label
+    50 among 0–9 builds a 51-output model, which the user should see, not discover."""
+    seen = torch.unique(y_train if y_test is None else torch.cat([y_train, y_test]))
+    if len(seen) < num_classes:
+        log.warning(f"{label}: {num_classes} classes inferred from the largest label {num_classes - 1}, but only "
+                    f"{len(seen)} distinct labels occur ({num_classes - len(seen)} of [0, {num_classes}) never do); "
+                    f"relabel to [0, {len(seen)}), or pass num_classes={num_classes} (--data-kwargs "
+                    f"'{{\"num_classes\": {num_classes}}}') to confirm it")
 
 
 def _labels(y, label: str, split: str) -> Tensor:
