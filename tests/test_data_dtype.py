@@ -115,20 +115,22 @@ def test_integer_token_ids_stay_integers_from_a_data_function_and_an_npz(tmp_pat
     assert load_dataset(str(tmp_path / "img.npz")).x_train.dtype == torch.float32
 
 
-def test_a_gap_in_the_labels_is_said_in_one_line(tmp_path, caplog):
-    x = np.random.default_rng(0).normal(size=(30, 3))
-    y = np.arange(30) % 10
+def test_a_gap_in_the_labels_is_said_in_one_line_by_training(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    y = np.arange(40) % 10
     y[4] = 50  # 0–9 and one stray 50: 51 classes, 40 of which never occur
     np.savez(tmp_path / "gap.npz", x=x, y=y)
-    with caplog.at_level("WARNING", logger="sharpness"):
-        ds = load_dataset(str(tmp_path / "gap.npz"))
-    assert ds.spec["num_classes"] == 51
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "51 classes inferred from the largest label 50" in lines[0]
-    assert "11 distinct labels" in lines[0] and "num_classes" in lines[0]
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="sharpness"):
-        load_dataset(str(tmp_path / "gap.npz"), num_classes=51)  # said explicitly: nothing to say
-        np.savez(tmp_path / "full.npz", x=x, y=np.arange(30) % 10)
-        load_dataset(str(tmp_path / "full.npz"))  # no gap
-    assert not caplog.records
+    ds = load_dataset(str(tmp_path / "gap.npz"))
+    assert ds.spec["num_classes"] == 51 and ds.spec["num_classes_inferred"]["distinct_labels"] == 11
+    base = ("train", "--model", "mlp", "--epochs", "1", "--batch-size", "20", "--out", tmp_path / "m.pt")
+    code, _, err = run_cli(capsys, *base, "--data", tmp_path / "gap.npz")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "classes inferred" in line]
+    assert len(lines) == 1 and "51 classes inferred from the largest label 50, but only 11 distinct" in lines[0]
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["data"]["num_classes"] == 51
+    # said explicitly, or no gap: nothing to say
+    code, _, err = run_cli(capsys, *base, "--data", tmp_path / "gap.npz", "--data-kwargs", '{"num_classes": 51}')
+    assert code == 0 and "classes inferred" not in err
+    np.savez(tmp_path / "full.npz", x=x, y=np.arange(40) % 10)
+    code, _, err = run_cli(capsys, *base, "--data", tmp_path / "full.npz")
+    assert code == 0 and "classes inferred" not in err

@@ -7,7 +7,6 @@ source); :func:`_finalize` checks and converts it, so the conventions hold for e
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..hashing import hash_tensors
-
-log = logging.getLogger("sharpness.data")
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,9 +133,11 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
         y_train = _labels(raw.y_train, label, "train")
         y_test = None if raw.y_test is None else _labels(raw.y_test, label, "test")
         ymax = max(int(y_train.max()), -1 if y_test is None else int(y_test.max()))
-        if num_classes is None:
+        inferred = None
+        if num_classes is None:  # recorded: training builds this many outputs (label_gap says so when it gaps)
             num_classes = ymax + 1
-            _notice_gaps(label, y_train, y_test, num_classes)
+            seen = torch.unique(y_train if y_test is None else torch.cat([y_train, y_test]))
+            inferred = {"from": "largest label + 1", "distinct_labels": int(len(seen))}
         elif ymax >= num_classes:
             raise InputError(f"expected labels in [0, {num_classes}) for {label}, got label {ymax}")
         output_dim = int(num_classes)
@@ -158,8 +157,11 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=label)
 
-    return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim,
-                    dtype=dtype)
+    ds = _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim,
+                  dtype=dtype)
+    if raw.task == "classification" and inferred is not None:
+        ds.spec["num_classes_inferred"] = inferred
+    return ds
 
 
 def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor, x_test: Tensor | None,
@@ -257,15 +259,17 @@ def as_recorded(ds: Dataset, spec: dict) -> Dataset:
     return Dataset(ds.x_train.to(dtype), ds.y_train, x_test, ds.y_test, {**ds.spec, "x_dtype": _dtype_name(dtype)})
 
 
-def _notice_gaps(label: str, y_train: Tensor, y_test: Tensor | None, num_classes: int) -> None:
-    """One line when the inferred class count (largest label + 1) exceeds the labels that occur: a stray label
-    50 among 0–9 builds a 51-output model, which the user should see, not discover."""
-    seen = torch.unique(y_train if y_test is None else torch.cat([y_train, y_test]))
-    if len(seen) < num_classes:
-        log.warning(f"{label}: {num_classes} classes inferred from the largest label {num_classes - 1}, but only "
-                    f"{len(seen)} distinct labels occur ({num_classes - len(seen)} of [0, {num_classes}) never do); "
-                    f"relabel to [0, {len(seen)}), or pass num_classes={num_classes} (--data-kwargs "
-                    f"'{{\"num_classes\": {num_classes}}}') to confirm it")
+def label_gap(ds: Dataset) -> str | None:
+    """One line when the class count was inferred (largest label + 1) and fewer labels occur (a stray label 50
+    among 0–9 gives 51 classes, so training builds a 51-output model), else ``None``. Said by training, where the
+    count builds the model; an analysis takes its classes from the model."""
+    inferred, n = ds.spec.get("num_classes_inferred"), ds.spec.get("num_classes")
+    if not inferred or inferred["distinct_labels"] == n:
+        return None
+    k = inferred["distinct_labels"]
+    return (f"dataset {ds.spec.get('name')!r}: {n} classes inferred from the largest label {n - 1}, but only {k} "
+            f"distinct labels occur ({n - k} of [0, {n}) never do); relabel to [0, {k}), or pass num_classes={n} "
+            f"(--data-kwargs '{{\"num_classes\": {n}}}') to confirm it")
 
 
 def _labels(y, label: str, split: str) -> Tensor:
