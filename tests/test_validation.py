@@ -250,3 +250,12 @@ def test_a_batch_with_more_inputs_than_targets_is_named_as_such():
     with pytest.raises(InputError, match="16 samples and targets of shape"):
         sharpness.analyze(Tokens().double(), [{"input_ids": torch.zeros(16, 5, dtype=torch.long),
                                                "labels": torch.zeros(12, 5, dtype=torch.long)}], **FAST)
+
+
+def test_landscape_holds_the_same_contract_for_an_endless_loader(capsys, user, tmp_path):
+    args = ("landscape", user / "w.pt", "--model", f"{user / 'user.py'}:net", "--data", f"{user / 'user.py'}:endless",
+            "--dims", "1", "--points", "3")
+    assert_input_error(run_cli(capsys, *args, "--out", tmp_path / "a"), "finite analysis set", "--samples N")
+    code, _, err = run_cli(capsys, *args, "--samples", "24", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert (tmp_path / "b" / "landscape_1d.npz").is_file()

@@ -37,6 +37,8 @@ from .. import landscape as ls
 from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
+from ..objective.analysis_set import DEFAULT_DATASET_BATCH
+from ..streams import analysis_stream
 from ..subsets import select_analysis_set
 from ..rundir import check_writable
 from . import cli
@@ -59,9 +61,14 @@ def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, d
     ``--samples`` larger than the training split is refused (as in ``analyze``); the test curve, only a
     companion, takes the whole test split when it is smaller, and says so on stderr (unless ``-q``)."""
     if loaded.dataset is None:  # --data FILE.py:FN: the user's own pipeline (default forward and loss)
-        if samples is not None:
-            raise InputError("--samples needs a named dataset; subset the data your --data FILE.py:FN returns")
-        return Objective(loaded.model, loaded.user_data, chunk_size=chunk_size, bn_mode=bn_mode,
+        data, targets = loaded.user_data, None
+        if isinstance(data, tuple):  # (x, y) tensors
+            data, targets, _ = select_analysis_set(*data, samples=samples, seed=seed)
+        else:  # the finite-set contract and --samples of a loader, as in analyze (sharpness.streams)
+            data = analysis_stream(data, samples=samples, seed=seed, split="train",
+                                   batch_size=chunk_size or DEFAULT_DATASET_BATCH,
+                                   progress=lambda msg: click.echo(f"sharpness: {msg}", err=True))[0]
+        return Objective(loaded.model, data, targets, chunk_size=chunk_size, bn_mode=bn_mode,
                          dtype=DTYPES[dtype], device=device), None
     out = []
     for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
