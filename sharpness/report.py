@@ -240,7 +240,8 @@ def analyze(
     The analysis set is ``(inputs, targets)`` tensors (the split named in ``data_spec``; a seeded subset with
     ``samples=``), or the researcher's own pipeline: a ``Dataset`` (``samples=`` takes a seeded
     ``Subset``), a ``DataLoader`` or any re-iterable of batches that are tensors, tuples or dicts
-    (:class:`~sharpness.objective.Objective`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
+    (:class:`~sharpness.objective.Objective`); one without ``len()`` needs ``samples=``, which takes a
+    loader's first N samples in a fixed order (:mod:`sharpness.streams`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
     ``"auto"``) or a callable ``loss(outputs, batch) -> per-example losses | (losses, weights)``;
     ``forward(model, batch) -> outputs`` replaces the default model call; ``batch_size_fn(batch) -> B``
     counts samples in unusual batches.
