@@ -73,10 +73,12 @@ def load_model_and_data(
     if is_code_ref(data):
         user_data = load_user_data(data, split=split)
         net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=None)
-        return Loaded(net, None, ckpt, user_data)
+        # A checkpoint holds weights, not a mode: the model built here is evaluated (eval mode, DESIGN §5), so
+        # no train-mode notice is due for a mode nobody chose.
+        return Loaded(net.eval(), None, ckpt, user_data)
     dataset = load_data(data, ckpt, data_dir=data_dir, dtype=dtype)
     net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=dataset.spec)
-    return Loaded(net, dataset, ckpt)
+    return Loaded(net.eval(), dataset, ckpt)
 
 
 def is_code_ref(text: str | None) -> bool:

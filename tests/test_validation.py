@@ -7,6 +7,7 @@ import logging
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -259,3 +260,22 @@ def test_landscape_holds_the_same_contract_for_an_endless_loader(capsys, user, t
     code, _, err = run_cli(capsys, *args, "--samples", "24", "--out", tmp_path / "b")
     assert code == 0, err
     assert (tmp_path / "b" / "landscape_1d.npz").is_file()
+
+
+def test_the_cli_builds_a_checkpoints_model_in_eval_mode_so_no_notice_is_due(capsys, tmp_path):
+    (tmp_path / "drop.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+        def net():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Dropout(0.5), nn.Linear(5, 3))
+    '''))
+    ns: dict = {}
+    exec((tmp_path / "drop.py").read_text(), ns)
+    torch.save(ns["net"]().state_dict(), tmp_path / "w.pt")
+    x, y = _data()
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())
+    code, _, err = run_cli(capsys, "analyze", tmp_path / "w.pt", "--model", f"{tmp_path / 'drop.py'}:net",
+                           "--data", tmp_path / "d.npz", "--no-trace")
+    assert code == 0, err
+    assert "train mode" not in err  # a checkpoint holds weights, not a mode
