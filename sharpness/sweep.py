@@ -246,7 +246,7 @@ def _analysis(root: Path, name: str, ckpt_path: Path, dataset: Dataset, base: Tr
     if path.exists():
         report = json.loads(path.read_text())
     else:
-        model = build_model_from_checkpoint(load_checkpoint(ckpt_path))
+        model = build_model_from_checkpoint(load_checkpoint(ckpt_path)).eval()  # evaluated as analyze does: no notice
         x, y = dataset.split("train")
         device = str(_device(base.device))
         opts = {**_ANALYSIS_DEFAULTS, "device": device, "dtype": base.dtype, **dict(options or {})}
