@@ -86,8 +86,12 @@ def test_float64_loading_keeps_the_files_float64_and_records_it(float64_npz):
     again = dataset_from_spec(ds32.spec, dtype=torch.float64)
     assert torch.equal(again.x_train, ds64.x_train)
     assert dataset_from_spec(ds32.spec).spec["sha256"] == ds32.spec["sha256"]
-    legacy = {k: v for k, v in ds32.spec.items() if k not in ("x_dtype", "stored_x_dtype")}  # an older checkpoint
+    legacy = {k: v for k, v in ds32.spec.items() if k not in ("x_dtype", "y_dtype", "stored_x_dtype")}  # older
     assert dataset_from_spec(legacy, dtype=torch.float64).x_train.dtype == torch.float64
+    # a float32 file is exact in float32: a float64 analysis stores (and hashes) it as a float32 one does
+    np.savez(d / "reg32.npz", x=x.astype(np.float32), y=np.zeros((len(x), 1), np.float32))
+    a, b = load_dataset(str(d / "reg32.npz")), load_dataset(str(d / "reg32.npz"), dtype=torch.float64)
+    assert b.x_train.dtype == torch.float32 and a.spec["sha256"] == b.spec["sha256"]
     tampered = dict(ds32.spec, sha256="0" * 64)
     with pytest.raises(sharpness.InputError, match="sha256"):
         dataset_from_spec(tampered, dtype=torch.float64)
@@ -105,7 +109,7 @@ def test_integer_token_ids_stay_integers_from_a_data_function_and_an_npz(tmp_pat
     assert dataset_from_spec(ds.spec).x_train.dtype == torch.int64
     # a checkpoint written before dtypes were recorded trained on these integers as float32: it still does
     old = load_dataset(str(tmp_path / "tok.npz"))
-    legacy = {k: v for k, v in old.spec.items() if k not in ("float_dtype", "x_dtype", "stored_x_dtype")}
+    legacy = {k: v for k, v in old.spec.items() if k not in ("x_dtype", "y_dtype", "stored_x_dtype")}
     legacy["sha256"] = hash_tensors([("x_train", ids.float()), ("y_train", labels), ("x_test", None),
                                      ("y_test", None)])
     rebuilt = dataset_from_spec(legacy)

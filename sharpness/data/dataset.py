@@ -89,9 +89,16 @@ def _is_token_ids(a) -> bool:
     return np.issubdtype(a.dtype, np.signedinteger)
 
 
+def _floating(a, dtype: torch.dtype) -> torch.dtype:
+    """Where floating values are stored: float64 only when asked for and the source holds float64 (a float32 or
+    integer source is exact in float32, so its tensors and hash are the same in float32 and float64 analyses)."""
+    wide = a.dtype == torch.float64 if isinstance(a, Tensor) else np.asarray(a).dtype == np.float64
+    return torch.float64 if dtype == torch.float64 and wide else torch.float32
+
+
 def _inputs(a, dtype: torch.dtype) -> Tensor:
-    """``x`` as stored: token ids as int64, everything else in the dataset's floating ``dtype``."""
-    return _to_tensor(a, torch.int64 if _is_token_ids(a) else dtype)
+    """``x`` as stored: token ids as int64, everything else as :func:`_floating` says."""
+    return _to_tensor(a, torch.int64 if _is_token_ids(a) else _floating(a, dtype))
 
 
 def _check_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -142,8 +149,8 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
             raise InputError(f"expected labels in [0, {num_classes}) for {label}, got label {ymax}")
         output_dim = int(num_classes)
     else:
-        y_train = _to_tensor(raw.y_train, dtype)
-        y_test = None if raw.y_test is None else _to_tensor(raw.y_test, dtype)
+        y_train = _to_tensor(raw.y_train, _floating(raw.y_train, dtype))
+        y_test = None if raw.y_test is None else _to_tensor(raw.y_test, _floating(raw.y_test, dtype))
         for split, y in (("train", y_train), ("test", y_test)):
             if y is not None and not torch.isfinite(y).all():
                 raise InputError(f"expected finite {split} regression targets for {label}, got NaN/Inf")
@@ -166,9 +173,9 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
 
 def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor, x_test: Tensor | None,
              y_test: Tensor | None, *, num_classes: int | None, output_dim: int, dtype: torch.dtype) -> Dataset:
-    """The finished splits with their recorded spec (the one place its keys are written). ``float_dtype`` is
-    the dtype of the floating tensors (the hash is over them as stored), ``x_dtype`` the inputs' and
-    ``stored_x_dtype`` what the source held (a float64 file read for training is ``float64`` → ``float32``)."""
+    """The finished splits with their recorded spec (the one place its keys are written). ``x_dtype`` and
+    ``y_dtype`` are the tensors' dtypes (the hash is over them as stored), ``stored_x_dtype`` what the source
+    held (a float64 file read for training is ``float64`` → ``float32``)."""
     spec = {
         "name": name,
         "args": _jsonable(args),
@@ -180,8 +187,8 @@ def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor,
         "task": raw.task,
         "source": raw.source,
         **raw.extra,
-        "float_dtype": _dtype_name(dtype),
         "x_dtype": _dtype_name(x_train),
+        "y_dtype": _dtype_name(y_train),
         "stored_x_dtype": _dtype_name(raw.x_train),
         "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
     }
@@ -229,19 +236,18 @@ def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, tes
 
 
 def recorded_sha256(ds: Dataset, spec: dict) -> str:
-    """The SHA-256 of ``ds`` stored as ``spec`` records (its ``float_dtype``; a spec written before dtypes were
-    recorded held every ``x`` in float32): a float64 rebuild of a float32 spec verifies against the float32
-    hash, since rounding to float32 is deterministic."""
-    floating = getattr(torch, spec.get("float_dtype", "float32"))
+    """The SHA-256 of ``ds`` with its floating tensors in the dtypes ``spec`` records (``x_dtype``, ``y_dtype``;
+    a spec written before dtypes were recorded held every ``x`` and floating ``y`` in float32): a float64
+    rebuild of a float32 spec verifies against the float32 hash, since rounding to float32 is deterministic."""
     legacy = _legacy(spec)
 
-    def stored(t: Tensor | None, is_x: bool) -> Tensor | None:
-        if t is None or not (t.is_floating_point() or is_x and legacy):
+    def stored(t: Tensor | None, key: str) -> Tensor | None:
+        if t is None or not (t.is_floating_point() or key == "x_dtype" and legacy):
             return t
-        return t.to(floating)
+        return t.to(getattr(torch, spec.get(key, "float32")))
 
-    return _dataset_sha256(stored(ds.x_train, True), stored(ds.y_train, False), stored(ds.x_test, True),
-                           stored(ds.y_test, False))
+    return _dataset_sha256(stored(ds.x_train, "x_dtype"), stored(ds.y_train, "y_dtype"),
+                           stored(ds.x_test, "x_dtype"), stored(ds.y_test, "y_dtype"))
 
 
 def _legacy(spec: dict) -> bool:
@@ -254,9 +260,8 @@ def as_recorded(ds: Dataset, spec: dict) -> Dataset:
     model trained on those numbers is analyzed on them."""
     if not _legacy(spec) or ds.x_train.is_floating_point():
         return ds
-    dtype = ds.y_train.dtype if ds.y_train.is_floating_point() else getattr(torch, ds.spec["float_dtype"])
-    x_test = None if ds.x_test is None else ds.x_test.to(dtype)
-    return Dataset(ds.x_train.to(dtype), ds.y_train, x_test, ds.y_test, {**ds.spec, "x_dtype": _dtype_name(dtype)})
+    x_test = None if ds.x_test is None else ds.x_test.to(torch.float32)
+    return Dataset(ds.x_train.to(torch.float32), ds.y_train, x_test, ds.y_test, {**ds.spec, "x_dtype": "float32"})
 
 
 def label_gap(ds: Dataset) -> str | None:
