@@ -123,6 +123,10 @@ def sweep(
             raise InputError(f"expected distinct learning rates, got {lrs}")
         for lr in lrs:
             dataclasses.replace(base, lr=lr)  # validates each value
+    if analyze:  # a bad analysis option is refused before the first run trains, not after it
+        from .report import AnalysisConfig
+
+        AnalysisConfig(**{**_ANALYSIS_DEFAULTS, "dtype": base.dtype, **dict(analyze_options or {})})
     dataset = dataset if dataset is not None else load_data(base)
     n_train = int(dataset.x_train.shape[0])
     resolved = _resolve_batch_sizes(batch_sizes, n_train)

@@ -279,3 +279,16 @@ def test_the_cli_builds_a_checkpoints_model_in_eval_mode_so_no_notice_is_due(cap
                            "--data", tmp_path / "d.npz", "--no-trace")
     assert code == 0, err
     assert "train mode" not in err  # a checkpoint holds weights, not a mode
+
+
+def test_a_sweeps_analysis_options_are_checked_before_the_first_run_trains(tmp_path):
+    from sharpness.data import load_dataset
+    from sharpness.sweep import sweep
+    from sharpness.train import TrainConfig
+
+    base = TrainConfig(model="mlp", data="blobs", epochs=1, batch_size=8, model_kwargs={"hidden": [4]})
+    blobs = load_dataset("blobs", n=40, n_test=10, dim=3, classes=3, seed=5)
+    with pytest.raises(InputError, match="epsilon"):
+        sweep(base, batch_sizes=[8], seeds=[0], out_dir=tmp_path / "s", analyze=True, dataset=blobs,
+              analyze_options={"epsilon": (float("nan"),)})
+    assert not list((tmp_path / "s").glob("runs/*.pt"))  # nothing trained
