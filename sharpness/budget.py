@@ -1,6 +1,6 @@
 """One memory budget for an analysis: the chunk graph, the estimators' vectors and the fixed copies of θ.
 
-``analyze(memory=...)`` / ``sharpness analyze --memory 8GiB`` is the bytes the analysis itself may allocate
+``analyze(memory=...)`` / ``sharpness analyze --memory 8GiB`` (a bare number is bytes, in both) is the bytes the analysis itself may allocate
 beyond the user's model (default :data:`DEFAULT_BUDGET`, 8 GiB). It is split once, before any work:
 
 * a quarter (:data:`GRAPH_SHARE`) for one chunk's second-order graph, from which the objective picks its chunk
@@ -47,26 +47,33 @@ ASCENT_VECTORS = 8
 #: L-BFGS-B's history length in paper-mode ε-sharpness (scipy's default ``maxcor``).
 LBFGS_HISTORY = 10
 
-_UNITS = {"": 2**30, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+#: A bare number below this many bytes is refused: ``memory=8`` is 8 bytes, surely meant as ``"8GiB"``.
+BARE_MINIMUM = 2**20
 
 
 def parse_memory(value: float | int | str | None) -> int | None:
-    """Bytes from ``"8GiB"``, ``"512MiB"``, ``"2GB"`` or a bare number of GiB (``2`` or ``"2"``); ``None`` stays."""
+    """Bytes from ``"8GiB"``, ``"512MiB"``, ``"2GB"``, ``"300B"`` or a bare number of bytes (``8 * 2**30`` or
+    ``"8589934592"``), the same for ``analyze(memory=)``, ``--memory`` and the estimators' ``memory=``;
+    ``None`` stays. A bare number below 1 MiB is refused with the unit it probably lacks."""
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InputError(f"expected memory as a size like 8GiB or a number of GiB, got {value!r}")
+        raise InputError(f"expected memory as a number of bytes or a size like 8GiB, got {value!r}")
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
         if match is None or match.group(2).lower() not in _UNITS:
-            raise InputError(f"expected memory as a size like 8GiB, 512MiB or a number of GiB, got {value!r}")
+            raise InputError(f"expected memory as a number of bytes or a size like 8GiB or 512MiB, got {value!r}")
         number, unit = float(match.group(1)), match.group(2).lower()
     size = number * _UNITS[unit]
     if not math.isfinite(size) or size < 1:
         raise InputError(f"expected a positive memory size, got {value!r}")
+    if unit == "" and size < BARE_MINIMUM:
+        raise InputError(f"expected memory in bytes (at least 1MiB as a bare number) or with a unit, got {value!r}: "
+                         f"{int(size)} bytes cannot hold an analysis; write {value}GiB for gibibytes")
     return int(size)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset as TorchDataset
 
@@ -34,12 +35,13 @@ class Loaded:
 
 
 def load_data(data: str | None, ckpt: Checkpoint | None, *, data_dir: str | None = None, subset: int | None = None,
-              seed: int = 0) -> Dataset:
-    """The dataset named by ``data``, else the one ``ckpt`` records (rebuilt and hash-checked)."""
+              seed: int = 0, dtype: torch.dtype = torch.float32) -> Dataset:
+    """The dataset named by ``data``, else the one ``ckpt`` records (rebuilt and hash-checked), its floating
+    tensors in ``dtype`` (the analysis dtype: a float64 analysis reads a float64 file as float64)."""
     if data is not None:
-        return load_dataset(data, data_dir=data_dir, subset=subset, seed=seed)
+        return load_dataset(data, data_dir=data_dir, subset=subset, seed=seed, dtype=dtype)
     if ckpt is not None and ckpt.data:
-        return dataset_from_spec(ckpt.data, data_dir=data_dir)
+        return dataset_from_spec(ckpt.data, data_dir=data_dir, dtype=dtype)
     raise InputError("expected --data NAME|FILE.npz: the checkpoint records no dataset")
 
 
@@ -52,8 +54,10 @@ def load_model_and_data(
     data_dir: str | None = None,
     trust_checkpoint: bool = False,
     split: str = "train",
+    dtype: torch.dtype = torch.float32,
 ) -> Loaded:
-    """Load ``path`` (safely unless ``trust_checkpoint``), its dataset and a model holding its weights.
+    """Load ``path`` (safely unless ``trust_checkpoint``), its dataset (floating tensors in ``dtype``) and a
+    model holding its weights.
 
     ``data="FILE.py:fn"`` runs ``fn`` (the user named it) for the analysis set of ``split``."""
     ckpt = load_checkpoint(path, trust_checkpoint=trust_checkpoint)
@@ -69,10 +73,12 @@ def load_model_and_data(
     if is_code_ref(data):
         user_data = load_user_data(data, split=split)
         net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=None)
-        return Loaded(net, None, ckpt, user_data)
-    dataset = load_data(data, ckpt, data_dir=data_dir)
+        # A checkpoint holds weights, not a mode: the model built here is evaluated (eval mode, DESIGN §5), so
+        # no train-mode notice is due for a mode nobody chose.
+        return Loaded(net.eval(), None, ckpt, user_data)
+    dataset = load_data(data, ckpt, data_dir=data_dir, dtype=dtype)
     net = build_model_from_checkpoint(ckpt, model=model, model_kwargs=model_kwargs, data_spec=dataset.spec)
-    return Loaded(net, dataset, ckpt)
+    return Loaded(net.eval(), dataset, ckpt)
 
 
 def is_code_ref(text: str | None) -> bool:

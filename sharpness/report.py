@@ -15,6 +15,7 @@ its per-measure helpers and :func:`with_gates`); the result type and its JSON co
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,10 +36,15 @@ from .batches import DATA_POLICIES, combine_digests, sample_digests
 from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, parse_memory
 from .losses import IGNORE_INDEX
 from .objective import Objective, callable_name
+from .objective.analysis_set import DEFAULT_DATASET_BATCH
 from .precision import precision_policy
 # Re-exported: sharpness.report.Report, .jsonable, .select_analysis_set, ... stay where callers import them.
 from .report_schema import SCHEMA, Report, eigen_dict, environment, jsonable  # noqa: F401
+from .streams import analysis_stream
+from .validation import check_numbers, mode_notice
 from .subsets import dataset_subset, select_analysis_set  # noqa: F401
+
+log = logging.getLogger("sharpness.analysis")
 
 TRACE_METHODS = ("hutch++", "hutchinson", "lanczos-deflated")
 EPSILON_METHODS = ("ascent", "paper", "both")
@@ -52,7 +58,7 @@ class AnalysisConfig:
     split: str = "train"
     samples: int | None = None
     chunk_size: int | None = None
-    memory: float | str | None = None  # the analysis's budget: "8GiB", "512MiB" or GiB (None: 8 GiB; budget.py)
+    memory: int | str | None = None  # the analysis's budget: bytes, or "8GiB", "512MiB" (None: 8 GiB; budget.py)
     params: str | None = None
     loss: str = "auto"
     bn_mode: str = "eval"
@@ -101,12 +107,12 @@ class AnalysisConfig:
     allow_tf32: bool = False
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # every number finite and in range, before any work (sharpness.validation)
+        for name in ("epsilon", "adaptive_rho", "rho", "average_adaptive_rho", "average_rho"):
+            values = getattr(self, name)  # one value or several, as floats
+            object.__setattr__(self, name, tuple(map(float, values if isinstance(values, (tuple, list)) else (values,))))
         if self.split not in ("train", "test"):
             raise InputError(f"split must be train or test, got {self.split!r}")
-        if self.samples is not None and self.samples < 1:
-            raise InputError(f"samples must be a positive integer, got {self.samples}")
-        if self.top_k < 0 or self.bottom_k < 0:
-            raise InputError(f"top_k and bottom_k must be ≥ 0, got {self.top_k} and {self.bottom_k}")
         if self.hvp_mode not in HVP_MODES:
             raise InputError(f"hvp_mode must be one of {', '.join(HVP_MODES)}, got {self.hvp_mode!r}")
         if self.trace_method not in TRACE_METHODS:
@@ -115,18 +121,7 @@ class AnalysisConfig:
             raise InputError(f"trace_probes must be ≥ 3 (a standard error needs several probes), got {self.trace_probes}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if not self.tol > 0:
-            raise InputError(f"tol must be positive, got {self.tol}")
         parse_memory(self.memory)  # a bad size fails here, before the work
-        if not 0 <= self.scale_floor <= 1:
-            raise InputError(f"scale_floor must be in [0, 1], got {self.scale_floor}")
-        object.__setattr__(self, "epsilon", tuple(float(e) for e in self.epsilon))
-        object.__setattr__(self, "adaptive_rho", tuple(float(r) for r in self.adaptive_rho))
-        for name in ("rho", "average_adaptive_rho", "average_rho"):
-            object.__setattr__(self, name, tuple(float(r) for r in getattr(self, name)))
-        rhos = self.adaptive_rho + self.rho + self.average_adaptive_rho + self.average_rho
-        if any(e < 0 for e in self.epsilon) or any(r <= 0 for r in rhos):
-            raise InputError(f"epsilon must be ≥ 0 and rho > 0, got {self.epsilon} and {rhos}")
         if self.average_distribution not in AVERAGE_DISTRIBUTIONS:
             raise InputError(f"average_distribution must be one of {', '.join(AVERAGE_DISTRIBUTIONS)}, "
                              f"got {self.average_distribution!r}")
@@ -245,7 +240,8 @@ def analyze(
     The analysis set is ``(inputs, targets)`` tensors (the split named in ``data_spec``; a seeded subset with
     ``samples=``), or the researcher's own pipeline: a ``Dataset`` (``samples=`` takes a seeded
     ``Subset``), a ``DataLoader`` or any re-iterable of batches that are tensors, tuples or dicts
-    (:class:`~sharpness.objective.Objective`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
+    (:class:`~sharpness.objective.Objective`); one without ``len()`` needs ``samples=``, which takes a
+    loader's first N samples in a fixed order (:mod:`sharpness.streams`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
     ``"auto"``) or a callable ``loss(outputs, batch) -> per-example losses | (losses, weights)``;
     ``forward(model, batch) -> outputs`` replaces the default model call; ``batch_size_fn(batch) -> B``
     counts samples in unusual batches.
@@ -279,6 +275,9 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     else:
         options["loss"] = loss
     cfg = AnalysisConfig(**options)
+    notice = mode_notice(model, cfg.bn_mode)
+    if notice:
+        log.warning(notice)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     # Under torchrun every rank holds a disjoint shard of the analysis set and all sums are all-reduced;
     # the estimators then take identical steps on every rank (same seeds, same reduced products).
@@ -308,6 +307,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
             "split": cfg.split,
             "n_samples": int(x.shape[0]),
             "n_available": int(inputs.shape[0]),
+            "input_dtype": str(inputs.dtype).removeprefix("torch."),  # as stored, before the analysis dtype
             "subset_seed": cfg.seed if idx is not None else None,
             "sha256": tensor_sha256(x, y),
             "sample_sha256": combine_digests(sample_digests((x, y), int(x.shape[0]))),
@@ -318,9 +318,10 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         xs, ys = shard_tensors(x, y, ctx=ctx)
         objective = Objective(model, xs, ys, **objective_kw)
     else:
-        data, idx = inputs, None
-        if cfg.samples is not None:
-            data, idx = dataset_subset(inputs, cfg.samples, cfg.seed)
+        # The finite-set contract, the samples= cut and the first pass's progress lines (sharpness.streams).
+        data, idx, kind = analysis_stream(inputs, samples=cfg.samples, seed=cfg.seed, split=cfg.split,
+                                          batch_size=cfg.chunk_size or DEFAULT_DATASET_BATCH,
+                                          batch_size_fn=batch_size_fn, progress=progress)
         shard = (ctx.rank, ctx.world_size) if ctx is not None else None
         objective = Objective(model, data, **objective_kw, data_policy=cfg.data_policy, shard=shard, seed=cfg.seed)
         fp = objective.fingerprint()
@@ -328,11 +329,13 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
             "dataset": (data_spec or {}).get("name"),
             "split": cfg.split,
             "n_samples": fp["n_samples"],
-            "n_available": len(inputs) if idx is not None else fp["n_samples"],
+            # a loader cut at samples= has not been read to its end: its size is unknown
+            "n_available": len(inputs) if idx is not None else None if cfg.samples is not None else fp["n_samples"],
             "subset_seed": cfg.seed if idx is not None else None,
+            "subset": "seeded" if idx is not None else "first" if cfg.samples is not None else None,
             "sha256": fp["sample_sha256"],
             "sample_sha256": fp["sample_sha256"],
-            "source": objective.source.kind,
+            "source": kind,
             "data_policy": cfg.data_policy,
             "total_weight": objective.total_weight,
         }

@@ -123,6 +123,10 @@ def sweep(
             raise InputError(f"expected distinct learning rates, got {lrs}")
         for lr in lrs:
             dataclasses.replace(base, lr=lr)  # validates each value
+    if analyze:  # a bad analysis option is refused before the first run trains, not after it
+        from .report import AnalysisConfig
+
+        AnalysisConfig(**{**_ANALYSIS_DEFAULTS, "dtype": base.dtype, **dict(analyze_options or {})})
     dataset = dataset if dataset is not None else load_data(base)
     n_train = int(dataset.x_train.shape[0])
     resolved = _resolve_batch_sizes(batch_sizes, n_train)
@@ -246,7 +250,7 @@ def _analysis(root: Path, name: str, ckpt_path: Path, dataset: Dataset, base: Tr
     if path.exists():
         report = json.loads(path.read_text())
     else:
-        model = build_model_from_checkpoint(load_checkpoint(ckpt_path))
+        model = build_model_from_checkpoint(load_checkpoint(ckpt_path)).eval()  # evaluated as analyze does: no notice
         x, y = dataset.split("train")
         device = str(_device(base.device))
         opts = {**_ANALYSIS_DEFAULTS, "device": device, "dtype": base.dtype, **dict(options or {})}

@@ -14,15 +14,30 @@ from sharpness.hessian import HessianOperator
 from test_cli import toolkit_ckpt  # noqa: F401  (the fixture)
 
 
-def test_parse_memory_units_and_bare_gib():
+def test_parse_memory_units_and_bare_bytes():
     assert parse_memory("8GiB") == 8 * 2**30
     assert parse_memory("512 MiB") == 512 * 2**20
     assert parse_memory("2GB") == 2 * 10**9
-    assert parse_memory(1.5) == parse_memory("1.5") == int(1.5 * 2**30)
+    # a bare number is bytes, as the estimators' memory= (issue #33: it used to mean GiB here only)
+    assert parse_memory(2**30) == parse_memory(str(2**30)) == parse_memory(float(2**30)) == 2**30
+    assert parse_memory("300B") == 300
     assert parse_memory(None) is None
-    for bad in ("eight", "8 parsecs", "-1GiB", 0, True, "0.1B"):
+    for bad in ("eight", "8 parsecs", "-1GiB", 0, True, "0.1B", float("nan"), float("inf")):
         with pytest.raises(InputError, match="memory"):
             parse_memory(bad)
+    with pytest.raises(InputError, match="8GiB"):  # 8 bytes: surely meant as GiB; say so
+        parse_memory(8)
+
+
+def test_memory_is_bytes_in_the_api_and_the_cli_alike(capsys, toolkit_ckpt):  # noqa: F811
+    x, y = make_classification()
+    model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    report = analyze(model, x, y, memory=2**30, top_k=1, bottom_k=0, trace=False)
+    assert report.cost["memory"]["budget_bytes"] == 2**30
+    code, out, err = run_cli(capsys, "analyze", toolkit_ckpt, "--memory", str(2**30), "--no-trace", "--json", "-")
+    assert code == 0, err
+    assert json.loads(out)["cost"]["memory"]["budget_bytes"] == 2**30
+    assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--memory", "8"), "8GiB", "bytes")
 
 
 def test_split_reserves_graph_and_fixed_vectors():

@@ -7,13 +7,14 @@ import os
 import click
 
 from .. import distributed
+from ..dtypes import DTYPES
 from ..errors import GateFailed, InputError
 from ..hessian import MODES as HVP_MODES
 from ..integrations.pretrained import default_loss, describe, is_pretrained_dir, load_pretrained
 from ..loading import Loaded, is_code_ref, load_model_and_data, load_user_callable, load_user_data
 from ..losses import LOSSES
 from ..measures.epsilon import budget_outcome, spread_outcome
-from ..report import Report, analyze as run_analysis
+from ..report import AnalysisConfig, Report, analyze as run_analysis
 from . import cli
 from .options import (apply_threads, check_outputs, common_options, parse_json_option, resolve_device, setup_logging,
                       tf32_option, threads_option, write_json)
@@ -132,8 +133,8 @@ def _load_pretrained(path: str, *, model_ref: str | None, data: str | None, spli
               help="Samples per forward pass (memory only; results change by float rounding at most). Default: from "
                    "--memory.")
 @click.option("--memory", metavar="SIZE",
-              help="Memory the analysis may allocate beyond the model, e.g. 8GiB, 512MiB, or a number of GiB "
-                   "[default: 8GiB]. A quarter bounds one chunk's Hessian-vector-product graph (the whole set stays "
+              help="Memory the analysis may allocate beyond the model, e.g. 8GiB, 512MiB, or a number of bytes "
+                   "(as analyze(memory=)) [default: 8GiB]. A quarter bounds one chunk's Hessian-vector-product graph (the whole set stays "
                    "one chunk if its graph fits); the rest holds θ, the products and the estimators' vectors "
                    "(Lanczos stores its basis only when it fits). A request that cannot fit is refused before the "
                    "work, with the smallest budget that would.")
@@ -242,6 +243,7 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
     """
     level = setup_logging(verbose, quiet)
     apply_threads(options.pop("threads"))
+    AnalysisConfig(dtype=dtype, seed=seed, **options)  # every option checked before anything is loaded or run
     check_outputs(json_path=json_path)
     dev = resolve_device(device)
     # Under `torchrun -m sharpness analyze`, every rank computes on its shard; only rank 0 prints and writes.
@@ -255,6 +257,7 @@ def analyze(checkpoint: str, model_ref, model_kwargs, data, data_dir, loss_ref, 
             loaded = load_model_and_data(
                 checkpoint, model=model_ref, model_kwargs=parse_json_option(model_kwargs, "--model-kwargs"),
                 data=data, data_dir=data_dir, trust_checkpoint=trust_checkpoint, split=options["split"],
+                dtype=DTYPES[dtype],
             )
             source = {"kind": loaded.checkpoint.kind}
         user = _user_code(loss_ref, forward_ref)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from pathlib import Path
 
 import click
@@ -36,6 +37,8 @@ from .. import landscape as ls
 from ..errors import InputError
 from ..loading import Loaded, load_model_and_data
 from ..objective import Objective
+from ..objective.analysis_set import DEFAULT_DATASET_BATCH
+from ..streams import analysis_stream
 from ..subsets import select_analysis_set
 from ..rundir import check_writable
 from . import cli
@@ -47,8 +50,8 @@ def _range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--range expects two numbers LO,HI such as -1,1, got {text!r}") from None
-    if not lo < hi:
-        raise InputError(f"--range expects LO < HI, got {text!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InputError(f"--range expects finite LO < HI, got {text!r}")
     return lo, hi
 
 
@@ -58,9 +61,14 @@ def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, d
     ``--samples`` larger than the training split is refused (as in ``analyze``); the test curve, only a
     companion, takes the whole test split when it is smaller, and says so on stderr (unless ``-q``)."""
     if loaded.dataset is None:  # --data FILE.py:FN: the user's own pipeline (default forward and loss)
-        if samples is not None:
-            raise InputError("--samples needs a named dataset; subset the data your --data FILE.py:FN returns")
-        return Objective(loaded.model, loaded.user_data, chunk_size=chunk_size, bn_mode=bn_mode,
+        data, targets = loaded.user_data, None
+        if isinstance(data, tuple):  # (x, y) tensors
+            data, targets, _ = select_analysis_set(*data, samples=samples, seed=seed)
+        else:  # the finite-set contract and --samples of a loader, as in analyze (sharpness.streams)
+            data = analysis_stream(data, samples=samples, seed=seed, split="train",
+                                   batch_size=chunk_size or DEFAULT_DATASET_BATCH,
+                                   progress=lambda msg: click.echo(f"sharpness: {msg}", err=True))[0]
+        return Objective(loaded.model, data, targets, chunk_size=chunk_size, bn_mode=bn_mode,
                          dtype=DTYPES[dtype], device=device), None
     out = []
     for split in ("train", "test") if with_test and loaded.dataset.x_test is not None else ("train",):
@@ -96,9 +104,11 @@ def grid_options(fn):
     return common_options(fn)
 
 
-def _load(path, opts) -> Loaded:
+def _load(path, opts, dtype: str) -> Loaded:
+    """The model and its data, floating data in the grid's ``dtype`` (a float64 slice sees float64 data)."""
     return load_model_and_data(path, model=opts["model_ref"], model_kwargs=parse_json_option(opts["model_kwargs"], "--model-kwargs"),
-                               data=opts["data"], data_dir=opts["data_dir"], trust_checkpoint=opts["trust_checkpoint"])
+                               data=opts["data"], data_dir=opts["data_dir"], trust_checkpoint=opts["trust_checkpoint"],
+                               dtype=DTYPES[dtype])
 
 
 def draw(result_path: Path, out_stem: Path | None = None, *, log: bool = False) -> list[Path]:
@@ -124,13 +134,13 @@ def interpolate(checkpoint_a, checkpoint_b, points, range_, samples, chunk_size,
     """
     setup_logging(verbose, quiet)
     check_writable(Path(out) / "interpolation.npz", "--out")
-    a, b = _load(checkpoint_a, opts), _load(checkpoint_b, opts)
+    lo, hi = _range(range_ or "-1,2")  # before any work
+    a, b = _load(checkpoint_a, opts, dtype), _load(checkpoint_b, opts, dtype)
     kw = dict(samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode, device=resolve_device(device), dtype=dtype)
     train_a, test_a = _objectives(a, **kw)
     train_b, _ = _objectives(b, with_test=False, **kw)
     if train_a.names != train_b.names or train_a.shapes != train_b.shapes:
         raise InputError(f"expected two checkpoints of the same architecture, got {checkpoint_a} and {checkpoint_b} with different parameters")
-    lo, hi = _range(range_ or "-1,2")
     result = ls.interpolate(train_a, train_a.theta, train_b.theta, ls.grid(lo, hi, points or 25),
                             test_objective=test_a, obj_b=train_b, allow_tf32=opts["allow_tf32"])
     _finish(result, Path(out), "interpolation")
@@ -159,12 +169,12 @@ def landscape(checkpoint, dims, direction, normalization, ignore, other, traject
     setup_logging(verbose, quiet)
     dims = int(dims)
     check_writable(Path(out) / f"landscape_{dims}d.npz", "--out")
-    loaded = _load(checkpoint, opts)
+    lo, hi = _range(range_ or "-1,1")  # before any work
+    loaded = _load(checkpoint, opts, dtype)
     obj, test_obj = _objectives(loaded, samples=samples, seed=seed, chunk_size=chunk_size, bn_mode=bn_mode,
                                 device=resolve_device(device), dtype=dtype)
     directions, info = _directions(obj, direction, dims, normalization=normalization, ignore=ignore, other=other,
                                    trajectory=trajectory, seed=seed, opts=opts)
-    lo, hi = _range(range_ or "-1,1")
     coords = ls.grid(lo, hi, points or 51)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,8 +224,9 @@ def _directions(obj, kind, dims, *, normalization, ignore, other, trajectory, se
 
 def _theta(path, obj: Objective, seed, opts):
     """The flat parameters of another checkpoint of the same model, on ``obj``'s device and dtype."""
-    return _objectives(_load(path, opts), samples=1, seed=seed, chunk_size=None, bn_mode="eval", device=obj.device,
-                       dtype=str(obj.dtype).removeprefix("torch."), with_test=False)[0].theta
+    dtype = str(obj.dtype).removeprefix("torch.")
+    return _objectives(_load(path, opts, dtype), samples=1, seed=seed, chunk_size=None, bn_mode="eval",
+                       device=obj.device, dtype=dtype, with_test=False)[0].theta
 
 
 def _finish(result, out_dir: Path, name: str) -> None:

@@ -6,9 +6,12 @@ that is enough to rebuild the exact same tensors later (:func:`dataset_from_spec
 
 Conventions
 -----------
-- ``x`` is ``float32``. Images are ``(N, C, H, W)`` scaled to ``[0, 1]``; vectors are ``(N, D)``.
+- ``x`` is ``float32`` (``dtype=torch.float64`` keeps a float64 source float64, for a float64 analysis; a
+  float32 source is exact in float32 and stays so); signed-integer ``x`` (token ids) stays ``int64``.
+  ``spec["x_dtype"]`` / ``spec["y_dtype"]`` / ``spec["stored_x_dtype"]`` record what was stored and what the
+  source held. Images are ``(N, C, H, W)`` scaled to ``[0, 1]``; vectors are ``(N, D)``.
 - Classification labels are ``int64`` of shape ``(N,)`` in ``[0, num_classes)``.
-- Regression targets are ``float32``; ``teacher-student`` gives ``(N, out_dim)``, an ``npz`` file keeps the
+- Regression targets are ``float32`` (or the ``dtype`` asked for); ``teacher-student`` gives ``(N, out_dim)``, an ``npz`` file keeps the
   shape it was saved with. ``spec["num_classes"]`` is ``None`` for regression.
 - Randomness is an argument: ``seed`` drives synthetic generation, the digits train/test split and the
   ``subset`` draw. Global RNGs (``torch``, ``numpy.random``, ``random``) are never touched.

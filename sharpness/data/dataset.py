@@ -66,27 +66,67 @@ class _Raw:
     extra: dict = field(default_factory=dict)
 
 
+#: Floating dtypes a dataset's inputs and regression targets may be stored in (``load_dataset(dtype=)``).
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
 def _to_tensor(a, dtype: torch.dtype) -> Tensor:
     if isinstance(a, Tensor):
         return a.detach().to(dtype=dtype, copy=True).contiguous()
     return torch.tensor(np.ascontiguousarray(a), dtype=dtype)
 
 
-def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
+def _dtype_name(a) -> str:
+    """``"float64"``, ``"int32"``, ... for a NumPy array, a tensor (what the source stored) or a torch dtype."""
+    return str(a if isinstance(a, torch.dtype) else a.dtype).removeprefix("torch.")
+
+
+def _is_token_ids(a) -> bool:
+    """Signed integer inputs are token ids (an embedding's indices) and stay integers; ``uint8`` and ``bool``
+    are pixels and masks, which models read as numbers (they become floating, as every image loader does)."""
+    if isinstance(a, Tensor):
+        return not a.is_floating_point() and not a.is_complex() and a.dtype not in (torch.uint8, torch.bool)
+    return np.issubdtype(a.dtype, np.signedinteger)
+
+
+def _floating(a, dtype: torch.dtype) -> torch.dtype:
+    """Where floating values are stored: float64 only when asked for and the source holds float64 (a float32 or
+    integer source is exact in float32, so its tensors and hash are the same in float32 and float64 analyses)."""
+    wide = a.dtype == torch.float64 if isinstance(a, Tensor) else np.asarray(a).dtype == np.float64
+    return torch.float64 if dtype == torch.float64 and wide else torch.float32
+
+
+def _inputs(a, dtype: torch.dtype) -> Tensor:
+    """``x`` as stored: token ids as int64, everything else as :func:`_floating` says."""
+    return _to_tensor(a, torch.int64 if _is_token_ids(a) else _floating(a, dtype))
+
+
+def _check_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in FLOAT_DTYPES:
+        raise InputError(f"expected a dataset dtype of torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None,
+              dtype: torch.dtype = torch.float32) -> Dataset:
+    """Checked tensors and their spec. Floating ``x`` and regression targets are stored in ``dtype`` (float32
+    for training, float64 for a float64 analysis: it never sees a float32 rounding of the user's data);
+    signed-integer ``x`` (token ids) stays int64; the spec records both dtypes (:func:`_dataset`)."""
     label = f"dataset {name!r}"
+    dtype = _check_dtype(dtype)
     if raw.task == "language-model":
-        return _finalize_tokens(name, raw, subset=subset, seed=seed, test_subset=test_subset)
+        return _finalize_tokens(name, raw, subset=subset, seed=seed, test_subset=test_subset, dtype=dtype)
     if raw.x_test is None and raw.y_test is not None or raw.x_test is not None and raw.y_test is None:
         raise InputError(f"expected both x_test and y_test or neither for {label}, got only one of them")
-    x_train = _to_tensor(raw.x_train, torch.float32)
-    x_test = None if raw.x_test is None else _to_tensor(raw.x_test, torch.float32)
+    x_train = _inputs(raw.x_train, dtype)
+    x_test = None if raw.x_test is None else _inputs(raw.x_test, dtype)
     for split, x in (("train", x_train), ("test", x_test)):
         if x is None:
             continue
         if x.ndim < 2 or x.shape[0] == 0:
             raise InputError(f"expected {split} x of shape (N, ...) with N ≥ 1 for {label}, got shape {list(x.shape)}")
-        bad = ~torch.isfinite(x)
-        if bad.any():
+        bad = ~torch.isfinite(x) if x.is_floating_point() else None
+        if bad is not None and bad.any():
             kind = "NaN" if torch.isnan(x).any() else "Inf"
             raise InputError(f"expected finite {split} x for {label}, got {kind} in {int(bad.sum())} entries")
     if x_test is not None and x_test.shape[1:] != x_train.shape[1:]:
@@ -100,14 +140,17 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
         y_train = _labels(raw.y_train, label, "train")
         y_test = None if raw.y_test is None else _labels(raw.y_test, label, "test")
         ymax = max(int(y_train.max()), -1 if y_test is None else int(y_test.max()))
-        if num_classes is None:
+        inferred = None
+        if num_classes is None:  # recorded: training builds this many outputs (label_gap says so when it gaps)
             num_classes = ymax + 1
+            seen = torch.unique(y_train if y_test is None else torch.cat([y_train, y_test]))
+            inferred = {"from": "largest label + 1", "distinct_labels": int(len(seen))}
         elif ymax >= num_classes:
             raise InputError(f"expected labels in [0, {num_classes}) for {label}, got label {ymax}")
         output_dim = int(num_classes)
     else:
-        y_train = _to_tensor(raw.y_train, torch.float32)
-        y_test = None if raw.y_test is None else _to_tensor(raw.y_test, torch.float32)
+        y_train = _to_tensor(raw.y_train, _floating(raw.y_train, dtype))
+        y_test = None if raw.y_test is None else _to_tensor(raw.y_test, _floating(raw.y_test, dtype))
         for split, y in (("train", y_train), ("test", y_test)):
             if y is not None and not torch.isfinite(y).all():
                 raise InputError(f"expected finite {split} regression targets for {label}, got NaN/Inf")
@@ -121,12 +164,18 @@ def _finalize(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subse
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=label)
 
-    return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim)
+    ds = _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=num_classes, output_dim=output_dim,
+                  dtype=dtype)
+    if raw.task == "classification" and inferred is not None:
+        ds.spec["num_classes_inferred"] = inferred
+    return ds
 
 
 def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor, x_test: Tensor | None,
-             y_test: Tensor | None, *, num_classes: int | None, output_dim: int) -> Dataset:
-    """The finished splits with their recorded spec (the one place its keys are written)."""
+             y_test: Tensor | None, *, num_classes: int | None, output_dim: int, dtype: torch.dtype) -> Dataset:
+    """The finished splits with their recorded spec (the one place its keys are written). ``x_dtype`` and
+    ``y_dtype`` are the tensors' dtypes (the hash is over them as stored), ``stored_x_dtype`` what the source
+    held (a float64 file read for training is ``float64`` → ``float32``)."""
     spec = {
         "name": name,
         "args": _jsonable(args),
@@ -138,6 +187,9 @@ def _dataset(name: str, raw: _Raw, args: dict, x_train: Tensor, y_train: Tensor,
         "task": raw.task,
         "source": raw.source,
         **raw.extra,
+        "x_dtype": _dtype_name(x_train),
+        "y_dtype": _dtype_name(y_train),
+        "stored_x_dtype": _dtype_name(raw.x_train),
         "sha256": _dataset_sha256(x_train, y_train, x_test, y_test),
     }
     return Dataset(x_train, y_train, x_test, y_test, spec)
@@ -170,7 +222,8 @@ def _subsets(x_train: Tensor, y_train: Tensor, x_test: Tensor | None, y_test: Te
     return x_train, y_train, x_test, y_test
 
 
-def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None) -> Dataset:
+def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, test_subset: int | None = None,
+                     dtype: torch.dtype = torch.float32) -> Dataset:
     """The language-model case of :func:`_finalize`: int64 token windows ``(N, T)`` and next-token targets."""
     x_train, y_train = _to_tensor(raw.x_train, torch.int64), _to_tensor(raw.y_train, torch.int64)
     x_test = None if raw.x_test is None else _to_tensor(raw.x_test, torch.int64)
@@ -179,7 +232,49 @@ def _finalize_tokens(name: str, raw: _Raw, *, subset: int | None, seed: int, tes
     x_train, y_train, x_test, y_test = _subsets(x_train, y_train, x_test, y_test, args, subset=subset,
                                                 test_subset=test_subset, seed=seed, label=f"dataset {name!r}")
     return _dataset(name, raw, args, x_train, y_train, x_test, y_test, num_classes=raw.num_classes,
-                    output_dim=raw.num_classes)
+                    output_dim=raw.num_classes, dtype=dtype)
+
+
+def recorded_sha256(ds: Dataset, spec: dict) -> str:
+    """The SHA-256 of ``ds`` with its floating tensors in the dtypes ``spec`` records (``x_dtype``, ``y_dtype``;
+    a spec written before dtypes were recorded held every ``x`` and floating ``y`` in float32): a float64
+    rebuild of a float32 spec verifies against the float32 hash, since rounding to float32 is deterministic."""
+    legacy = _legacy(spec)
+
+    def stored(t: Tensor | None, key: str) -> Tensor | None:
+        if t is None or not (t.is_floating_point() or key == "x_dtype" and legacy):
+            return t
+        return t.to(getattr(torch, spec.get(key, "float32")))
+
+    return _dataset_sha256(stored(ds.x_train, "x_dtype"), stored(ds.y_train, "y_dtype"),
+                           stored(ds.x_test, "x_dtype"), stored(ds.y_test, "y_dtype"))
+
+
+def _legacy(spec: dict) -> bool:
+    """A spec written before dtypes were recorded: its integer inputs were stored (and trained on) as float32."""
+    return "x_dtype" not in spec and spec.get("task") != "language-model"
+
+
+def as_recorded(ds: Dataset, spec: dict) -> Dataset:
+    """``ds`` with the inputs' kind ``spec`` records: a legacy spec's integer ``x`` becomes floating again, so a
+    model trained on those numbers is analyzed on them."""
+    if not _legacy(spec) or ds.x_train.is_floating_point():
+        return ds
+    x_test = None if ds.x_test is None else ds.x_test.to(torch.float32)
+    return Dataset(ds.x_train.to(torch.float32), ds.y_train, x_test, ds.y_test, {**ds.spec, "x_dtype": "float32"})
+
+
+def label_gap(ds: Dataset) -> str | None:
+    """One line when the class count was inferred (largest label + 1) and fewer labels occur (a stray label 50
+    among 0–9 gives 51 classes, so training builds a 51-output model), else ``None``. Said by training, where the
+    count builds the model; an analysis takes its classes from the model."""
+    inferred, n = ds.spec.get("num_classes_inferred"), ds.spec.get("num_classes")
+    if not inferred or inferred["distinct_labels"] == n:
+        return None
+    k = inferred["distinct_labels"]
+    return (f"dataset {ds.spec.get('name')!r}: {n} classes inferred from the largest label {n - 1}, but only {k} "
+            f"distinct labels occur ({n - k} of [0, {n}) never do); relabel to [0, {k}), or pass num_classes={n} "
+            f"(--data-kwargs '{{\"num_classes\": {n}}}') to confirm it")
 
 
 def _labels(y, label: str, split: str) -> Tensor:

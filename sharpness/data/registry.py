@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 from .cifar import _load_cifar10, _load_cifar100
-from .dataset import Dataset, _finalize, _short
+from .dataset import Dataset, _finalize, _short, as_recorded, recorded_sha256
 from .digits import _load_digits
 from .idx import _load_idx, _load_named_idx
 from .mnist1d import _MNIST1D_KEYS, _load_mnist1d
@@ -56,6 +57,7 @@ def load_dataset(
     subset: int | None = None,
     test_subset: int | None = None,
     seed: int = 0,
+    dtype: torch.dtype = torch.float32,
     **kwargs: Any,
 ) -> Dataset:
     """Load a named dataset as tensors plus a spec (module docstring: names, layout, conventions).
@@ -68,6 +70,9 @@ def load_dataset(
         test_subset: likewise keep a seeded random subset of this many *test* samples (a CPU budget: every
             epoch's evaluation costs a pass over the test split), recorded the same way.
         seed: generation seed for synthetic data, split seed for ``digits``, and the subset draw seed.
+        dtype: ``torch.float32`` (training's default) or ``torch.float64`` (a float64 analysis): the dtype
+            floating inputs and regression targets are stored in, so a float64 file is never rounded to
+            float32 on its way to a float64 analysis. Signed-integer inputs (token ids) stay int64.
         **kwargs: dataset-specific arguments (e.g. ``path=`` for ``npz``, ``n=``/``dim=`` for ``blobs``);
             unknown ones raise :class:`~sharpness.errors.InputError`.
 
@@ -100,11 +105,14 @@ def load_dataset(
         raise InputError(f"expected arguments for dataset {key!r} among ({expected}), got unknown {', '.join(unknown)}")
     raw = loader(data_dir=data_dir, seed=seed, **kwargs)
     return _finalize(key, raw, subset=None if subset is None else int(subset), seed=seed,
-                     test_subset=None if test_subset is None else int(test_subset))
+                     test_subset=None if test_subset is None else int(test_subset), dtype=dtype)
 
 
-def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
+def dataset_from_spec(spec: dict, *, data_dir: str | None = None, dtype: torch.dtype = torch.float32) -> Dataset:
     """Rebuild the dataset a spec describes (e.g. one recorded in a checkpoint) and verify its hash.
+
+    ``dtype`` as for :func:`load_dataset`; the hash is checked on the tensors stored in the dtype the spec
+    records (:func:`~sharpness.data.dataset.recorded_sha256`), so a float32 spec rebuilds in float64 too.
 
     File-based datasets are searched first in ``data_dir``, then in the recorded ``spec["source"]``, then
     in the usual places. For ``npz``, a missing recorded path is retried as ``data_dir/<file name>``.
@@ -134,7 +142,7 @@ def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
     first_error: InputError | None = None
     for d in attempts:
         try:
-            ds = load_dataset(name, data_dir=d, **args)
+            ds = load_dataset(name, data_dir=d, dtype=dtype, **args)
             got_subset_hash = ds.spec["args"].get("subset_indices_sha256")
             if want_subset_hash is not None and got_subset_hash != want_subset_hash:
                 raise InputError(
@@ -147,12 +155,13 @@ def dataset_from_spec(spec: dict, *, data_dir: str | None = None) -> Dataset:
                     f"expected test subset indices with sha256 {want_test_subset_hash[:12]}… when rebuilding dataset "
                     f"{name!r}, got {str(got_test_hash)[:12]}…"
                 )
-            if want is not None and ds.spec["sha256"] != want:
+            got = recorded_sha256(ds, spec)
+            if want is not None and got != want:
                 raise InputError(
-                    f"expected dataset {name!r} with sha256 {want[:12]}… as recorded, got {ds.spec['sha256'][:12]}… "
+                    f"expected dataset {name!r} with sha256 {want[:12]}… as recorded, got {got[:12]}… "
                     f"from {ds.spec.get('source') or 'regeneration'} (different files or library version)"
                 )
-            return ds
+            return as_recorded(ds, spec)
         except InputError as e:
             first_error = first_error or e
     assert first_error is not None

@@ -2,7 +2,7 @@
 
 Training draws its own batches from the seeded data order (that is what makes small- and large-batch runs
 comparable), so the function's splits are materialized once into ``x, y`` tensors and finished like an ``.npz``
-file (:func:`~sharpness.data.dataset._finalize`: ``x`` float32, integer labels int64, the same checks and the
+file (:func:`~sharpness.data.dataset._finalize`: ``x`` float32 or int64 token ids, integer labels int64, the same checks and the
 same SHA-256): the same tensors give the same :class:`Dataset`, whichever way they arrived.
 
 Accepted: ``(x, y)`` tensors; a map-style ``Dataset`` of ``(x, y)`` samples (read in index order); a

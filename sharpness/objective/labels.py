@@ -1,10 +1,14 @@
-"""Class-label checks of an :class:`~sharpness.objective.Objective` with a built-in cross-entropy loss:
-labels in ``[0, classes)`` (ignored tokens aside) and model outputs shaped ``(N, classes)`` or ``(N, T, V)``."""
+"""Target checks of an :class:`~sharpness.objective.Objective` with a built-in loss: a target row per sample
+(checked before the forward pass), and for cross-entropy labels in ``[0, classes)`` (ignored tokens aside) and
+model outputs shaped ``(N, classes)`` or ``(N, T, V)`` (checked before the loss, on every batch of a stream)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
+from .. import batches as B
 from ..errors import InputError
 
 
@@ -20,6 +24,16 @@ class LabelChecks:
             raise InputError(
                 f"expected class labels in [0, {classes}) for a model with {classes} outputs, got labels in [{low}, {high}]"
             )
+
+    def _check_batch(self, batch: Any, where: str) -> None:
+        """A built-in loss needs a target per sample: a batch whose x and y lengths differ is named as such,
+        before the model sees it (not as a logits-versus-labels mismatch after)."""
+        y = self._target(batch)
+        n = B.batch_size(batch, self.batch_size_fn)
+        if not isinstance(y, Tensor) or y.ndim == 0 or y.shape[0] != n:
+            got = f"targets of shape {tuple(y.shape)}" if isinstance(y, Tensor) else f"a {type(y).__name__} target"
+            raise InputError(f"expected {where} to hold one target per sample, got {n} samples and {got} "
+                             f"({B.describe(batch)})")
 
     def _check_labels(self, output: Tensor, y: Tensor) -> None:
         if output.ndim < 2 or output.shape[:-1] != y.shape:

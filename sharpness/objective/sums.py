@@ -89,9 +89,16 @@ class LossSums:
         return sum(self._batch_weight(batch, w) for batch, w in self.chunks())
 
     def _batch_weight(self, batch: Any, w: Tensor | None = None, *, where: str = "the first batch") -> float:
+        builtin = self._loss_fn is None
+        if builtin:
+            self._check_batch(batch, where)
         with torch.no_grad():
             try:
                 out = self.forward(self._point(None), batch)
+                if builtin and self.loss_kind in ("cross-entropy", "causal-lm"):
+                    # labels against the outputs' classes before the loss indexes with them (its IndexError
+                    # would blame the model), with the tensor path's message
+                    self._check_labels(out, self._target(batch))
                 _, _, weight = self.output_sums(out, batch, w, hits=False)
             except InputError:
                 raise

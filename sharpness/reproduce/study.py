@@ -170,8 +170,19 @@ class StudyRun:
                 data_spec: dict | None = None, seed: int | None = None, **options: Any) -> dict:
         """:func:`sharpness.report.analyze` once; the report dict (``sharpness.report/1``) is the unit's result."""
         options = {"device": self.device, **options}
-        return self.unit(key, lambda: analyze(model, inputs, targets, data_spec=data_spec, **options).to_dict(),
-                         config=options, seed=seed)
+
+        def run() -> dict:
+            # A study's own trained model, evaluated as analyze does (eval mode): set so, without a notice, and
+            # restored, since the study may train it further.
+            modes = [(m, m.training) for m in model.modules()]
+            model.eval()
+            try:
+                return analyze(model, inputs, targets, data_spec=data_spec, **options).to_dict()
+            finally:
+                for m, training in modes:
+                    m.training = training
+
+        return self.unit(key, run, config=options, seed=seed)
 
     def interpolation(self, key: str, a: Trained, b: Trained, dataset: Any, *, alphas: Sequence[float],
                       seed: int | None = None) -> Any:

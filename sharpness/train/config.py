@@ -111,7 +111,8 @@ class TrainConfig:
             raise InputError(f"expected loss auto, cross-entropy or mse, got {self.loss!r}")
         _check(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
         _check(0 <= self.momentum < 1, "momentum", "a number in [0, 1)", self.momentum)
-        _check(self.weight_decay >= 0, "weight_decay", "a number ≥ 0", self.weight_decay)
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number ≥ 0",
+               self.weight_decay)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise InputError(f"expected nesterov only with optimizer sgd and momentum > 0, got optimizer "
                              f"{self.optimizer!r} with momentum {self.momentum}")
@@ -125,10 +126,11 @@ class TrainConfig:
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
             _check(value is None and name == "data_seed" or _is_int(value), name, "an integer", value)
-        _check(self.warmup_epochs >= 0, "warmup_epochs", "a number ≥ 0", self.warmup_epochs)
+        _check(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs", "a finite number ≥ 0",
+               self.warmup_epochs)
         _check(0 < self.gamma <= 1, "gamma", "a number in (0, 1]", self.gamma)
         ms = self.milestones
-        _check(all(m > 0 for m in ms) and list(ms) == sorted(set(ms)), "milestones", "increasing epochs > 0", list(ms))
+        _check(all(0 < m < math.inf for m in ms) and list(ms) == sorted(set(ms)), "milestones", "increasing epochs > 0", list(ms))
         if self.accumulate is not None and self.max_micro_batch is not None:
             raise InputError(f"expected accumulate or max_micro_batch, not both; got {self.accumulate} and {self.max_micro_batch}")
         if self.ghost_batch is not None and (self.accumulate is not None or self.max_micro_batch is not None):

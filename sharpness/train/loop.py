@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from ..data import Dataset, hash_tensors, load_dataset
+from ..data.dataset import label_gap
 from ..dtypes import DTYPES
 from ..errors import InputError
 from ..loading import is_code_ref, load_user_training_data
@@ -149,6 +150,9 @@ def train(
     arch = model_spec(config.model, spec.get("input_shape"), spec.get("output_dim", spec.get("num_classes")),
                       **config.model_kwargs)
     if model is None:
+        gap = label_gap(dataset)  # the class count builds the model: a stray label must not pass unseen
+        if gap:
+            log.warning(gap)
         net = build_model(config.model, input_shape=spec.get("input_shape"),
                           num_classes=spec.get("output_dim", spec.get("num_classes")), seed=config.seed,
                           **config.model_kwargs)
