@@ -297,7 +297,8 @@ class BatchSource:
                 collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
                 worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
                 generator=loader.generator, prefetch_factor=loader.prefetch_factor if workers else None,
-                persistent_workers=loader.persistent_workers if workers else False)
+                persistent_workers=loader.persistent_workers if workers else False,
+                pin_memory_device=getattr(loader, "pin_memory_device", ""), in_order=getattr(loader, "in_order", True))
         return views[key]
 
 
