@@ -263,18 +263,67 @@ class BatchSource:
                 )
             self.data = data
 
-    def passes(self, seed: int = 0) -> Iterator[Batch]:
-        """One pass over the raw batches, in the order ``seed`` fixes for a shuffling loader."""
+    def passes(self, seed: int = 0, shard: tuple[int, int] | None = None) -> Iterator[Batch]:
+        """One pass over the raw batches, in the order ``seed`` fixes for a shuffling loader.
+
+        ``shard=(rank, W)``: only batches ``rank, rank + W, …`` of that pass. A ``DataLoader`` over a map-style
+        dataset (with automatic batching) then loads only those batches' samples: its batch sampler is walked
+        whole (indices only, drawing the same random numbers as an unsharded pass, so the W shards of one
+        ``seed`` partition the batches of the one-process pass) and the others are never fetched. Any other
+        source is iterated whole and the other batches are dropped as they arrive.
+        """
+        rank, world = shard or (0, 1)
+        view = self._strided(rank, world) if world > 1 else None
         with _rng_pass(self.data, seed):
-            yield from self.data
+            if view is not None:
+                yield from view
+            else:
+                for i, batch in enumerate(self.data):
+                    if i % world == rank:
+                        yield batch
+
+    def _strided(self, rank: int, world: int) -> DataLoader | None:
+        """The loader that fetches only this rank's batches (kept: it is re-iterable), or None if none can."""
+        loader = self.data
+        if not (isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
+                and loader.batch_sampler is not None):
+            return None
+        key = (rank, world)
+        views = self.__dict__.setdefault("_views", {})
+        if key not in views:
+            workers = loader.num_workers
+            views[key] = DataLoader(
+                loader.dataset, batch_sampler=_StridedBatches(loader.batch_sampler, rank, world), num_workers=workers,
+                collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
+                worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+                generator=loader.generator, prefetch_factor=loader.prefetch_factor if workers else None,
+                persistent_workers=loader.persistent_workers if workers else False,
+                pin_memory_device=getattr(loader, "pin_memory_device", ""), in_order=getattr(loader, "in_order", True))
+        return views[key]
+
+
+class _StridedBatches:
+    """Batches ``rank, rank + W, …`` of a batch sampler's pass (every batch's indices drawn, a W-th kept)."""
+
+    def __init__(self, inner: Any, rank: int, world: int) -> None:
+        self.inner, self.rank, self.world = inner, rank, world
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, indices in enumerate(self.inner):
+            if i % self.world == self.rank:
+                yield indices
+
+    def __len__(self) -> int:
+        return max(0, (len(self.inner) - self.rank + self.world - 1) // self.world)
 
 
 class CachedSource:
-    """The batches of one pass, kept in memory: the objective fixed to one draw of an augmenting loader."""
+    """The batches of one pass, kept in memory: the objective fixed to one draw of an augmenting loader.
+    Under ``torchrun`` each rank keeps only its own batches, so ``shard`` is already applied."""
 
     def __init__(self, batches: list[Batch], kind: str) -> None:
         self.batches = batches
         self.kind = kind
 
-    def passes(self, seed: int = 0) -> Iterator[Batch]:
+    def passes(self, seed: int = 0, shard: tuple[int, int] | None = None) -> Iterator[Batch]:
         yield from self.batches

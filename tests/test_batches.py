@@ -313,6 +313,45 @@ def test_streamed_batches_split_by_chunk_size_and_shards_add_up(mlp):
     assert total == N and max_rel(g, whole) < 1e-12
 
 
+class ReadLog(Dataset):
+    """Samples 0..n-1 (the sample is its index); every index read is logged."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.log = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        self.log.append(i)
+        return torch.tensor([float(i)]), i % 3
+
+
+@pytest.mark.parametrize("make", ["shuffled", "generator", "workers", "list"])
+def test_a_shard_of_a_pass_is_its_strided_batches_and_reads_only_them(make):
+    from sharpness.batches import BatchSource
+
+    data = ReadLog(23)
+    loader = {
+        "shuffled": lambda: DataLoader(data, batch_size=4, shuffle=True),
+        "generator": lambda: DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5)),
+        "workers": lambda: DataLoader(data, batch_size=4, shuffle=True, num_workers=1),
+        "list": lambda: [(torch.arange(i, min(i + 4, 23)).double()[:, None], torch.zeros(0)) for i in range(0, 23, 4)],
+    }[make]()
+    source = BatchSource(loader)
+    whole = [b[0].reshape(-1).tolist() for b in source.passes(seed=3)]
+    assert sorted(x for b in whole for x in b) == list(range(23)) and len(whole) == 6
+    for world in (2, 3):
+        for rank in range(world):
+            data.log.clear()
+            mine = [b[0].reshape(-1).tolist() for b in source.passes(seed=3, shard=(rank, world))]
+            assert mine == whole[rank::world]  # the same seeded order: the shards partition the one pass
+            if make in ("shuffled", "generator"):  # (a worker process logs in its own copy of the dataset)
+                assert sorted(data.log) == sorted(int(x) for b in mine for x in b)  # nothing else was loaded
+    again = [b[0].reshape(-1).tolist() for b in source.passes(seed=3)]
+    assert again == whole  # the sharded passes left the loader's generator and the global RNG's effect alone
+
+
 # --- sharpness.analyze on the researcher's own pipeline -----------------------------------------------------
 def test_analyze_takes_a_dataloader_a_loss_and_a_forward(mlp):
     import sharpness

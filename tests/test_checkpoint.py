@@ -231,43 +231,51 @@ def test_pickled_module_refused_then_accepted_with_trust(tmp_path):
     assert info["num_parameters"] == 8 and info["num_parameters_exact"]
 
 
-class CountsLoads:
-    """Unpickling this appends a line to `log`: counts how often a file's code ran."""
-
-    def __init__(self, log: str):
-        self.log = log
-
-    def __reduce__(self):
-        return (_append_line, (self.log,))
+BARE = "expected a torch.save file (a zip archive or torch's legacy format) or .safetensors, got a bare pickle"
 
 
-def _append_line(path: str) -> int:
-    with open(path, "a") as f:
-        return f.write("ran\n")
-
-
-def test_bare_pickle_with_trust_is_read_once(tmp_path):
-    # A plain pickle.dump is neither of torch.load's formats: torch would unpickle the first object (running its
-    # code) and then fail on the missing magic number. With the opt-in it is read by pickle, once.
-    net = PickledNet()
-    p = tmp_path / "module.pkl"
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_bare_pickle_is_refused_unrun_even_with_trust(tmp_path, protocol):
+    # torch.load would unpickle a bare pickle.dump's first object (running its code) before failing on the
+    # missing magic number: such a file is refused before anything in it is unpickled, opt-in or not.
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pkl"
     with open(p, "wb") as f:
-        pickle.dump(net, f)
-    with pytest.raises(InputError, match="PickledNet: refused as unsafe"):
-        load_checkpoint(p)
-    with pytest.warns(UserWarning, match="weights_only=False"):
-        ck = load_checkpoint(p, trust_checkpoint=True)
-    assert ck.kind == "module" and _same_weights(net, build_model_from_checkpoint(ck))
-    log = tmp_path / "ran.txt"
-    q = tmp_path / "counted.pkl"
+        pickle.dump({"weight": torch.zeros(2), "x": CreatesFile(str(marker))}, f, protocol=protocol)
+    for trust in (False, True):
+        with pytest.raises(InputError, match="even with --trust-checkpoint") as info:
+            load_checkpoint(p, trust_checkpoint=trust)
+        assert str(info.value).startswith(BARE) and "referencing" in str(info.value)
+        assert not marker.exists()
+    q = tmp_path / "module.pkl"
     with open(q, "wb") as f:
-        pickle.dump({"weight": torch.zeros(2), "x": CountsLoads(str(log))}, f)
-    with pytest.raises(InputError):
+        pickle.dump(PickledNet(), f, protocol=protocol)
+    with pytest.raises(InputError, match="referencing"):
+        load_checkpoint(q, trust_checkpoint=True)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])  # what torch's weights-only reader parses in a legacy stream
+def test_legacy_torch_save_still_loads(tmp_path, protocol):
+    # torch.save's legacy stream is a sequence of pickles too, opening with torch's magic number: it is not bare.
+    net = PickledNet()
+    p = tmp_path / "legacy.pt"
+    torch.save(net.state_dict(), p, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    ck = load_checkpoint(p)
+    assert ck.kind == "state_dict" and all(torch.equal(ck.state_dict[k], v) for k, v in net.state_dict().items())
+    q = tmp_path / "legacy_module.pt"
+    torch.save(net, q, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    with pytest.raises(InputError, match="refused as unsafe"):
         load_checkpoint(q)
-    assert not log.exists()
-    with pytest.warns(UserWarning), pytest.raises(InputError):
-        load_checkpoint(q, trust_checkpoint=True)  # the result is a dict holding an int: still not a checkpoint
-    assert log.read_text() == "ran\n"
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        assert load_checkpoint(q, trust_checkpoint=True).kind == "module"
+
+
+def test_plain_value_pickle_is_bare_too(tmp_path):
+    p = tmp_path / "plain.pkl"
+    p.write_bytes(pickle.dumps({"a": [1, 2]}, protocol=0))
+    with pytest.raises(InputError) as info:
+        load_checkpoint(p, trust_checkpoint=True)
+    assert str(info.value).startswith(BARE + " (pickle.dump):")
 
 
 def test_malicious_payload_never_executes(tmp_path):

@@ -438,17 +438,20 @@ def test_half_a_baseline_gate_is_refused_before_the_analysis(capsys, toolkit_ckp
     assert "sharpness: λ" not in result[2]  # refused before the first measure ran
 
 
-def test_bare_malicious_pickle_is_refused_as_unsafe_in_one_line(capsys, tmp_path):
+def test_bare_malicious_pickle_is_refused_unrun_in_one_line(capsys, tmp_path):
+    # A pickle.dump file is not a torch.save file: refused before unpickling, with or without the opt-in.
     marker = tmp_path / "pwned"
-    for name, protocol in (("evil.pkl", pickle.HIGHEST_PROTOCOL), ("evil2.pt", 4), ("evil3.pt", 2)):
+    for name, protocol in (("evil.pkl", pickle.HIGHEST_PROTOCOL), ("evil2.pt", 4), ("evil3.pt", 2), ("evil4.pt", 0)):
         with open(tmp_path / name, "wb") as fh:
             pickle.dump({"weight": _Payload(marker)}, fh, protocol=protocol)
-        result = run_cli(capsys, "info", tmp_path / name)
-        assert_input_error(result, "referencing io.open", "refused as unsafe", "--trust-checkpoint")
-        assert "truncated" not in result[2] and "UserWarning" not in result[2]
-        assert_input_error(run_cli(capsys, "analyze", tmp_path / name, "--model", "linear", "--data", "blobs"),
-                           "refused as unsafe")
-    assert not marker.exists()
+        for trust in ((), ("--trust-checkpoint",)):
+            result = run_cli(capsys, "info", tmp_path / name, *trust)
+            assert_input_error(result, "expected a torch.save file", "got a bare pickle (pickle.dump) referencing io.open",
+                               "even with --trust-checkpoint")
+            assert "truncated" not in result[2] and "warning" not in result[2].lower()
+            assert_input_error(run_cli(capsys, "analyze", tmp_path / name, "--model", "linear", "--data", "blobs", *trust),
+                               "bare pickle")
+            assert not marker.exists()
 
 
 def test_bare_state_dict_names_every_missing_flag_at_once(capsys, foreign):

@@ -92,6 +92,52 @@ def _objective(case: dict, ctx: D.DistContext | None) -> Objective:
     return Objective(case["model"], x, y, weights=w, reduce=reduce, **case["options"])
 
 
+class _Counted(torch.utils.data.Dataset):
+    """The samples of a case, each read counted: what a rank loads from a map-style dataset."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y, self.reads = x, y, 0
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        return self.x[i], self.y[i]
+
+
+STREAM_BATCH = 5  # N = 37 in batches of 5: 8 batches, rank 0 holds 0, 2, 4, 6 (20 samples), rank 1 the rest (17)
+
+
+def _streamed(ctx: D.DistContext | None, policy: str) -> dict:
+    """A shuffling DataLoader streamed into an Objective: its fingerprint, values, and how much was read/hashed."""
+    from unittest import mock
+
+    from torch.utils.data import DataLoader
+
+    import sharpness.batches as B
+
+    case = _case("plain")
+    data = _Counted(case["x"], case["y"])
+    hashed: list[int] = []
+    original = B.sample_digests
+
+    def counting(batch, n):
+        hashed.append(n)
+        return original(batch, n)
+
+    with mock.patch.object(B, "sample_digests", counting):
+        obj = Objective(case["model"], DataLoader(data, batch_size=STREAM_BATCH, shuffle=True), data_policy=policy,
+                        shard=None if ctx is None else (ctx.rank, ctx.world_size),
+                        reduce=None if ctx is None else D.all_reduce_sum)
+    init_reads = data.reads
+    v = torch.randn(obj.numel, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    out = {"fingerprint": obj.fingerprint(), "num_batches": obj.num_batches, "total_weight": obj.total_weight,
+           "init_reads": init_reads, "hashed": sum(hashed), "value": obj.value(), "hvp": HessianOperator(obj) @ v}
+    out["later_reads"] = data.reads - init_reads
+    return out
+
+
 # --- the rank process -------------------------------------------------------------------------------------
 def _worker(scenario: str, out_dir: str) -> None:
     """Runs in each rank process (started by :func:`_launch`)."""
@@ -107,6 +153,20 @@ def _worker(scenario: str, out_dir: str) -> None:
             D.barrier()
             meta = {"squares": squares, "seed": seed, "rank0": D.is_rank0(), "context": ctx.as_dict()}
         (out / f"rank{ctx.rank}.json").write_text(json.dumps({**meta, "left_group": not D.is_distributed()}))
+        return
+    if scenario == "stream":
+        with D.session("gloo", timeout_s=timeout_s) as ctx:
+            assert ctx is not None
+            results: dict = {policy: _streamed(ctx, policy) for policy in ("verify", "cache")}
+            case = _case("plain")
+            bad = [(case["x"][i:i + 5], case["y"][i:i + 5]) for i in range(0, N, 5)]
+            bad[3] = (torch.tensor(1.0, dtype=torch.float64), torch.tensor(0))  # rank 1's batch; rank 0 never reads it
+            try:
+                Objective(case["model"], bad, shard=(ctx.rank, ctx.world_size), reduce=D.all_reduce_sum)
+                results["error"] = None
+            except InputError as err:
+                results["error"] = str(err)
+            torch.save(results, out / f"rank{ctx.rank}.pt")
         return
     ctx = D.init_from_env("gloo", timeout_s=timeout_s)
     assert ctx is not None
@@ -195,6 +255,41 @@ def test_two_gloo_ranks_reproduce_one_process(tmp_path):
     common = {"seed": 1234, "context": {"world_size": 2, "backend": "gloo"}, "left_group": True}
     assert meta[0] == {"squares": [i * i for i in range(11)], "rank0": True, **common}
     assert meta[1] == {"squares": None, "rank0": False, **common}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(JOIN_TIMEOUT_S + 30)
+def test_two_ranks_read_and_hash_only_their_shard_of_a_streamed_set(tmp_path):
+    procs = _launch("stream", tmp_path)
+    try:
+        references = {policy: _streamed(None, policy) for policy in ("verify", "cache")}
+    finally:
+        ranks = _join(procs, "stream", tmp_path)
+    assert [code for code, _ in ranks] == [0, 0], ranks
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    shard_sizes = (20, 17)
+    for policy, ref in references.items():
+        passes = 2 if policy == "verify" else 1  # the count pass, and the second pass that checks the samples
+        assert ref["hashed"] == passes * N
+        for rank, got in enumerate(per_rank):
+            mine = got[policy]
+            # The one-process fingerprint (every sample's digest), from each rank's own samples and a reduce.
+            assert mine["fingerprint"] == ref["fingerprint"] and mine["num_batches"] == ref["num_batches"] == 8
+            assert mine["total_weight"] == ref["total_weight"] == N
+            torch.testing.assert_close(mine["value"], ref["value"], **EXACT)
+            torch.testing.assert_close(mine["hvp"], ref["hvp"], **EXACT)
+            # What it loaded and hashed: its own batches only, at construction and in every later pass.
+            assert mine["hashed"] == passes * shard_sizes[rank], (policy, rank, mine)
+            # (beyond those passes, the probe of the first chunk: one batch, here and in one process)
+            assert mine["init_reads"] - mine["hashed"] == ref["init_reads"] - ref["hashed"] <= STREAM_BATCH
+            if policy == "cache":
+                assert mine["later_reads"] == ref["later_reads"] == 0
+            else:
+                assert mine["later_reads"] * N == ref["later_reads"] * shard_sizes[rank] > 0, (rank, mine)
+    # A bad batch only rank 1 reads: rank 1 says what is wrong, rank 0 that a peer failed (neither waits).
+    assert "got a 0-dim tensor" in per_rank[1]["error"]
+    assert per_rank[0]["error"].startswith("expected every rank to read its shard of the analysis set, got an error "
+                                           "on 1 other rank(s)")
 
 
 # --- failures end the job instead of hanging ---------------------------------------------------------------

@@ -21,7 +21,9 @@ plain Python values, so ``torch.load(path, weights_only=True)`` opens it without
 
 Safety: files are always opened with ``weights_only=True`` first. A pickle that references any other
 global (a whole module, or a malicious ``__reduce__``) is refused with an :class:`InputError` naming the
-global, unless the caller opted in with ``trust_checkpoint=True`` (the CLI's ``--trust-checkpoint``).
+global, unless the caller opted in with ``trust_checkpoint=True`` (the CLI's ``--trust-checkpoint``). A bare
+``pickle.dump`` file (neither a torch.save zip archive nor torch's legacy stream) is refused before anything
+in it is unpickled, opted in or not: torch.load would run its first object and then fail on the magic number.
 Building a model from a checkpoint that names a *factory* (``"file.py:fn"``) imports and runs that code,
 so it likewise needs the opt-in, or the same reference given explicitly as ``model=``.
 

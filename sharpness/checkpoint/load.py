@@ -1,10 +1,12 @@
 """Reading any weight file safely: a sharpness checkpoint, a bare or wrapped ``state_dict``, ``.safetensors``,
-or (opted in) a pickled module; a pickle that needs any other global is refused with that global named."""
+or (opted in) a pickled module; a pickle that needs any other global is refused with that global named. A bare
+``pickle.dump`` file is none of these and is refused before anything in it is unpickled, opt-in or not."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -93,18 +95,40 @@ def _foreign(path: Path, head: bytes, size: int, detail: str = "") -> InputError
     return InputError(f"expected a PyTorch checkpoint (.pt) or .safetensors file, got {what}: {path}{detail}")
 
 
-# torch.save's legacy (non-zip) format opens with its magic number pickled at protocol 2.
-_LEGACY_TORCH_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+# torch.load reads two formats: a zip archive (local-file-header magic) and the legacy stream, which opens with
+# torch's magic number pickled alone (at whatever protocol torch.save was given).
+_ZIP_HEAD = b"PK\x03\x04"
+_LEGACY_TORCH_HEADS = tuple(pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=k)
+                            for k in range(pickle.HIGHEST_PROTOCOL + 1))
 
 
-def _load_trusted(p: Path, head: bytes) -> Any:
-    """Unpickle an opted-in file once. ``torch.load`` reads only its own formats (a zip, or the legacy stream that
-    starts with its magic number): given a bare ``pickle.dump`` it would unpickle the first object (running its
-    code) and then fail with "Invalid magic number", so a bare pickle is read by :func:`pickle.load` instead."""
-    if head[:2] == b"PK" or head.startswith(_LEGACY_TORCH_HEAD):
-        return torch.load(p, map_location="cpu", weights_only=False)
-    with open(p, "rb") as f:
-        return pickle.load(f)
+def _is_bare_pickle(p: Path, head: bytes) -> bool:
+    """True for a file ``pickle.dump`` wrote (not one of torch.load's formats), decided without unpickling:
+    protocol ≥ 2 by its PROTO opcode, protocols 0/1 by parsing opcodes (:func:`pickletools.genops` builds
+    nothing) up to STOP."""
+    if head.startswith(_ZIP_HEAD) or head.startswith(_LEGACY_TORCH_HEADS):
+        return False
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
+        return True
+    try:
+        with open(p, "rb") as f:
+            for op, _, _ in pickletools.genops(f):
+                if op.name == "STOP":
+                    return True
+    except Exception:
+        return False
+    return False
+
+
+def _bare_pickle_refused(p: Path) -> InputError:
+    """torch.load given a bare pickle unpickles its first object (running any code in it) before it finds no
+    magic number, so such a file is refused unread, with or without the opt-in; the scanner that names its
+    first global imports and builds nothing."""
+    offending = _first_global(p)
+    what = f"a bare pickle (pickle.dump) referencing {offending}" if offending else "a bare pickle (pickle.dump)"
+    return InputError(f"expected a torch.save file (a zip archive or torch's legacy format) or .safetensors, got "
+                      f"{what}: {p}; refused without running anything in it, even with --trust-checkpoint "
+                      "(torch.load cannot read it): re-save its contents with torch.save")
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -119,10 +143,11 @@ def load_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) 
 
     The file is read with ``torch.load(path, map_location="cpu", weights_only=True)``. Only when that
     refuses a pickled global *and* ``trust_checkpoint=True`` is it read again with ``weights_only=False``
-    (which runs code from the file; a warning is issued).
+    (which runs code from the file; a warning is issued). A file in neither of torch.load's formats (zip
+    archive, legacy stream) that parses as a pickle is refused first, trusted or not: nothing in it runs.
 
     Raises:
-        InputError: missing, empty, truncated or foreign file; a pickle needing arbitrary globals without
+        InputError: missing, empty, truncated or foreign file; a bare ``pickle.dump`` file; a pickle needing arbitrary globals without
             ``trust_checkpoint``; a malformed or newer-version sharpness checkpoint.
     """
     p = Path(path)
@@ -140,6 +165,8 @@ def load_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) 
         raise _foreign(p, head, size)
     if p.suffix == ".safetensors" or _looks_like_safetensors(head, size):
         return _load_safetensors(p, head, size, trust_checkpoint)
+    if _is_bare_pickle(p, head):
+        raise _bare_pickle_refused(p)
 
     try:
         with warnings.catch_warnings():
@@ -149,8 +176,6 @@ def load_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) 
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         offending = _disallowed_global(str(e))
-        if offending is None and head[:1] == b"\x80":
-            offending = _first_global(p)  # a bare pickle the weights-only reader cannot parse (protocol ≥ 3)
         if offending is None:
             raise _foreign(p, head, size) from None
         if not trust_checkpoint:
@@ -164,7 +189,7 @@ def load_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) 
             stacklevel=2,
         )
         try:
-            obj = _load_trusted(p, head)
+            obj = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:
             raise _foreign(p, head, size, f" ({type(e2).__name__}: {str(e2).strip().splitlines()[0] if str(e2).strip() else ''})") from None
     except Exception:  # any other decoding error (zip, EOF, OS) means: not a readable checkpoint

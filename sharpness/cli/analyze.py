@@ -223,7 +223,7 @@ def _load_pretrained(path: str, *, model_ref: str | None, data: str | None, spli
 @click.option("--max-increase", metavar="PCT", help="Gate with --baseline: allowed increase, e.g. 25%.")
 @click.option("--json", "json_path", metavar="PATH|-", help="Write the report as JSON ('-' prints only JSON on stdout).")
 @click.option("--trust-checkpoint", is_flag=True,
-              help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
+              help="Unpickle arbitrary objects from a torch.save file (a bare pickle.dump file is refused all the same). This RUNS CODE from the checkpoint: only for files you trust.")
 @click.option("--backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
               help="torch.distributed backend under torchrun (ignored in a single process).")
 @tf32_option

@@ -47,7 +47,7 @@ def _lines(node, indent: int = 0):
 @click.argument("checkpoint", type=click.Path())
 @click.option("--json", "json_path", metavar="PATH|-", help="Write the description as JSON ('-' for stdout).")
 @click.option("--trust-checkpoint", is_flag=True,
-              help="Unpickle arbitrary objects from the file. This RUNS CODE from the checkpoint: only for files you trust.")
+              help="Unpickle arbitrary objects from a torch.save file (a bare pickle.dump file is refused all the same). This RUNS CODE from the checkpoint: only for files you trust.")
 def info(checkpoint: str, json_path: str | None, trust_checkpoint: bool) -> None:
     """Print what CHECKPOINT holds: model, parameters, data, training config, metrics, versions.
 

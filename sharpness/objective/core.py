@@ -131,9 +131,12 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
             as one process over the whole set (up to summation order). It must not modify its argument in
             place; it is a collective, so every rank must make the same calls in the same order.
             Default: identity (one process). The determinism check stays local.
-        shard: ``(rank, world_size)`` for a streamed set under ``torchrun``: this rank evaluates batches
-            ``rank, rank + W, …`` of each pass (disjoint, together every batch once; no padding). Tensors
-            are sharded by the caller instead (:func:`sharpness.distributed.shard_tensors`).
+        shard: ``(rank, world_size)`` for a streamed set under ``torchrun``: this rank reads, hashes and
+            evaluates only batches ``rank, rank + W, …`` of each pass (disjoint, together every batch once; no
+            padding; a ``DataLoader`` over a map-style dataset never loads the other batches' samples), and the
+            batch sizes and per-sample digests are pooled through ``reduce``, so every rank holds the one-process
+            :meth:`fingerprint` (without ``reduce`` the shard is an analysis set of its own). Tensors are sharded by the caller instead
+            (:func:`sharpness.distributed.shard_tensors`).
         seed: the seed of each pass's forked RNG (the order of a shuffling loader).
 
     Shapes: :attr:`numel` is P; flat vectors are ``(P,)`` in the order of :attr:`names`.
@@ -211,6 +214,9 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
         self.shard = shard
         self.bn_mode = bn_mode
         self.reduce: Callable[[Tensor], Tensor] = reduce or _local
+        #: a streamed shard pools its counts and digests with the other ranks' only through a reduce hook;
+        #: without one it is an analysis set of its own
+        self._pooled = reduce is not None
 
         first = next(iter(model.parameters()), None)
         if first is None:
@@ -347,10 +353,7 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
                 sl = slice(start, start + self.chunk_size)
                 yield (self.inputs[sl], self.targets[sl]), None if self.weights is None else self.weights[sl]
             return
-        rank, world = self.shard or (0, 1)
-        for i, raw in enumerate(self.source.passes(self.seed)):
-            if i % world != rank:
-                continue
+        for raw in self.source.passes(self.seed, shard=self.shard):
             b = B.batch_size(raw, self.batch_size_fn)
             if b == 0:
                 continue
