@@ -30,7 +30,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from .data import Dataset
@@ -87,6 +87,7 @@ def sweep(
     dataset: Dataset | None = None,
     callbacks: Sequence[Any] = (),
     progress: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Train ``base`` at every (seed, batch size, lr) of the grid into ``out_dir`` (module docstring: layout).
 
@@ -103,6 +104,8 @@ def sweep(
         dataset: tensors to use instead of loading ``base.data`` (loaded once for the whole grid).
         callbacks: passed to every :func:`~sharpness.train.train` call.
         progress: a progress bar per run on stderr.
+        say: where a line per run ("[3/8] bs32_seed0: training", "… analyzing") and the analysis's stage lines
+            go (the CLI prints them on stderr unless ``-q``); default: the ``sharpness.sweep`` logger at INFO.
 
     Raises:
         InputError: bad grid, or ``out_dir`` holding a different sweep (manifest mismatch).
@@ -157,6 +160,7 @@ def sweep(
                 done_rows[j] = row_j
         return [done_rows[j] for j in sorted(done_rows)]
 
+    tell = say or log.info
     for i, (seed, batch, lr) in enumerate(grid):
         if i not in mine:
             continue
@@ -165,18 +169,20 @@ def sweep(
         init_path = _ensure_init(root, base, seed, dataset)
         config = dataclasses.replace(base, batch_size=batch, seed=seed, lr=base.lr if lr is None else lr,
                                      init_from=str(init_path), resume=True)
+        step = f"[{i + 1}/{len(grid)}] {name}"
         if rundir.done(name):
             skipped.append(name)
-            log.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(grid), name)
+            tell(f"{step}: finished earlier, skipped")
         else:
             (resumed if Path(f"{ckpt_path}.resume").exists() else trained).append(name)
-            log.info("[%d/%d] %s: training", i + 1, len(grid), name)
+            tell(f"{step}: training")
             try:
                 train(config, dataset=dataset, callbacks=callbacks, progress=progress, out=ckpt_path, keep_state=True)
             except TrainingDiverged as e:
                 log.warning("%s: %s", name, e)
             if analyze and _row(name, batch, seed, config.lr, ckpt_path)["status"] == "ok":
-                _analysis(root, name, ckpt_path, dataset, base, analyze_options)  # cached beside the run
+                tell(f"{step}: analyzing")  # minutes per run on a CPU: say so, and pass on the stage lines
+                _analysis(root, name, ckpt_path, dataset, base, analyze_options, say)  # cached beside the run
             rundir.mark_done(name)
         _write_summary(rundir, manifest, finished_rows(), grid, base.lr)
     rows = finished_rows()
@@ -242,7 +248,7 @@ def _row(name: str, batch: int, seed: int, lr: float, ckpt_path: Path) -> dict:
 
 
 def _analysis(root: Path, name: str, ckpt_path: Path, dataset: Dataset, base: TrainConfig,
-              options: Mapping[str, Any] | None) -> dict:
+              options: Mapping[str, Any] | None, say: Callable[[str], None] | None = None) -> dict:
     """λ_max, λ_min and trace at the run's final weights (the report is kept as ``runs/{name}.report.json``)."""
     from .report import analyze  # only this optional path needs the estimators
 
@@ -254,7 +260,7 @@ def _analysis(root: Path, name: str, ckpt_path: Path, dataset: Dataset, base: Tr
         x, y = dataset.split("train")
         device = str(_device(base.device))
         opts = {**_ANALYSIS_DEFAULTS, "device": device, "dtype": base.dtype, **dict(options or {})}
-        report = analyze(model, x, y, data_spec=dataset.spec, **opts).to_dict()
+        report = analyze(model, x, y, data_spec=dataset.spec, progress=say, **opts).to_dict()
         text = json.dumps(report, indent=2) + "\n"
         atomic_write(path, lambda fh: fh.write(text.encode()))
     h = report.get("hessian", {})

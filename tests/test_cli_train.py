@@ -151,6 +151,9 @@ def test_sweep_cli_analyze(tmp_path, capsys):
     row = json.loads((tmp_path / "s.json").read_text())["rows"][0]
     assert row["lambda_max"] > 0 and row["lambda_min"] <= row["lambda_max"]
     assert row["trace"] is not None and "lambda_max" in stdout.splitlines()[0]
+    # a line per run and the analysis's stage lines on stderr (a full sweep --analyze ran 12 minutes silently)
+    assert "sharpness: [1/1] bs20_seed0: training" in err and "sharpness: [1/1] bs20_seed0: analyzing" in err
+    assert "λ_max/λ_min (Lanczos" in err.split("analyzing", 1)[1], err
 
 
 def test_track_every_records_the_series(tmp_path, capsys):

@@ -258,7 +258,8 @@ def sweep(batch_sizes: str, seeds: str | None, lrs: str | None, lr: float, out_d
     try:
         result = run_sweep(base, batch_sizes=sizes, seeds=_int_list(seeds, "--seeds") if seeds else [seed],
                            lrs=_float_list(lrs, "--lrs"), out_dir=out_dir, analyze=analyze,
-                           progress=progress_enabled(level))
+                           progress=progress_enabled(level),
+                           say=(lambda msg: click.echo(f"sharpness: {msg}", err=True)) if level >= 0 else None)
     except TrainingInterrupted as exc:
         # The run's own message says "--resume", which `sweep` does not have: rerunning the command continues.
         click.echo(f"sharpness: interrupted after step {exc.step} of a run; rerun the same command to continue "
