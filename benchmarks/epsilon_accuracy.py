@@ -13,6 +13,7 @@ Every value is a feasible point's, so the largest one is the best known lower bo
 gives each method's value and its ratio to that best value, with the evaluations it spent.
 
     python benchmarks/epsilon_accuracy.py CKPT [CKPT ...] --samples 1000 --epsilon 1e-3 --epsilon 5e-4
+    python benchmarks/epsilon_accuracy.py --render RESULT.json [RESULT.json ...]   # benchmarks/README.md's table
 """
 
 from __future__ import annotations
@@ -51,15 +52,39 @@ def sign_ascent_reference(objective: Objective, epsilon: float, steps: int, basi
     return 100 * (best - base) / (1 + base), steps + 1
 
 
+def render(paths: list[str]) -> str:
+    """benchmarks/README.md's table from saved ``--out`` files: values in % (4 significant digits), the ratio to
+    the row's best value, and the evaluations the default and the strong search spent."""
+    out = ["| checkpoint (train loss) | space | ε | default | paper | L-BFGS-B 100 | sign ascent 200 | strong |",
+           "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        with open(path) as fh:
+            rows = json.load(fh)["rows"]
+        for row in rows:
+            m, best = row["methods"], row["best"]
+            ratio = lambda k: f"{m[k]['value'] / best:.3f}" if best > 0 else "nan"  # noqa: E731
+            name = row["checkpoint"].removesuffix(".pt")
+            out.append(f"| {name}, {row['train_loss']:.1e} | {row['space']} | {row['epsilon']:g} "
+                       f"| **{m['default']['value']:.4g}** ({ratio('default')}, {m['default']['evals']} ev) "
+                       f"| {m['paper']['value']:.4g} ({ratio('paper')}) | {m['lbfgsb-100']['value']:.4g} "
+                       f"({ratio('lbfgsb-100')}) | {m['sign-200']['value']:.4g} ({ratio('sign-200')}) "
+                       f"| {m['strong']['value']:.4g} ({ratio('strong')}, {m['strong']['evals']} ev) |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("checkpoints", nargs="*")
+    parser.add_argument("--render", nargs="+", metavar="RESULT.json", help="print the README table of saved runs")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--epsilon", type=float, action="append")
     parser.add_argument("--subspace-dim", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
+    if args.render:
+        print(render(args.render))
+        return
     torch.set_num_threads(args.threads)
     epsilons = args.epsilon or [1e-3, 5e-4]
     rows = []
