@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HEADER = ("| network | run | test acc (%) | ε-sharpness | paper mode | λ_max | paper F1: test acc "
-          "| paper F1: ε-sharpness |\n|---|---|---|---|---|---|---|---|")
+HEADER = ("| network | run | test acc (%) | ε-sharpness | paper mode | λ_max | paper F1 (MNIST): test acc "
+          "| paper F1 (MNIST): ε-sharpness |\n|---|---|---|---|---|---|---|---|")
 
 
 def headline_rows(text: str) -> list[list[str]]:
