@@ -9,6 +9,7 @@
   - a README that a page includes becomes a link to that page;
   - a figure (figures/, benchmarks/results/) becomes a link to its copy under assets/ on the site;
   - any other file of the repository (a script, a JSON result) is named as code, since the site does not hold it.
+* The docstrings' Sphinx roles (:class:`~x.Name`) are shown as code on the API pages (below).
 """
 
 from __future__ import annotations
@@ -97,3 +98,13 @@ def on_page_markdown(markdown, page, config, files):
         return _rewrite_links(text, posixpath.dirname(rel), page_uri, includes)
 
     return INCLUDE.sub(include, out)
+
+
+# The docstrings cross-reference in Sphinx's roles (:class:`~pkg.Name`, :func:`f`), which Markdown renders as
+# ":class:" before the code. On the site the role goes and the name stays code; "~" keeps the last part only,
+# as Sphinx shows it.
+ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):<code>(~?)([^<]+)</code>")
+
+
+def on_page_content(html, page, config, files):
+    return ROLE.sub(lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html)
