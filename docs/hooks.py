@@ -9,18 +9,27 @@
   - a README that a page includes becomes a link to that page;
   - a figure (figures/, benchmarks/results/) becomes a link to its copy under assets/ on the site;
   - any other file of the repository (a script, a JSON result) is named as code, since the site does not hold it.
+* The tutorials execute when the site builds: every ```python block of tutorials/ runs,
+  each in a fresh namespace inside a temporary folder, and what it prints is shown below it; a block that fails
+  fails the build. (tests/test_readme.py runs the same blocks under pytest, and those of README.md and
+  getting-started.md too: getting started's dense-Hessian example alone takes 25 s, which the build skips.)
+  ``SHARPNESS_DOCS_EXECUTE=0 mkdocs build`` skips them for a quick look at the pages; CI always runs them.
 * The docstrings' Sphinx roles (:class:`~x.Name`) are shown as code on the API pages (below).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import posixpath
 import re
+import time
 from pathlib import Path
 
 from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG = logging.getLogger("mkdocs.hooks.sharpness")
 ASSET_DIRS = ("figures", "benchmarks/results")
 ASSET_SUFFIXES = (".png", ".svg", ".jpg")
 ASSET_PREFIX = "assets"
@@ -83,8 +92,46 @@ def _outside_fences(text: str, change) -> str:
     return "".join(pieces)
 
 
+EXECUTED = ("tutorials/",)
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```\n", re.S | re.M)
+
+
+def _run_block(code: str, where: str) -> str:
+    """Run one block as a script in a temporary folder and return what it printed."""
+    import contextlib
+    import io
+    import tempfile
+
+    out, here = io.StringIO(), os.getcwd()
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(out):
+        os.chdir(folder)
+        try:
+            exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+        finally:
+            os.chdir(here)
+    return out.getvalue()
+
+
+def _execute(markdown: str, page_uri: str) -> str:
+    count = 0
+
+    def one(match: re.Match) -> str:
+        nonlocal count
+        count += 1
+        where, start = f"docs/{page_uri} python block {count}", time.perf_counter()
+        printed = _run_block(match.group(1), where)
+        LOG.info("ran %s in %.1f s", where, time.perf_counter() - start)
+        if not printed.strip():
+            return match.group(0)
+        return f"{match.group(0)}\nOutput, from running the block when this page was built:\n\n```text\n{printed.rstrip()}\n```\n"
+
+    return PYTHON_BLOCK.sub(one, markdown)
+
+
 def on_page_markdown(markdown, page, config, files):
     page_uri = page.file.src_uri
+    if page_uri.startswith(EXECUTED) and os.environ.get("SHARPNESS_DOCS_EXECUTE", "1") != "0":
+        markdown = _execute(markdown, page_uri)
     includes = _included_by(files)
     out = _rewrite_links(markdown, posixpath.dirname("docs/" + page_uri), page_uri, includes)
 
