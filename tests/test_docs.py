@@ -1,6 +1,6 @@
 """The documentation site covers the public API: every public name of ``sharpness`` has its own entry in the
-API reference (docs/api/), every subpackage with an ``__all__`` is rendered whole there, and every page under
-docs/ is in the site's navigation. (``mkdocs build --strict`` itself runs in .ci/run.)"""
+API reference (docs/api/), every subpackage with an ``__all__`` is rendered whole there, every page under
+docs/ is in the site's navigation, and README.md stays a front page that links into them. (``mkdocs build --strict`` itself runs in .ci/run.)"""
 
 from __future__ import annotations
 
@@ -65,6 +65,15 @@ def test_every_public_subpackage_is_rendered_whole(package):
     for page in API_PAGES:
         for block in re.findall(rf"^::: {re.escape(package)}\s*\n((?:    .*\n)*)", page.read_text(), re.M):
             assert "members:" not in block, f"{page.name}: `::: {package}` lists only some members"
+
+
+def test_the_readme_is_a_front_page():
+    """Issue 31: README.md stays a front page (≤ ~150 lines) whose details live on the site's pages."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150, "README.md grew past a front page: move the details into docs/"
+    for page in ("docs/getting-started.md", "docs/cli.md", "docs/api/index.md", "docs/reproductions.md"):
+        assert f"]({page})" in readme, f"README.md does not link {page}"
+        assert (ROOT / page).is_file()
 
 
 def test_every_page_is_in_the_navigation():
