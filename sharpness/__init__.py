@@ -1,7 +1,7 @@
 """sharpness: sharp vs flat minima analysis for PyTorch.
 
 The public API, in the order data flows through it (the project's design notes, which are kept outside
-this repository, draw the same flow; README.md "Layout" maps it onto the files):
+this repository, draw the same flow; docs/design.md "Layout" maps it onto the files):
 
     data, models, checkpoints  →  training  →  Objective (mean loss over a fixed analysis set)
         →  HessianOperator (H @ v)  →  linalg estimators  →  analyze() → Report  →  plots

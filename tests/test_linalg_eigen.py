@@ -205,7 +205,7 @@ def test_seed_reproducible_and_global_rng_untouched():
 
 
 def test_default_seed_is_zero_for_every_entry_point():
-    # README: "defaults to seed=0 everywhere in the public API". The wrappers once defaulted to fresh entropy,
+    # docs/design.md: "defaults to seed=0 everywhere in the public API". The wrappers once defaulted to fresh entropy,
     # so two identical calls differed; a random start makes the values and the step count seed-dependent here.
     A = indefinite_with_outliers(seed=5)
     for fn, kw in ((top_eigenvalues, {}), (bottom_eigenvalues, {})):
