@@ -10,6 +10,7 @@ Exit codes (the same for every command):
   0  success
   2  bad usage or bad input: one line on stderr saying what was expected and what arrived
   3  a requested gate failed (the report is still written)
+  130  interrupted (Ctrl-C): one line, no report; long jobs resume from their last saved state
   other  a bug: please report it with the traceback
 """
 
