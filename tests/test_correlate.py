@@ -82,12 +82,14 @@ def quadratic(h: torch.Tensor, centre: torch.Tensor):
     return lambda thetas: 0.7 + 0.5 * (((thetas - centre) ** 2) * h).sum(dim=1)  # L(θ*) = 0.7, not 0
 
 
-def test_pac_bayes_sigma_on_a_quadratic_matches_the_closed_form():
+@pytest.mark.parametrize("start", [1e-3, 30.0])  # σ* ≈ 0.057: bracketed from below (doubling) and above (halving)
+def test_pac_bayes_sigma_on_a_quadratic_matches_the_closed_form(start):
     # L(θ* + u) − L(θ*) = ½ uᵀHu (L(θ*) = 0.7), so mean_k f = σ²·mean_k(z_kᵀHz_k)/2 and σ* = √(2·rise / mean_k z_kᵀHz_k).
     P, K, rise = 50, 400, 0.1
     h = torch.linspace(0.5, 2.0, P, dtype=torch.float64)
     centre = torch.linspace(-1, 1, P, dtype=torch.float64)
-    out = pac_bayes_sigma(quadratic(h, centre), centre.clone(), rise=rise, num_draws=K, seed=7, rtol=1e-6)
+    out = pac_bayes_sigma(quadratic(h, centre), centre.clone(), rise=rise, num_draws=K, seed=7, rtol=1e-6,
+                          sigma_start=start)
     gen, quad, left = torch.Generator().manual_seed(7), [], K  # the same draws, in the same blocks of 16
     while left:
         z = torch.randn(min(16, left), P, generator=gen, dtype=torch.float64)
@@ -107,7 +109,7 @@ def test_pac_bayes_sigma_refuses_a_loss_the_noise_cannot_raise():
 
 
 SWEEP = ["sweep", "--data", "blobs", "--data-kwargs", '{"n": 100, "n_test": 40, "dim": 3, "classes": 3, "seed": 5}',
-         "--model", "mlp", "--model-kwargs", '{"hidden": [6]}', "--batch-sizes", "10,50", "--lrs", "0.05,0.3",
+         "--model", "mlp", "--model-kwargs", '{"hidden": [6]}', "--batch-sizes", "10,50", "--lrs", "0.05,0.3,1000",
          "--seeds", "0", "--epochs", "3", "--device", "cpu", "-q"]
 
 
@@ -117,11 +119,13 @@ def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
     code, out, err = run_cli(capsys, "correlate", sweep_dir, "--device", "cpu", "--bootstrap", "100")
     assert code == 0, err
     assert "ε-sharpness" in out and "Ψ_batch_size" in out and "Ψ_lr" in out and "4 models (4 measured, 0 cached)" in out
+    assert "excluded bs10_seed0_lr1000: diverged" in out and "excluded bs50_seed0_lr1000: diverged" in out
     res = sweep_dir / "correlate"
     rows = list(csv.DictReader((res / "models.csv").open()))
     assert sorted(r["run"] for r in rows) == ["bs10_seed0_lr0.05", "bs10_seed0_lr0.3", "bs50_seed0_lr0.05", "bs50_seed0_lr0.3"]
     corr = json.loads((res / "correlation.json").read_text())
-    assert corr["axes"] == ["batch_size", "lr"] and corr["n_models"] == 4
+    assert corr["axes"] == ["batch_size", "lr"] and corr["n_models"] == 4  # the diverged lr=1000 runs: listed
+    assert sorted(e["run"] for e in corr["excluded"]) == ["bs10_seed0_lr1000", "bs50_seed0_lr1000"]
     for measure in ("lambda_max", "trace", "epsilon_sharpness", "adaptive_worst", "pac_bayes", "param_norm", "dist_from_init"):
         for gap in ("loss_gap", "error_gap"):  # anyone can recompute τ from the CSV
             tau = stats.kendalltau([float(r[measure]) for r in rows], [float(r[gap]) for r in rows]).statistic

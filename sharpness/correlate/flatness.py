@@ -7,7 +7,7 @@ draws z₁..z_K (seeded: common random numbers, so the estimate is a determinist
 
     f(σ) = (1/K) Σ_k L(θ + σ z_k) − L(θ),     σ* = the largest σ found with f(σ) ≤ rise,
 
-by doubling an upper bracket from ``sigma_start`` until f exceeds ``rise``, then bisecting to a relative width
+by doubling (or halving) from ``sigma_start`` until [σ, 2σ] brackets ``rise``, then bisecting to a relative width
 ``rtol``. (Jiang bound the rise of the 0-1 training *error* by 0.1; this module bounds the rise of the loss,
 which is defined for any objective and has the closed form below.) For a quadratic L(θ + u) = L(θ) + ½uᵀHu at a
 minimum, E[f(σ)] = σ² tr(H)/2, so σ* = √(2·rise / tr H); with the fixed draws, exactly √(2·rise / mean_k z_kᵀHz_k).
@@ -15,7 +15,6 @@ minimum, E[f(σ)] = σ² tr(H)/2, so σ* = √(2·rise / tr H); with the fixed d
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -39,7 +38,7 @@ def pac_bayes_sigma(loss_at: Callable[[Tensor], Tensor], theta: Tensor, *, rise:
     Returns ``{"sigma", "inverse_sigma2", "rise", "increase" (f at σ*), "num_draws", "seed", "evaluations"}``.
 
     Raises:
-        ValueError: ``rise`` ≤ 0, or no σ ≤ 2^max_doublings·sigma_start raises the loss by ``rise``.
+        ValueError: ``rise`` ≤ 0, or no σ within 2^±max_doublings·sigma_start brackets the rise.
     """
     if not rise > 0:
         raise ValueError(f"expected rise > 0, got {rise}")
@@ -59,15 +58,25 @@ def pac_bayes_sigma(loss_at: Callable[[Tensor], Tensor], theta: Tensor, *, rise:
             left -= b
         return total / num_draws - base
 
-    lo, hi = 0.0, float(sigma_start)
-    f_lo = 0.0
+    # Bracket σ* in [lo, hi] with f(lo) ≤ rise < f(hi): double up from sigma_start, or halve down from it.
+    lo = hi = float(sigma_start)
+    f_lo = increase(lo)
     for _ in range(max_doublings):
-        f_hi = increase(hi)
-        if f_hi > rise:
-            break
-        lo, f_lo, hi = hi, f_hi, 2 * hi
+        if f_lo <= rise:
+            f_hi = increase(2 * hi)
+            if f_hi > rise:
+                hi = 2 * hi
+                break
+            lo = hi = 2 * hi
+            f_lo = f_hi
+        else:
+            hi, lo = lo, lo / 2
+            f_lo = increase(lo)
+            if f_lo <= rise:
+                break
     else:
-        raise ValueError(f"no σ up to {hi:g} raises the loss by {rise:g}: the loss is flat to the noise")
+        raise ValueError(f"no σ in [{sigma_start / 2 ** max_doublings:g}, {sigma_start * 2 ** max_doublings:g}] "
+                         f"brackets a loss rise of {rise:g}: the loss is flat to the noise, or rises by more at any σ")
     while hi - lo > rtol * hi:
         mid = 0.5 * (lo + hi)
         f_mid = increase(mid)
@@ -75,6 +84,5 @@ def pac_bayes_sigma(loss_at: Callable[[Tensor], Tensor], theta: Tensor, *, rise:
             lo, f_lo = mid, f_mid
         else:
             hi = mid
-    sigma = lo if lo > 0 else hi  # lo = 0 only if even sigma_start overshoots: its bracket is the answer's bound
-    return {"sigma": sigma, "inverse_sigma2": 1.0 / sigma ** 2 if sigma > 0 else math.inf, "rise": rise,
+    return {"sigma": lo, "inverse_sigma2": 1.0 / lo ** 2, "rise": rise,
             "increase": f_lo, "num_draws": num_draws, "seed": seed, "evaluations": evaluations}

@@ -75,7 +75,7 @@ def table(correlation: dict, axes: tuple[str, ...]) -> str:
     """One line per measure: τ with each gap [bootstrap interval], and Ψ per axis (its pairs) for the loss gap."""
     from .study import GAPS, MEASURES
 
-    head = ["measure"] + [f"τ {g}" for g in GAPS] + [f"Ψ_{a} (pairs)" for a in axes] + (["Ψ"] if axes else [])
+    head = ["measure"] + [f"τ {g}" for g in GAPS] + [f"Ψ_{a} loss_gap (pairs)" for a in axes] + (["Ψ loss_gap"] if axes else [])
     lines = [head]
     for m, by_gap in correlation.items():
         row = [MEASURES[m]]

@@ -40,7 +40,7 @@ from .ranks import bootstrap_tau, granulated_psi, kendall_tau
 
 __all__ = ["correlate", "CorrelateResult", "MEASURES", "GAPS", "AXES"]
 
-# name → what it is (the label drawn and printed). Every one is "larger = sharper / more complex".
+# name → what it is (the label drawn and printed). Sharpness measures read "larger = sharper" (PAC-Bayes as 1/σ'²).
 MEASURES = {
     "lambda_max": "λ_max (Lanczos)",
     "trace": "tr H (Hutch++)",
