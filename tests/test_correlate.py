@@ -116,7 +116,7 @@ SWEEP = ["sweep", "--data", "blobs", "--data-kwargs", '{"n": 100, "n_test": 40, 
 def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
     sweep_dir = tmp_path / "sweep"
     assert run_cli(capsys, *SWEEP, "--out", sweep_dir)[0] == 0
-    code, out, err = run_cli(capsys, "correlate", sweep_dir, "--device", "cpu", "--bootstrap", "100")
+    code, out, err = run_cli(capsys, "correlate", sweep_dir, "--device", "cpu", "--bootstrap", "100", "--epsilon-paper")
     assert code == 0, err
     assert "ε-sharpness" in out and "Ψ_batch_size" in out and "Ψ_lr" in out and "4 models (4 measured, 0 cached)" in out
     assert "excluded bs10_seed0_lr1000: diverged" in out and "excluded bs50_seed0_lr1000: diverged" in out
@@ -126,7 +126,7 @@ def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
     corr = json.loads((res / "correlation.json").read_text())
     assert corr["axes"] == ["batch_size", "lr"] and corr["n_models"] == 4  # the diverged lr=1000 runs: listed
     assert sorted(e["run"] for e in corr["excluded"]) == ["bs10_seed0_lr1000", "bs50_seed0_lr1000"]
-    for measure in ("lambda_max", "trace", "epsilon_sharpness", "adaptive_worst", "pac_bayes", "param_norm", "dist_from_init"):
+    for measure in ("lambda_max", "trace", "epsilon_sharpness", "epsilon_sharpness_paper", "adaptive_worst", "pac_bayes", "param_norm", "dist_from_init"):
         for gap in ("loss_gap", "error_gap"):  # anyone can recompute τ from the CSV
             tau = stats.kendalltau([float(r[measure]) for r in rows], [float(r[gap]) for r in rows]).statistic
             assert corr["correlation"][measure][gap]["tau"] == pytest.approx(tau, abs=1e-12)
@@ -138,12 +138,15 @@ def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
     for r in rows:  # ‖θ − θ₀‖ from the stored initialization agrees with the one training recorded
         assert float(r["dist_from_init"]) == pytest.approx(summary[r["run"]]["dist_from_init"], rel=1e-5)
     assert (res / "correlation.png").stat().st_size > 10_000
+    report = json.loads(next(res.glob("cache-*/bs10_seed0_lr0.05.report.json")).read_text())
+    assert report["schema"] == "sharpness.report/1"  # the analysis behind a model's numbers is kept
+    assert report["hessian"]["top"]["values"][0] == pytest.approx(float(rows[0]["lambda_max"]))
 
     # Resumable: a model whose cache entry is lost is measured again, the others are read back.
     caches = list(res.glob("cache-*"))
     assert len(caches) == 1
     (caches[0] / "done" / "bs50_seed0_lr0.3").unlink()
-    code, out, _ = run_cli(capsys, "correlate", sweep_dir, "--device", "cpu", "--bootstrap", "100")
+    code, out, _ = run_cli(capsys, "correlate", sweep_dir, "--device", "cpu", "--bootstrap", "100", "--epsilon-paper")
     assert code == 0 and "4 models (1 measured, 3 cached)" in out
     assert json.loads((res / "correlation.json").read_text()) == corr
 

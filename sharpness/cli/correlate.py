@@ -21,6 +21,7 @@ from .options import apply_threads, common_options, resolve_device, setup_loggin
                    "[default: SWEEP_DIR/correlate].")
 @click.option("--epsilon", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
               help="ε of Keskar's ε-sharpness.")
+@click.option("--epsilon-paper", is_flag=True, help="Also ε-sharpness by Keskar's own protocol (L-BFGS-B).")
 @click.option("--rho", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="ρ of adaptive worst-/average-case sharpness.")
 @click.option("--no-adaptive", is_flag=True, help="Skip adaptive sharpness.")
@@ -34,7 +35,7 @@ from .options import apply_threads, common_options, resolve_device, setup_loggin
 @click.option("--no-figure", is_flag=True, help="Do not draw correlation.png.")
 @threads_option
 @common_options
-def correlate(sweep_dir: str, out_dir: str | None, epsilon: float, rho: float, no_adaptive: bool,
+def correlate(sweep_dir: str, out_dir: str | None, epsilon: float, epsilon_paper: bool, rho: float, no_adaptive: bool,
               pac_bayes_rise: float, pac_bayes_draws: int, samples: int | None, bootstrap: int, no_figure: bool,
               threads: int | None, device: str, dtype: str, seed: int, verbose: int, quiet: int) -> None:
     """Rank the measures of a sweep's models by Kendall τ with their generalization gap.
@@ -52,7 +53,7 @@ def correlate(sweep_dir: str, out_dir: str | None, epsilon: float, rho: float, n
     level = setup_logging(verbose, quiet)
     apply_threads(threads)
     say = (lambda msg: click.echo(f"sharpness: {msg}", err=True)) if level >= 0 else None
-    result = run_correlate(sweep_dir, out_dir=out_dir, epsilon=epsilon, rho=None if no_adaptive else rho,
+    result = run_correlate(sweep_dir, out_dir=out_dir, epsilon=epsilon, epsilon_paper=epsilon_paper, rho=None if no_adaptive else rho,
                            pac_bayes_rise=pac_bayes_rise, pac_bayes_draws=pac_bayes_draws, samples=samples,
                            seed=seed, bootstrap=bootstrap, device=str(resolve_device(device)), dtype=dtype,
                            figure=not no_figure, progress=say)

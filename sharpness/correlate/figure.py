@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from ..plots import save_figure, use_style  # noqa: E402
 
@@ -50,9 +51,15 @@ def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...
             ax.tick_params(labelsize=7)
         for ax in list(grid.flat)[len(names):]:
             ax.set_visible(False)
-        fig.colorbar(sc, ax=grid.ravel().tolist(), label=colour.replace("_", " "), shrink=0.8)
+        bar = fig.colorbar(sc, ax=grid.ravel().tolist(), label=colour.replace("_", " "), shrink=0.8)
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # 10, 20, 50 rather than 10¹, 2×10¹
+        bar.ax.yaxis.set_major_formatter(plain)
+        bar.ax.yaxis.set_minor_formatter(plain)
         if len(seeds) > 1:
-            grid.flat[0].legend(fontsize=7)
+            legend = grid.flat[0].legend(fontsize=7)
+            for handle in legend.legend_handles:  # the marker tells the seed; the colour belongs to the bar
+                handle.set_array(None)
+                handle.set_facecolor("0.6")
         paths = save_figure(fig, stem, formats=("png",))
         plt.close(fig)
     return paths[0]

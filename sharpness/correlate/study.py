@@ -12,6 +12,7 @@ Layout written under ``out_dir`` (default ``SWEEP_DIR/correlate``)::
 
     cache-{h}/manifest.json, cache-{h}/{run}.json, cache-{h}/done/{run}   one model's measures, h = the options'
                                                                           hash; a rerun reuses finished models
+    cache-{h}/{run}.report.json                                           its sharpness.report/1 analysis
     models.json, models.csv     the per-model values (everything τ is computed from)
     correlation.json            τ, intervals, per-seed τ and Ψ per measure × gap
     correlation.png             measure vs gap, one panel per measure (:mod:`~sharpness.correlate.figure`)
@@ -45,6 +46,7 @@ MEASURES = {
     "lambda_max": "λ_max (Lanczos)",
     "trace": "tr H (Hutch++)",
     "epsilon_sharpness": "ε-sharpness (Keskar, %)",
+    "epsilon_sharpness_paper": "ε-sharpness, paper mode (%)",
     "adaptive_worst": "adaptive worst-case sharpness",
     "adaptive_average": "adaptive average-case sharpness",
     "pac_bayes": "PAC-Bayes flatness 1/σ'²",
@@ -73,7 +75,7 @@ class CorrelateResult:
 
 
 def correlate(sweep_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, epsilon: float = 1e-3,
-              rho: float | None = 0.1, pac_bayes_rise: float = 0.1, pac_bayes_draws: int = 32,
+              epsilon_paper: bool = False, rho: float | None = 0.1, pac_bayes_rise: float = 0.1, pac_bayes_draws: int = 32,
               samples: int | None = None, seed: int = 0, bootstrap: int = 1000, device: str = "cpu",
               dtype: str = "float32", figure: bool = True, progress: Callable[[str], None] | None = None
               ) -> CorrelateResult:
@@ -81,6 +83,7 @@ def correlate(sweep_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None
 
     Args:
         epsilon: the ε of Keskar's ε-sharpness (the ascent method; their paper used 1e-3 and 5e-4).
+        epsilon_paper: also Keskar's own protocol (scipy L-BFGS-B; :mod:`sharpness.measures.epsilon`).
         rho: the radius of adaptive worst- and average-case sharpness (Andriushchenko et al. 2023, ℓ₂,
             elementwise |θ| scaling); ``None`` skips both.
         pac_bayes_rise, pac_bayes_draws: the loss rise and the fixed number of noise draws of the PAC-Bayes σ.
@@ -94,7 +97,7 @@ def correlate(sweep_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None
     root = Path(sweep_dir)
     say = progress or (lambda _msg: None)
     manifest, summary = _read_sweep(root)
-    options = {"epsilon": epsilon, "rho": rho, "pac_bayes_rise": pac_bayes_rise, "pac_bayes_draws": pac_bayes_draws,
+    options = {"epsilon": epsilon, "epsilon_paper": epsilon_paper, "rho": rho, "pac_bayes_rise": pac_bayes_rise, "pac_bayes_draws": pac_bayes_draws,
                "samples": samples, "seed": seed, "dtype": dtype}
     out = Path(out_dir) if out_dir is not None else root / "correlate"
     digest = hashlib.sha256(json.dumps({"sweep": manifest["config_hash"], **options}, sort_keys=True).encode()).hexdigest()
@@ -124,7 +127,8 @@ def correlate(sweep_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None
             if dataset is None:
                 dataset = _dataset(ckpt)
             say(f"[{i + 1}/{len(usable)}] {name}: measuring")
-            values = _measure(root, ckpt, dataset, options, device)
+            values, report = _measure(root, ckpt, dataset, options, device)
+            cache.write_json(f"{name}.report.json", report)  # the whole analysis, for provenance
             cache.write_json(f"{name}.json", values)
             cache.mark_done(name)
             computed.append(name)
@@ -189,7 +193,8 @@ def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: s
     rho = options["rho"]
     extra = {"adaptive_rho": (rho,), "average_adaptive_rho": (rho,)} if rho is not None else {}
     report = analyze(model, x, y, data_spec=dataset.spec, top_k=1, bottom_k=0, trace=True,
-                     epsilon=(options["epsilon"],), samples=options["samples"], seed=options["seed"],
+                     epsilon=(options["epsilon"],), epsilon_method="both" if options["epsilon_paper"] else "ascent",
+                     samples=options["samples"], seed=options["seed"],
                      device=device, dtype=options["dtype"], **extra).to_dict()
     xs, ys, _ = select_analysis_set(x, y, samples=options["samples"], seed=options["seed"])
     torch_dtype = torch.float64 if options["dtype"] == "float64" else torch.float32
@@ -203,21 +208,27 @@ def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: s
     else:
         dist = ckpt.metrics.get("dist_from_init")
     h = report["hessian"]
+    eps = {e["method"]: e for e in report["epsilon_sharpness"]}
     values = {
         "lambda_max": h["top"]["values"][0],
         "trace": h["trace"]["value"],
-        "epsilon_sharpness": report["epsilon_sharpness"][0]["value"],
-        "pac_bayes": pac["inverse_sigma2"], "pac_bayes_sigma": pac["sigma"],
+        "epsilon_sharpness": eps["ascent"]["value"],
+        "epsilon_budget_exhausted": eps["ascent"]["budget_exhausted"],
+        "pac_bayes": pac["inverse_sigma2"], "pac_bayes_sigma": pac["sigma"], "pac_bayes_increase": pac["increase"],
+        "pac_bayes_evaluations": pac["evaluations"],
         "param_norm": float(torch.linalg.vector_norm(theta)),
         "dist_from_init": dist,
         "steps": ckpt.metrics.get("steps"),
         "analysis_loss": report["loss"],
         "analysis_seconds": report["cost"]["seconds"],
     }
+    if "paper" in eps:
+        values["epsilon_sharpness_paper"] = eps["paper"]["value"]
+        values["epsilon_paper_budget_exhausted"] = eps["paper"]["budget_exhausted"]
     if rho is not None:
         values["adaptive_worst"] = report["adaptive_sharpness"][0]["value"]
         values["adaptive_average"] = report["average_sharpness"][0]["value"]
-    return values
+    return values, report
 
 
 def _statistics(models: list[dict], measure: str, gap: str, axes: tuple[str, ...], bootstrap: int, seed: int) -> dict:
