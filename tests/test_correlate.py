@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sharpness.correlate import bootstrap_tau, granulated_psi, kendall_tau, pac_bayes_sigma
+from sharpness.correlate import bootstrap_tau, fisher_rao_norm, granulated_psi, kendall_tau, pac_bayes_sigma
 
 from cli_helpers import assert_input_error, run_cli
 
@@ -126,7 +126,8 @@ def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
     corr = json.loads((res / "correlation.json").read_text())
     assert corr["axes"] == ["batch_size", "lr"] and corr["n_models"] == 4  # the diverged lr=1000 runs: listed
     assert sorted(e["run"] for e in corr["excluded"]) == ["bs10_seed0_lr1000", "bs50_seed0_lr1000"]
-    for measure in ("lambda_max", "trace", "epsilon_sharpness", "epsilon_sharpness_paper", "adaptive_worst", "pac_bayes", "param_norm", "dist_from_init"):
+    for measure in ("lambda_max", "trace", "epsilon_sharpness", "epsilon_sharpness_paper", "adaptive_worst", "pac_bayes",
+                    "param_norm", "fisher_rao", "dist_from_init"):
         for gap in ("loss_gap", "error_gap"):  # anyone can recompute τ from the CSV
             tau = stats.kendalltau([float(r[measure]) for r in rows], [float(r[gap]) for r in rows]).statistic
             assert corr["correlation"][measure][gap]["tau"] == pytest.approx(tau, abs=1e-12)
@@ -159,3 +160,21 @@ def test_bad_sweep_directories_are_one_line_errors_with_nothing_written(capsys, 
     assert run_cli(capsys, *args, "--out", small)[0] == 0  # 2 runs: too few to rank
     assert_input_error(run_cli(capsys, "correlate", small, "--device", "cpu"), "at least 3 finished runs", "got 2")
     assert not (small / "correlate").exists() and not (tmp_path / "correlate").exists()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fisher_rao_norm_of_bias_free_relu_networks_matches_liang_et_al(layers):
+    # f is `layers`-homogeneous in θ, so ⟨θ, ∇_θ ℓ_i⟩ = layers·⟨∂ℓ/∂f, f(x_i)⟩ with ∂ℓ/∂f = softmax(f) − e_y for
+    # cross-entropy: ‖θ‖²_fr = layers²·mean_i ⟨p_i − e_{y_i}, f_i⟩² (Liang et al. 2019, Lemma 2.1). float64:
+    # the two sides differ by rounding only.
+    torch.manual_seed(0)
+    net = (torch.nn.Linear(4, 3, bias=False) if layers == 1 else
+           torch.nn.Sequential(torch.nn.Linear(4, 6, bias=False), torch.nn.ReLU(), torch.nn.Linear(6, 3, bias=False))).double()
+    x, y = torch.randn(50, 4, dtype=torch.float64), torch.randint(0, 3, (50,))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        f = net(x)
+        inner = ((torch.softmax(f, dim=1) - torch.nn.functional.one_hot(y, 3)) * f).sum(dim=1)
+    exact = layers * float(inner.pow(2).mean().sqrt())
+    assert fisher_rao_norm(net, x, y, "cross-entropy", chunk_size=16) == pytest.approx(exact, rel=1e-10)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the model is untouched

@@ -41,7 +41,7 @@ def correlate(sweep_dir: str, out_dir: str | None, epsilon: float, epsilon_paper
     """Rank the measures of a sweep's models by Kendall τ with their generalization gap.
 
     For every finished run of SWEEP_DIR (written by `sharpness sweep`): λ_max, trace, ε-sharpness, adaptive
-    sharpness, PAC-Bayes flatness, parameter norm, distance from the initialization and steps, cached per
+    sharpness, PAC-Bayes flatness, parameter and Fisher-Rao norms, distance from the initialization and steps, cached per
     model (a rerun resumes); then τ with test − train loss and error, a bootstrap interval, and the
     granulated Ψ per hyperparameter axis (Jiang et al. 2020).
 

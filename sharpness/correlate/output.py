@@ -21,7 +21,8 @@ SCHEMA = "sharpness.correlate/1"
 MODEL_FIELDS = ("run", "batch_size", "lr", "seed", "epochs", "steps", "train_loss", "test_loss", "train_error",
                 "test_error", "loss_gap", "error_gap", "lambda_max", "trace", "epsilon_sharpness",
                 "epsilon_sharpness_paper", "adaptive_worst",
-                "adaptive_average", "pac_bayes", "pac_bayes_sigma", "param_norm", "dist_from_init", "analysis_loss")
+                "adaptive_average", "pac_bayes", "pac_bayes_sigma", "param_norm", "fisher_rao",
+                "dist_from_init", "analysis_loss")
 
 
 def _clean(obj: Any) -> Any:

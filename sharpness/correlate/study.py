@@ -2,7 +2,8 @@
 
 For every finished run of a directory written by :func:`sharpness.sweep.sweep`, the measures of
 :data:`MEASURES` at its final weights (one :func:`sharpness.report.analyze` pass, the PAC-Bayes σ of
-:mod:`~sharpness.correlate.flatness`, norms from the checkpoints), then Kendall's τ of each measure with each gap,
+:mod:`~sharpness.correlate.flatness`, the Fisher-Rao norm of :mod:`~sharpness.correlate.norms`, ‖θ‖ and
+‖θ − θ₀‖ from the checkpoints), then Kendall's τ of each measure with each gap,
 Jiang et al.'s granulated Ψ per hyperparameter axis and a bootstrap interval (:mod:`~sharpness.correlate.ranks`).
 
 Gaps (Jiang et al. 2020 §2): ``loss_gap`` = test − train cross-entropy and ``error_gap`` = test − train error
@@ -37,6 +38,7 @@ from ..checkpoint import build_model_from_checkpoint, load_checkpoint
 from ..errors import InputError
 from ..rundir import RunDir
 from .flatness import pac_bayes_sigma
+from .norms import fisher_rao_norm
 from .ranks import bootstrap_tau, granulated_psi, kendall_tau
 
 __all__ = ["correlate", "CorrelateResult", "MEASURES", "GAPS", "AXES"]
@@ -51,6 +53,7 @@ MEASURES = {
     "adaptive_average": "adaptive average-case sharpness",
     "pac_bayes": "PAC-Bayes flatness 1/σ'²",
     "param_norm": "‖θ‖₂",
+    "fisher_rao": "Fisher-Rao norm",
     "dist_from_init": "‖θ − θ₀‖₂",
     "steps": "optimizer steps",
 }
@@ -217,6 +220,7 @@ def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: s
         "pac_bayes": pac["inverse_sigma2"], "pac_bayes_sigma": pac["sigma"], "pac_bayes_increase": pac["increase"],
         "pac_bayes_evaluations": pac["evaluations"],
         "param_norm": float(torch.linalg.vector_norm(theta)),
+        "fisher_rao": fisher_rao_norm(model, xs.to(device, torch_dtype), ys.to(device), objective.loss_kind),
         "dist_from_init": dist,
         "steps": ckpt.metrics.get("steps"),
         "analysis_loss": report["loss"],
