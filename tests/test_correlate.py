@@ -135,6 +135,7 @@ def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
         assert float(r["loss_gap"]) == pytest.approx(float(r["test_loss"]) - float(r["train_loss"]))
         assert float(r["error_gap"]) == pytest.approx(float(r["test_error"]) - float(r["train_error"]))
         assert float(r["pac_bayes"]) == pytest.approx(1 / float(r["pac_bayes_sigma"]) ** 2)
+        assert (r["stopped_by"], r["reached_train_loss"]) == ("epochs", "")  # trained by epochs: no target
     summary = {r["run"]: r for r in json.loads((sweep_dir / "summary.json").read_text())["rows"]}
     for r in rows:  # ‖θ − θ₀‖ from the stored initialization agrees with the one training recorded
         assert float(r["dist_from_init"]) == pytest.approx(summary[r["run"]]["dist_from_init"], rel=1e-5)

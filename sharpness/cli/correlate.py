@@ -60,5 +60,9 @@ def correlate(sweep_dir: str, out_dir: str | None, epsilon: float, epsilon_paper
     click.echo(table(result.correlation, result.axes))
     for e in result.excluded:
         click.echo(f"excluded {e['run']}: {e['reason']}")
+    missed = [m["run"] for m in result.models if m.get("reached_train_loss") is False]
+    if missed:  # Jiang et al. compare models at one training loss; these stopped at the epoch cap instead
+        click.echo(f"{len(missed)} models missed the --until-train-loss target (kept, marked in models.csv): "
+                   + ", ".join(missed))
     click.echo(f"{len(result.models)} models ({len(result.computed)} measured, {len(result.cached)} cached) → "
                f"{result.files['correlation_json']}")

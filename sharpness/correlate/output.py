@@ -18,7 +18,8 @@ from ..rundir import atomic_write
 __all__ = ["write_outputs", "table", "MODEL_FIELDS"]
 
 SCHEMA = "sharpness.correlate/1"
-MODEL_FIELDS = ("run", "batch_size", "lr", "seed", "epochs", "steps", "train_loss", "test_loss", "train_error",
+MODEL_FIELDS = ("run", "batch_size", "lr", "seed", "epochs", "steps", "stopped_by", "reached_train_loss",
+                "train_loss", "test_loss", "train_error",
                 "test_error", "loss_gap", "error_gap", "lambda_max", "trace", "epsilon_sharpness",
                 "epsilon_sharpness_paper", "adaptive_worst",
                 "adaptive_average", "pac_bayes", "pac_bayes_sigma", "param_norm", "fisher_rao",

@@ -223,6 +223,8 @@ def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: s
         "fisher_rao": fisher_rao_norm(model, xs.to(device, torch_dtype), ys.to(device), objective.loss_kind),
         "dist_from_init": dist,
         "steps": ckpt.metrics.get("steps"),
+        "stopped_by": ckpt.metrics.get("stopped_by"),
+        "reached_train_loss": ckpt.metrics.get("reached_train_loss"),  # None unless trained --until-train-loss
         "analysis_loss": report["loss"],
         "analysis_seconds": report["cost"]["seconds"],
     }
