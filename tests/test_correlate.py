@@ -156,6 +156,13 @@ def test_a_sweep_of_four_models_end_to_end(capsys, tmp_path):
 def test_bad_sweep_directories_are_one_line_errors_with_nothing_written(capsys, tmp_path):
     assert_input_error(run_cli(capsys, "correlate", tmp_path / "missing"), "expected a sweep directory", "not a directory")
     assert_input_error(run_cli(capsys, "correlate", tmp_path), "expected a sweep directory", "without manifest.json")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"kind": "plane"}')
+    (other / "summary.json").write_text("{")
+    assert_input_error(run_cli(capsys, "correlate", other), "expected JSON", "summary.json")
+    (other / "summary.json").write_text('{"rows": []}')
+    assert_input_error(run_cli(capsys, "correlate", other), "expected a sweep directory", "of kind 'plane'")
     small = tmp_path / "small"
     args = [a if a != "10,50" else "10" for a in SWEEP]
     assert run_cli(capsys, *args, "--out", small)[0] == 0  # 2 runs: too few to rank
