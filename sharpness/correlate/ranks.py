@@ -11,6 +11,16 @@
   of pairs (Σ_g n_g(n_g − 1)/2) behind it; a group of one model, or whose τ is undefined (a constant column),
   contributes nothing and is counted as such.
 * :func:`bootstrap_tau` — a percentile interval of τ from resampling the models with replacement (seeded).
+
+Example (four models: batch size 8/16 × lr 0.1/0.2; with lr fixed, the measure orders the gap once right and
+once wrong, so Ψ_batch_size = 0; with the batch size fixed, both times right, so Ψ_lr = 1):
+    >>> round(kendall_tau([1, 1, 2, 3], [1, 2, 2, 3]), 12)   # one pair tied in each: 4 / √(5·5)
+    0.8
+    >>> rows = [{"batch_size": b, "lr": lr, "seed": 0, "m": m, "gap": g}
+    ...         for b, lr, m, g in [(8, 0.1, 1, 1), (16, 0.1, 2, 2), (8, 0.2, 3, 4), (16, 0.2, 4, 3)]]
+    >>> psi = granulated_psi(rows, "m", "gap", ("batch_size", "lr"))
+    >>> psi["axes"]["batch_size"]["psi"], psi["axes"]["batch_size"]["pairs"], psi["axes"]["lr"]["psi"], psi["psi"]
+    (0.0, 2, 1.0, 0.5)
 """
 
 from __future__ import annotations
