@@ -186,3 +186,26 @@ def test_fisher_rao_norm_of_bias_free_relu_networks_matches_liang_et_al(layers):
     exact = layers * float(inner.pow(2).mean().sqrt())
     assert fisher_rao_norm(net, x, y, "cross-entropy", chunk_size=16) == pytest.approx(exact, rel=1e-10)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the model is untouched
+
+
+def test_a_measure_missing_for_one_model_is_left_out_of_the_ranking_and_said(capsys, tmp_path, monkeypatch):
+    import sharpness.correlate.study as study
+
+    sweep_dir = tmp_path / "sweep"
+    assert run_cli(capsys, *SWEEP, "--out", sweep_dir)[0] == 0
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("no σ brackets the rise")
+        return pac_bayes_sigma(*args, **kwargs)
+
+    monkeypatch.setattr(study, "pac_bayes_sigma", flaky)
+    result = study.correlate(sweep_dir, rho=None, bootstrap=0, figure=False)
+    assert "pac_bayes" not in result.correlation and "lambda_max" in result.correlation
+    assert result.correlation["lambda_max"]["loss_gap"]["ci"] is None  # bootstrap=0: no interval
+    corr = json.loads((sweep_dir / "correlate" / "correlation.json").read_text())
+    assert {"pac_bayes", "adaptive_worst", "adaptive_average"} <= set(corr["measures_skipped"])
+    notes = [m.get("pac_bayes_note") for m in result.models]
+    assert notes.count("no σ brackets the rise") == 1 and not (sweep_dir / "correlate" / "correlation.png").exists()

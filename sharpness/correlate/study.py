@@ -202,8 +202,11 @@ def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: s
     xs, ys, _ = select_analysis_set(x, y, samples=options["samples"], seed=options["seed"])
     torch_dtype = torch.float64 if options["dtype"] == "float64" else torch.float32
     objective = Objective(model, xs, ys, dtype=torch_dtype, device=device)
-    pac = pac_bayes_sigma(objective.losses_at, objective.theta, rise=options["pac_bayes_rise"],
-                          num_draws=options["pac_bayes_draws"], seed=options["seed"])
+    try:
+        pac = pac_bayes_sigma(objective.losses_at, objective.theta, rise=options["pac_bayes_rise"],
+                              num_draws=options["pac_bayes_draws"], seed=options["seed"])
+    except ValueError as err:  # no σ brackets the rise: recorded, and the measure is left out of the ranking
+        pac = {"inverse_sigma2": None, "sigma": None, "increase": None, "evaluations": None, "note": str(err)}
     theta = _flat(model)
     init = root / f"init_seed{ckpt.seed}.pt"
     if init.is_file():
@@ -218,7 +221,7 @@ def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: s
         "epsilon_sharpness": eps["ascent"]["value"],
         "epsilon_budget_exhausted": eps["ascent"]["budget_exhausted"],
         "pac_bayes": pac["inverse_sigma2"], "pac_bayes_sigma": pac["sigma"], "pac_bayes_increase": pac["increase"],
-        "pac_bayes_evaluations": pac["evaluations"],
+        "pac_bayes_evaluations": pac["evaluations"], **({"pac_bayes_note": pac["note"]} if "note" in pac else {}),
         "param_norm": float(torch.linalg.vector_norm(theta)),
         "fisher_rao": fisher_rao_norm(model, xs.to(device, torch_dtype), ys.to(device), objective.loss_kind),
         "dist_from_init": dist,
