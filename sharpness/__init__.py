@@ -52,3 +52,7 @@ from .landscape import LineResult, PlaneResult, interpolate, line, plane, random
 
 # One call from a model and its data to a versioned report.
 from .report import AnalysisConfig, Report, analyze
+
+# Across a sweep: does a measure rank the models by their generalization gap? sharpness.correlate is the
+# module (sharpness.correlate.correlate(sweep_dir)), as sharpness.sweep is.
+from . import correlate

@@ -96,3 +96,4 @@ def _run(prog: str, argv: list[str] | None) -> None:
 from . import analyze, info, landscape  # noqa: E402,F401
 from . import train  # noqa: E402,F401
 from . import reproduce  # noqa: E402,F401
+from . import correlate  # noqa: E402,F401
