@@ -71,8 +71,9 @@ class SweepResult:
 
 
 def run_name(batch_size: int, seed: int, lr: float | None = None) -> str:
-    """``bs{B}_seed{s}`` or ``bs{B}_seed{s}_lr{η:g}``."""
-    return f"bs{batch_size}_seed{seed}" + ("" if lr is None else f"_lr{lr:g}")
+    """``bs{B}_seed{s}`` or ``bs{B}_seed{s}_lr{η:g}`` without the exponent's "+" (1e+12 → 1e12), which a run
+    directory's keys do not allow."""
+    return f"bs{batch_size}_seed{seed}" + ("" if lr is None else f"_lr{lr:g}".replace("+", ""))
 
 
 def sweep(

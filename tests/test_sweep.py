@@ -134,3 +134,10 @@ def test_analyze_adds_curvature_that_matches_the_dense_hessian(blobs, tmp_path):
     # The trace is a Hutch++ estimate (99 matvecs ≫ P = 31 parameters here: essentially exact).
     assert row["trace"] == pytest.approx(eig.sum(), rel=1e-2)
     assert (tmp_path / "runs" / "bs20_seed0.report.json").exists()
+
+
+def test_a_large_learning_rate_names_a_valid_run(blobs, tmp_path):
+    # f"{1e12:g}" is "1e+12", and "+" is not allowed in a run directory's keys: `sweep --lrs 1e12` was a traceback.
+    assert run_name(8, 0, 1e12) == "bs8_seed0_lr1e12" and run_name(8, 0, 1e-5) == "bs8_seed0_lr1e-05"
+    result = sweep(base(epochs=1), batch_sizes=[50], lrs=[1e12], out_dir=tmp_path, dataset=blobs)
+    assert [r["run"] for r in result.rows] == ["bs50_seed0_lr1e12"]
