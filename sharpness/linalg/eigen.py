@@ -250,14 +250,15 @@ class _Solver:
 
     @staticmethod
     def orthonormal(vectors: list[Tensor]) -> Tensor:
-        """The locked block: accepted Ritz vectors orthonormalized (Gram–Schmidt twice, column by column; they
-        are orthogonal up to rounding, or up to the loss of orthogonality of a local run)."""
-        Y = torch.stack(vectors, dim=1).clone()
-        for j in range(Y.shape[1]):
-            for _ in range(2):
-                Y[:, j] -= Y[:, :j] @ (Y[:, :j].T @ Y[:, j])
-            Y[:, j] /= torch.linalg.vector_norm(Y[:, j])
-        return Y
+        """The locked block (P, n): accepted Ritz vectors orthonormalized (Gram–Schmidt twice, vector by vector;
+        they are orthogonal up to rounding, or up to the loss of orthogonality of a local run). Built as n
+        contiguous rows and returned transposed, which is the layout the deflated run uses (no copy)."""
+        Y = torch.stack(vectors)
+        for j in range(Y.shape[0]):
+            for _ in range(2 if j else 0):
+                Y[j].addmv_(Y[:j].T, Y[:j] @ Y[j], alpha=-1)
+            Y[j] /= torch.linalg.vector_norm(Y[j])
+        return Y.T
 
     def solve(self, keep_lanczos: bool) -> tuple[dict[str, Accepted], int, Any]:
         """Search, then verify; returns the two ends, the products used and the kept search run."""

@@ -117,10 +117,12 @@ class LanczosResult:
 
 
 def _project_out(W: Tensor, Y: Tensor) -> Tensor:
-    """W (n, P) with its components along the orthonormal rows of Y (n, k, P) removed, twice; in place."""
+    """W (n, P) with its components along the orthonormal rows of Y (n, k, P) removed, twice; in place.
+    The update is one gemv per run (addmv_): a batched (1, k) @ (k, P) product was 2.6× slower on a CPU."""
     for _ in range(2):
-        h = torch.bmm(Y, W.unsqueeze(2))
-        W -= torch.bmm(h.transpose(1, 2), Y).squeeze(1)
+        h = torch.bmm(Y, W.unsqueeze(2))[:, :, 0]
+        for r in range(W.shape[0]):
+            W[r].addmv_(Y[r].T, h[r], alpha=-1)
     return W
 
 
@@ -281,7 +283,9 @@ class LanczosProcess:
             return self._Q[r, :m].T @ coef
         if self._start is None:
             raise RuntimeError("this local Lanczos run was made with keep_start=False: it cannot rebuild Ritz vectors")
-        Y = torch.zeros((self.P, S.shape[1]), dtype=self.dtype, device=self.device)
+        # Accumulated as k contiguous rows, one axpy each per step: a (P, k) outer-product update was 7× slower.
+        Yt = torch.zeros((S.shape[1], self.P), dtype=self.dtype, device=self.device)
+        weights = torch.as_tensor(S, dtype=self.dtype).tolist()  # S rounded to A's dtype, as Python floats: no syncs
         q_prev, q = None, self._start[r : r + 1].clone()
         spare = None
         # The operations of _local_step with the recorded coefficients (float64 copies of dtype values, so
@@ -289,7 +293,8 @@ class LanczosProcess:
         coeffs = torch.tensor([self._alphas[r], [0.0] + self._betas[r][:-1], self._betas[r]], dtype=self.dtype,
                               device=self.device)
         for j in range(m):
-            Y.addr_(q[0], coef[j])
+            for i, c in enumerate(weights[j]):
+                Yt[i].add_(q[0], alpha=c)
             if j == m - 1:
                 break
             W = apply(self.A, q[0])[None, :].to(self.dtype)
@@ -298,7 +303,7 @@ class LanczosProcess:
                                None if self._fresh else spare, in_place=self._fresh)
             W /= coeffs[2, j]
             q_prev, q, spare = q, W, None if self._fresh else q_prev
-        return Y
+        return Yt.T
 
     # -- iteration --------------------------------------------------------------------------------
     def allow_steps(self, max_steps: int) -> None:
