@@ -6,18 +6,18 @@ summed over chunks and divided by the total sample weight once, so the product i
 Three ways to compute it, all exact (Pearlmutter 1994):
 
 * ``"retained-graph"``: when the analysis set is one chunk, build the graph of ∇f once (``create_graph``) and
-  answer each product with one backward pass through it — the cheapest single product in every benchmark so
-  far (1.5–2.2× a gradient in benchmarks/README.md, one CPU thread, against 2.4–3.0× for a fresh double
-  backward of the same batch), at the memory of one gradient graph, which a single chunk needs anyway;
+  answer each product with one backward pass through it — a product then skips the forward pass and the
+  first backward that a fresh double backward repeats (the measured ratios to a gradient are in
+  benchmarks/README.md), at the memory of one gradient graph, which a single chunk needs anyway;
 * ``"reverse-over-reverse"``: a fresh double backward per chunk;
 * ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, chunk by chunk.
 
 ``"auto"`` (the default) is a fixed rule, so an analysis reruns bit for bit: the retained graph for one chunk,
 a fresh double backward (reverse-over-reverse) for streamed chunks, singles and blocks alike. ``"fastest"``
 (opt-in) chooses by measurement instead, separately for single products and for blocks, because
-the fastest mode depends on the model (benchmarks/hvp_blocks.py: for (P, K) blocks over 4 chunks the
-convnet's forward-over-reverse costs 0.71× a gradient per column at K = 16 against reverse-over-reverse's
-1.43×, the MLP's the other way round, 1.56× against 1.22×). Single products: the first one per candidate
+the fastest mode depends on the model: for (P, K) blocks over streamed chunks forward-over-reverse wins
+on a convnet and reverse-over-reverse on an MLP (benchmarks/hvp_blocks.py; numbers in benchmarks/README.md).
+Single products: the first one per candidate
 mode (:data:`SINGLE_CANDIDATES`, in order) is computed by that candidate and timed — except that for one
 chunk a fresh double backward is the retained graph's build plus one backward through it, so its time is
 that sum, measured on the first retained product, and never costs a product of its own. Blocks: the first block
@@ -46,7 +46,7 @@ with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 For a model with convolutions, both double-backward modes build their gradient graphs under
 :class:`~sharpness.conv_double_backward.rerouted_convolutions`: PyTorch's second derivative of a
 convolution also computes the gradient of its input, which at a network's first convolution is the data's and
-is thrown away: 13–40 % of every product on the benchmark convnets (that module's docstring).
+is thrown away (the saving is measured in benchmarks/README.md, "First-convolution shortcut").
 
 An optional weight-decay term gives (H + λI) @ v.
 
