@@ -466,11 +466,9 @@ def dense_hessian(objective: Objective, *, weight_decay: float = 0.0, block_size
 
     Each block is H·[e_j … e_{j+b−1}], forward-over-reverse (``jvp`` of ``grad``) vmapped over the b basis
     vectors and summed over the objective's chunks, so the working memory is b tangent copies of one chunk's
-    activations on top of the P² result. ``torch.func.hessian`` vmaps all P directions at once: on the
-    README's 2 410-parameter MLP over 1 438 samples (float64) the process peaked at 5.5 GB of RSS for a 46 MB
-    matrix; in blocks of 64 it peaks at 0.75 GB, 0.32 GB of which the interpreter, torch and the data held
-    before the call (``/usr/bin/time -v``; 25 s against 21 s on 2 CPU threads). Costs P Hessian-vector products; refuse
-    it for large P yourself.
+    activations on top of the P² result. ``torch.func.hessian`` vmaps all P directions at once, so its
+    memory is P tangent copies: blocks trade a little time for a peak many times lower (measured in
+    benchmarks/README.md). Costs P Hessian-vector products; refuse it for large P yourself.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size}")
