@@ -16,20 +16,30 @@ HISTORY = re.compile(r"20[0-9]{2}-[0-9]{2}-[0-9]{2}|\bwas [0-9]")
 
 
 def docstrings(path: Path):
-    """(line, text) of the module's, every class's and every function's docstring in ``path``."""
+    """(line, text) of the module's, every class's, every function's and every attribute's docstring."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in [tree, *ast.walk(tree)]:
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             text = ast.get_docstring(node, clean=False)
             if text:
                 yield getattr(node, "lineno", 1), text
+        if isinstance(node, (ast.Module, ast.ClassDef)):
+            # attribute docstrings: a string right after an assignment (the API reference shows them)
+            for before, after in zip(node.body, node.body[1:]):
+                if (isinstance(before, (ast.Assign, ast.AnnAssign)) and isinstance(after, ast.Expr)
+                        and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                    yield after.lineno, after.value.value
 
 
-def test_the_scan_sees_the_package_docstrings():
+def test_the_scan_sees_the_package_docstrings(tmp_path):
     found = [t for p in PACKAGE.rglob("*.py") for _, t in docstrings(p)]
     assert len(found) > 200  # the walk reaches modules, classes and functions
     assert HISTORY.search("results/conv-shortcut-2026-12-02.json") and HISTORY.search("it was 11 products")
     assert not HISTORY.search("sharpness.report/1, tol 1e-3, k ≥ 2")
+    module = tmp_path / "attribute.py"
+    module.write_text('X = 1\n"""X, from results/run-2026-12-02.json."""\n', encoding="utf-8")
+    attribute = list(docstrings(module))
+    assert [line for line, _ in attribute] == [2] and HISTORY.search(attribute[0][1])
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
