@@ -22,3 +22,15 @@ def test_ci_installs_the_built_wheel():
     assert "\n.ci/wheel_smoke\n" in ci
     for needed in ("pip wheel", "venv --system-site-packages", "--help", " analyze ", "sharpness.mplstyle"):
         assert needed in smoke, needed
+
+
+def test_the_decision_log_gives_each_choice_its_reason_alternative_and_measurement():
+    text = (ROOT / "docs" / "decisions.md").read_text(encoding="utf-8")
+    entries = text.split("\n## ")[1:]
+    titles = [e.splitlines()[0] for e in entries]
+    for topic in ("miss certificate", "Ritz copies", "Convolutions", "Cross-entropy", "seed"):
+        assert any(topic.lower() in t.lower() for t in titles), (topic, titles)
+    for entry in entries:
+        for part in ("**Choice.**", "**Why.**", "**Alternative.**", "**Measured.**"):
+            assert part in entry, (entry.splitlines()[0], part)
+    assert "decisions.md" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
