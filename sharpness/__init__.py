@@ -10,7 +10,7 @@ Training is ``sharpness.train.train(TrainConfig(...))`` and sweeps ``sharpness.s
 ``sharpness.train`` and ``sharpness.sweep`` are the modules, never functions that hide them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Inputs: datasets (offline only), architectures, self-describing checkpoints.
 from .checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint, save_checkpoint

@@ -6,15 +6,9 @@ along a tangent V of W is wanted with respect to δ only, conv(x, V) (δ depends
 PyTorch's ``_convolution_double_backward`` (torch 2.13, aten/src/ATen/native/Convolution.cpp) also computes
 gI = convT(δ, V), the tangent's contribution to ∂f/∂x, whenever V is defined and x is not empty, whether or not
 x requires a gradient: it does not consult the output mask for that output. At the first convolution of a
-network x is the data, so gI is thrown away — and on a CPU a transposed convolution into one channel took a
-slow path (13 ms, against 1.5 ms for the layer's forward convolution, on the digits convnet below). Paired
-rounds with the first-convolution shortcut on and off (``benchmarks/conv_shortcut.py``,
-``benchmarks/results/conv-shortcut-2026-12-02.json``, one thread, float32, load 0.4–0.7), HVP ÷ gradient:
-
-* 4-8-channel convnet on 8×8 digits (1,610 parameters, 1 797 samples): retained graph 1.84 → 1.10, four
-  streamed chunks 2.48 → 2.14;
-* 8-16-channel convnet on 28×28 Fashion-MNIST (1.02 M parameters), 8 000 samples in chunks of 6 117:
-  3.47 → 2.83, and the graph's peak memory ~25 % lower (``results/scaling-2026-12-02-convs.json``).
+network x is the data, so gI is thrown away — and on a CPU a transposed convolution into one channel takes a
+slow path. What that costs, and what the rerouting saves, is measured by ``benchmarks/conv_shortcut.py``
+(benchmarks/README.md, "First-convolution shortcut" and "Inner convolutions").
 
 :class:`rerouted_convolutions` is a :class:`~torch.overrides.TorchFunctionMode` that, while grad
 mode is on, routes ``conv1d``/``conv2d``/``conv3d`` calls whose weight requires a gradient (numeric padding,
@@ -34,16 +28,10 @@ batched input) to exact autograd Functions:
 Why inner convolutions too: every product above is written as a *forward* convolution where that is exact and
 not slower. A plain convolution's input gradient is convT(δ, W) = conv(δ, flip(W)ᵀ, padding k − 1 − p), and,
 when the output is no larger than the kernel, its weight gradient is conv(xᵀ, δᵀ, padding p)ᵀ with batch and
-channels swapped. oneDNN's backward kernels are slow on such small maps: on the digits convnet's inner layer
-(4 → 8 channels, 5×5 kernel, 4×4 maps, 450 samples) convolution_backward took 2.70 ms for both gradients
-(1.46 ms for the weight's alone) against 0.35 + 0.30 ms as forward convolutions; on the Fashion-MNIST convnet's
-(8 → 16, 14×14 maps, 6 000 samples) the forward form of the input gradient costs the same (267 vs 270 ms) and
-that of the weight gradient 22 % more (213 vs 175 ms), hence the size rule. Paired rounds of PyTorch's path,
-the first-convolution shortcut alone and both (``benchmarks/conv_shortcut.py``,
-``benchmarks/results/conv-shortcut-2026-12-02-inner.json``, AMD EPYC, one thread, load 0.5–0.9), HVP ÷
-gradient on the digits convnet: retained graph 2.14 → 1.10 → 0.66, four streamed chunks 2.71 → 2.21 → 1.63
-(median paired ratio inner-on/off 0.60 and 0.70); the 1 M convnet at N = 8 000 in chunks of 6 117: 3.75 →
-3.01 → 2.61 best of rounds, but a median paired ratio of 1.01 for the inner rerouting: no gain there.
+channels swapped. oneDNN's backward kernels are slow on such small maps, while on large maps the forward form
+of the weight gradient costs more than the backward kernel, hence the size rule (the kernel timings behind it and the
+paired rounds of PyTorch's path, the first-convolution shortcut alone and both are in benchmarks/README.md,
+"Inner convolutions").
 
 The math is the textbook one; only the order of float sums differs from PyTorch's (the bias gradient is
 ``δ.sum``, and the forward forms sum in another order), so results agree to rounding (float64 tests:

@@ -6,18 +6,18 @@ summed over chunks and divided by the total sample weight once, so the product i
 Three ways to compute it, all exact (Pearlmutter 1994):
 
 * ``"retained-graph"``: when the analysis set is one chunk, build the graph of ∇f once (``create_graph``) and
-  answer each product with one backward pass through it — the cheapest single product in every benchmark so
-  far (1.5–2.2× a gradient in benchmarks/README.md, one CPU thread, against 2.4–3.0× for a fresh double
-  backward of the same batch), at the memory of one gradient graph, which a single chunk needs anyway;
+  answer each product with one backward pass through it — a product then skips the forward pass and the
+  first backward that a fresh double backward repeats (the measured ratios to a gradient are in
+  benchmarks/README.md), at the memory of one gradient graph, which a single chunk needs anyway;
 * ``"reverse-over-reverse"``: a fresh double backward per chunk;
 * ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, chunk by chunk.
 
 ``"auto"`` (the default) is a fixed rule, so an analysis reruns bit for bit: the retained graph for one chunk,
 a fresh double backward (reverse-over-reverse) for streamed chunks, singles and blocks alike. ``"fastest"``
 (opt-in) chooses by measurement instead, separately for single products and for blocks, because
-the fastest mode depends on the model (benchmarks/hvp_blocks.py: for (P, K) blocks over 4 chunks the
-convnet's forward-over-reverse costs 0.71× a gradient per column at K = 16 against reverse-over-reverse's
-1.43×, the MLP's the other way round, 1.56× against 1.22×). Single products: the first one per candidate
+the fastest mode depends on the model: for (P, K) blocks over streamed chunks forward-over-reverse wins
+on a convnet and reverse-over-reverse on an MLP (benchmarks/hvp_blocks.py; numbers in benchmarks/README.md).
+Single products: the first one per candidate
 mode (:data:`SINGLE_CANDIDATES`, in order) is computed by that candidate and timed — except that for one
 chunk a fresh double backward is the retained graph's build plus one backward through it, so its time is
 that sum, measured on the first retained product, and never costs a product of its own. Blocks: the first block
@@ -46,7 +46,7 @@ with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 For a model with convolutions, both double-backward modes build their gradient graphs under
 :class:`~sharpness.conv_double_backward.rerouted_convolutions`: PyTorch's second derivative of a
 convolution also computes the gradient of its input, which at a network's first convolution is the data's and
-is thrown away: 13–40 % of every product on the benchmark convnets (that module's docstring).
+is thrown away (the saving is measured in benchmarks/README.md, "First-convolution shortcut").
 
 An optional weight-decay term gives (H + λI) @ v.
 
@@ -466,11 +466,9 @@ def dense_hessian(objective: Objective, *, weight_decay: float = 0.0, block_size
 
     Each block is H·[e_j … e_{j+b−1}], forward-over-reverse (``jvp`` of ``grad``) vmapped over the b basis
     vectors and summed over the objective's chunks, so the working memory is b tangent copies of one chunk's
-    activations on top of the P² result. ``torch.func.hessian`` vmaps all P directions at once: on the
-    README's 2 410-parameter MLP over 1 438 samples (float64) the process peaked at 5.5 GB of RSS for a 46 MB
-    matrix; in blocks of 64 it peaks at 0.75 GB, 0.32 GB of which the interpreter, torch and the data held
-    before the call (``/usr/bin/time -v``; 25 s against 21 s on 2 CPU threads). Costs P Hessian-vector products; refuse
-    it for large P yourself.
+    activations on top of the P² result. ``torch.func.hessian`` vmaps all P directions at once, so its
+    memory is P tangent copies: blocks trade a little time for a peak many times lower (measured in
+    benchmarks/README.md). Costs P Hessian-vector products; refuse it for large P yourself.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size}")

@@ -72,11 +72,9 @@ def per_sample_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
 
     Shapes: ``output`` ``(N, C)``, ``target`` ``(N,)`` long → ``(N,)``; sequences ``(N, T, V)`` with ``(N, T)``
     → ``(N,)``, the mean over the T tokens. No ``torch.where`` over branches: one formula, so no discarded
-    branch can feed inf·0 = NaN into a gradient. Cost, measured on a CPU (one thread, N = 1000, C = 10,
-    float32): the loss alone takes 1.5–1.9× the cancelling formula for value, gradient and HVP, and 0.8–1.7×
-    F.cross_entropy (which cancels too); through a 40-32-32-10 MLP the whole value, gradient or HVP costs
-    1.14–1.26× the old formula, through 40-256-256-10 0.95–1.06×. Every value, gradient and grid point of the
-    toolkit goes through here.
+    branch can feed inf·0 = NaN into a gradient. The formula costs somewhat more than the cancelling one for
+    the loss alone, little through a whole model (benchmarks/README.md); every value, gradient and grid point of
+    the toolkit goes through here.
     """
     check_loss_shapes(kind, output, target)
     if kind == "cross-entropy":

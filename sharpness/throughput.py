@@ -80,8 +80,9 @@ def measure_throughput(config: TrainConfig, *, dataset: Any = None, steps: int =
 
     Each repeat trains a fresh copy for ``steps`` optimizer steps (same seed, so the same work) and times
     the steps only. The fastest repeat is reported, as ``timeit`` does: other load on a shared machine only
-    ever slows a run down, so the best of several is the closest to what the batch size itself costs
-    (measured on 2 busy cores, repeats of one batch size differed by up to 2.3×); the median is kept beside it.
+    ever slows a run down, so the best of several is the closest to what the batch size itself costs (on a
+    busy machine repeats of one batch size differ severalfold; benchmarks/README.md); the median is kept beside
+    it.
     ``warmup`` runs a few untimed steps first (the first optimizer construction imports and compiles
     things once per process). On CUDA the clock synchronizes the device at every step boundary.
 

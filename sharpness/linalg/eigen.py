@@ -42,11 +42,12 @@ compare with a cold start now and then (:class:`sharpness.tracking.SharpnessTrac
 from a random start it contains a component of every eigenspace; multiplicities are the verification's job.
 
 **Ghost copies.** A ``"local"`` run that has lost orthogonality grows copies of converged Ritz values, which
-may sit further apart than their residuals while none has converged to √eps·‖A‖ (float32: λ₁ of a 10 M MLP seen
-as 16.92852, 16.92844, 16.92841). Values found by value alone would then fill several of the k slots with one
-eigenvalue, converged. So an end keeps one value per *direction*: Ritz vectors with |yᵢᵀyⱼ| > 1/2 are copies
-(:class:`~sharpness.linalg.ritz.Accepted`), a local run's residuals are those of the unit vectors y/‖y‖, and
-an end short of k values after its copies are dropped looks for the missing ones in its verification run.
+may sit further apart than their residuals while none has converged to √eps·‖A‖ (benchmarks/README.md,
+"Scale", has float32 copies of one λ₁ on a 10 M MLP). Values found by value alone would then fill several of
+the k slots with one eigenvalue, converged. So an end keeps one value per *direction*: Ritz vectors with
+|yᵢᵀyⱼ| > 1/2 are copies (:class:`~sharpness.linalg.ritz.Accepted`), a local run's residuals are those of
+the unit vectors y/‖y‖, and an end short of k values after its copies are dropped looks for the missing ones
+in its verification run.
 
 **Memory.** With ``reorthogonalize="full"`` the run stores its basis, max_steps vectors of P in A's dtype; with
 ``"local"`` it keeps four (:mod:`sharpness.linalg.lanczos`), rebuilding Ritz vectors by a replay when they are

@@ -26,9 +26,8 @@ maximizer.
   that many L-BFGS-B iterations from the best point. Measured: within 1 % of a brute-force maximum on 3-parameter tanh models at ε ≤ 0.1 and on
   float64 quadratics away from their minimum with ‖g‖ ≈ 1–3, where the start corners reach only 74–88 %
   (tests/test_measures_epsilon.py, tests/test_measures_epsilon_ascent.py), and at ε = 0.3 and 0.5 on 32
-  such models (bias or not, seeds 0–7), with 5 fixed starts and with the default's 5–8. On
-  an MNIST-1D MLP (256-256, loss 5.8e-5, ε = 1e-3, 1000 samples) 5 fixed starts reached 6.697 %, equal to 200
-  plain sign-ascent steps, in 78 evaluations and 11 HVPs (benchmarks/epsilon_accuracy.py).
+  such models (bias or not, seeds 0–7), with 5 fixed starts and with the default's 5–8. On trained MLPs it
+  is compared with long plain sign ascents by benchmarks/epsilon_accuracy.py (benchmarks/README.md).
 * ``method="paper"``: Keskar's own protocol, L-BFGS-B (``scipy.optimize.minimize``) on −f(x + A y) with the
   box as bounds, 10 iterations from y = 0 by default. Its tolerances are zero, so the budget is the iteration
   count. Near a well-trained minimum it is badly biased low: the gradient is tiny, the first step is the
@@ -231,9 +230,8 @@ def _seeded_subspace(numel: int, dim: int, seed: int, dtype: torch.dtype,
                      device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A = :func:`random_subspace` for ``seed``, its reduced QR, and the generator's state after the draw.
 
-    Cached (the last one only) because one analysis measures several ε, by both maximizers, in the same A:
-    drawing P·p normals and factorizing A took 4.4 s of a 6–7 s subspace measurement on a 551 k-parameter MLP
-    (p = 100, one CPU thread), every time again. A and Q stay alive until another subspace is drawn
+    Cached (the last one only) because one analysis measures several ε, by both maximizers, in the same A,
+    and drawing P·p normals and factorizing A is most of a subspace measurement's time. A and Q stay alive until another subspace is drawn
     (``_seeded_subspace.cache_clear()`` frees them). Nothing downstream writes into them."""
     gen = torch.Generator().manual_seed(seed)
     basis = _draw_subspace(numel, dim, gen, dtype, device)

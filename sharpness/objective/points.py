@@ -30,16 +30,12 @@ def default_batch_size(objective: Objective) -> int:
     """Grid points per vmapped block: :data:`BATCH_POINTS` for small models without convolutions, 1 (a plain
     loop) otherwise.
 
-    Measured on 2 CPU cores with ReLU MLPs on 1000 samples (21×21 plane, CPU time relative to 441 plain
-    forward passes): P = 3.5k: 3.5× unbatched, 2.1–2.3× in blocks of 8–32 (per-point dispatch overhead is
-    amortized); P = 26k: 1.8× either way; P = 301k: 1.2–1.3× unbatched but 1.5–1.8× batched (batched
-    matrix products run slower than separate ones and thrash the cache). Hence batching while
+    Why: blocks amortize the per-point dispatch overhead of small models, but for large ones batched matrix
+    products run slower than separate ones and thrash the cache. Hence batching while
     numel × n_samples ≤ :data:`BATCH_WORK_LIMIT`. Convolutions batch badly at any size: ``vmap`` over their
-    weights becomes a grouped convolution, and in paired rounds (``benchmarks/grid_batching.py``,
-    ``results/grid-batching-2026-12-02.json``, one thread, 15×15 plane, × plain forwards) the loop beat blocks of
-    16 on the digits convnet (1.10 against 1.48, P = 1.6k) and on ``cnn1d`` on MNIST-1D (1.22 against 2.79,
-    P = 8k), while blocks still won on a 3.3k-parameter MLP (1.70 against 2.18). The rule depends only on the
-    problem's size and layer types, so a resumed grid makes the same choice.
+    weights becomes a grouped convolution, and the plain loop beats blocks on convnets
+    (``benchmarks/grid_batching.py``; the measurements are in benchmarks/README.md, "Grid batching"). The rule
+    depends only on the problem's size and layer types, so a resumed grid makes the same choice.
     """
     small = objective.numel * objective.n_samples <= BATCH_WORK_LIMIT
     return BATCH_POINTS if small and not has_convolutions(objective.module) else 1

@@ -71,7 +71,7 @@ def run_study(
         plot_only: draw the figures and print the tables from the saved summary only; nothing is computed.
         threads: torch intra-op threads while the study runs (restored afterwards). Default: 1 on CPU, where
             the studies' small models gain nothing from splitting each op and a shared machine loses a lot
-            (measured on 2 loaded cores: a batch-32 epoch 4.1 s with 1 thread, 27 s with 2); unchanged on CUDA.
+            (benchmarks/README.md has the timing); unchanged on CUDA.
         say: receives one-line progress messages.
 
     Raises:

@@ -30,10 +30,8 @@ that series during any training run:
   Cauchy interlacing), with that run's error estimate and converged flag. When they differ by more than
   their error estimates allow (each floored at ``tol``·|λ|), ``verify_disagreed`` is True, ``verify_note``
   says which values and what was kept, a warning is logged, and both runs' vectors seed the next warm
-  start. Cost, measured on the edge-of-stability run (experiments/edge_of_stability.py: 23 050 parameters,
-  full-batch GD, tol = 1e-3, every 10 steps, 2000 steps), HVPs per measurement for η = 0.5 / 1 / 2: warm
-  6.2 / 11.2 / 16.6, warm with a check every 10 7.4 / 13.5 / 19.0, cold 11.7 / 19.5 / 23.2. (Before warm
-  starts had a minimum: 2.3 / 8.2 / 15.3, with 9 / 15 / 5 of 201 values more than 1 % low, up to 25 %.)
+  start. A warm start with a check every 10 costs fewer products than cold starts throughout; the products
+  per measurement on experiments/edge_of_stability.py's run are in benchmarks/README.md.
 * **No side effects on training.** Every measurement goes through :class:`sharpness.objective.Objective`,
   which evaluates a deep copy of the model in eval mode via ``torch.func.functional_call`` (BatchNorm running
   statistics, dropout off): the model's parameters, buffers, ``.grad``, ``requires_grad`` and train mode and
