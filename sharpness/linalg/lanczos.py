@@ -118,7 +118,8 @@ class LanczosResult:
 
 def _project_out(W: Tensor, Y: Tensor) -> Tensor:
     """W (n, P) with its components along the orthonormal rows of Y (n, k, P) removed, twice; in place.
-    The update is one gemv per run (addmv_): a batched (1, k) @ (k, P) product was 2.6× slower on a CPU."""
+    The update is one gemv per run (addmv_), which a CPU runs at memory speed, unlike a batched (1, k) @ (k, P)
+    product (benchmarks/README.md, "Scale")."""
     for _ in range(2):
         h = torch.bmm(Y, W.unsqueeze(2))[:, :, 0]
         for r in range(W.shape[0]):
