@@ -97,7 +97,7 @@ def test_provenance_names_versions_commit_and_device():
 def test_registry_points_at_scripts_that_define_the_study_api():
     assert experiments_dir() == REPO / "experiments"
     assert set(study_names()) == {"keskar", "batch-tradeoff", "batch-sweep", "warm-start", "li-landscapes", "edge-of-stability",
-                                  "noise-scale", "reparam", "lm-batch"}
+                                  "noise-scale", "reparam", "lm-batch", "generalization-measures"}
     for name in study_names():
         module = load_study(name)
         for budget in BUDGETS:
@@ -321,3 +321,32 @@ def test_keskar_figure_title_claims_a_spread_only_over_several_seeds(smoke, caps
     assert code == 0, err
     (title,) = [t for t in titles if "by fractions" in t]
     assert "one seed" in title and "±" not in title
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generalization-measures: the protocol of Jiang et al. 2020 (no science asserted)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_generalization_measures_full_grid_follows_the_protocol():
+    s = load_study("generalization-measures").settings("full")
+    n_train = 4000  # MNIST-1D's training split
+    sizes = sorted(s["batch_sizes"])
+    assert len(sizes) >= 4 and sizes[0] == n_train // 200 and sizes[-1] == n_train // 10
+    assert len(s["lrs"]) >= 3 and s["seeds"] >= 2 and s["target_loss"] == 0.01 and s["max_epochs"] > 0
+
+
+def test_generalization_measures_lists_models_that_missed_the_target_and_keeps_them(smoke):
+    results = Path(smoke["generalization-measures"].results_dir)
+    summary = json.loads((results / "summary.json").read_text())["summary"]
+    models = summary["models"]
+    missed = [m["run"] for m in models if m["reached_train_loss"] is False]
+    reached = [m["run"] for m in models if m["reached_train_loss"] is True]
+    assert missed and reached  # the smoke budget's cap is set so that both kinds occur
+    assert summary["missed_target"] == missed and len(models) == len(summary["sweep_rows"])  # none dropped
+    assert all(c["loss_gap"]["n"] == len(models) for c in summary["correlation"].values())
+    tables = smoke["generalization-measures"].tables
+    line = next(t for t in tables.splitlines() if t.startswith("Models that missed the target"))
+    assert all(run in line for run in missed) and not any(run in line for run in reached)
+    csv_rows = (results / "correlate" / "models.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + len(models)  # the per-model values behind τ are saved

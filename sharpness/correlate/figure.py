@@ -23,8 +23,9 @@ __all__ = ["draw"]
 _MARKERS = "os^Dv<>pX*"
 
 
-def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...], gap: str = "loss_gap") -> Path:
-    """Write ``stem.png`` and return its path."""
+def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...], gap: str = "loss_gap",
+         formats: tuple[str, ...] = ("png",)) -> Path:
+    """Write ``stem.<fmt>`` for each of ``formats`` and return the first path."""
     from .study import GAPS, MEASURES
 
     names = list(correlation)
@@ -60,6 +61,6 @@ def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...
             for handle in legend.legend_handles:  # the marker tells the seed; the colour belongs to the bar
                 handle.set_array(None)
                 handle.set_facecolor("0.6")
-        paths = save_figure(fig, stem, formats=("png",))
+        paths = save_figure(fig, stem, formats=formats)
         plt.close(fig)
     return paths[0]
