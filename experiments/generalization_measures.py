@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from sharpness import load_dataset
-from sharpness.correlate import GAPS, MEASURES, correlate
+from sharpness.correlate import GAPS, MEASURES, bootstrap_tau, correlate, granulated_psi, kendall_tau
 from sharpness.correlate.figure import draw
 from sharpness.reproduce import markdown_table, plural, script_main, train_config
 from sharpness.sweep import sweep
@@ -99,6 +99,21 @@ def _f(x, spec: str = "+.2f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def at_target(models: list[dict], measures, axes: list[str], *, resamples: int = 1000, seed: int = 0) -> dict:
+    """τ with the loss gap [bootstrap], and Ψ, over only the models that reached the training-loss target
+    (Jiang et al.'s comparison at one common loss); ``{}`` when fewer than 3 did."""
+    mine = [m for m in models if m.get("reached_train_loss") is True]
+    if len(mine) < 3:
+        return {}
+    out = {}
+    for name in measures:
+        x, y = [m[name] for m in mine], [m["loss_gap"] for m in mine]
+        out[name] = {"tau": kendall_tau(x, y), "n": len(mine),
+                     "ci": bootstrap_tau(x, y, resamples=resamples, seed=seed) if resamples else None,
+                     "psi": granulated_psi(mine, name, "loss_gap", axes)["psi"] if axes else None}
+    return out
+
+
 def tables(saved: dict) -> str:
     S, s = saved["summary"], saved["settings"]
     axes, corr = S["axes"], S["correlation"]
@@ -142,6 +157,16 @@ def tables(saved: dict) -> str:
     ]
     if skipped:
         out += ["", f"Not ranked (undefined for at least one model): {', '.join(skipped)}."]
+    reached = at_target(S["models"], corr, axes, resamples=s["correlate"]["bootstrap"])
+    if reached:
+        n_at = next(iter(reached.values()))["n"]
+        out += ["", f"Only the {n_at} models at the target (training cross-entropy < {s['target_loss']:g}), loss gap:",
+                markdown_table(["measure", "τ [95 % bootstrap]", "Ψ"],
+                               [[MEASURES[m], _f(r["tau"]) + (f" [{_f(r['ci']['low'])}, {_f(r['ci']['high'])}]"
+                                                            if r["ci"] else ""), _f(r["psi"])]
+                                for m, r in reached.items()])]
+    else:
+        out += ["", "Fewer than 3 models reached the target: no ranking at the common loss."]
     out += ["", f"Models that missed the target (kept in the ranking, not at the common loss): "
                 f"{', '.join(missed) if missed else 'none'}."]
     if S["excluded"]:

@@ -350,3 +350,15 @@ def test_generalization_measures_lists_models_that_missed_the_target_and_keeps_t
     assert all(run in line for run in missed) and not any(run in line for run in reached)
     csv_rows = (results / "correlate" / "models.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + len(models)  # the per-model values behind τ are saved
+
+
+def test_generalization_measures_ranks_at_the_target_only_the_models_that_reached_it():
+    study = load_study("generalization-measures")
+    models = [{"run": f"m{i}", "batch_size": B, "lr": 0.01, "seed": 0, "reached_train_loss": True,
+               "loss_gap": gap, "lambda_max": lam} for i, (B, gap, lam) in enumerate(((20, 0.1, 1.0), (40, 0.2, 2.0),
+                                                                                     (100, 0.3, 3.0), (400, 0.4, 4.0)))]
+    models.append({"run": "late", "batch_size": 800, "lr": 0.01, "seed": 0, "reached_train_loss": False,
+                   "loss_gap": 0.0, "lambda_max": 9.0})  # discordant, but never at the common loss
+    r = study.at_target(models, ["lambda_max"], ["batch_size"], resamples=0)["lambda_max"]
+    assert r["n"] == 4 and r["tau"] == pytest.approx(1.0) and r["psi"] == pytest.approx(1.0) and r["ci"] is None
+    assert study.at_target(models[:2] + models[4:], ["lambda_max"], ["batch_size"]) == {}  # fewer than 3 at the target
