@@ -95,6 +95,11 @@ def compute(run) -> dict:
     return {"sweep_rows": rows, **ranked, "missed_target": missed}
 
 
+def _ordered(correlation: dict) -> dict:
+    """The measures in :data:`MEASURES` order (summary.json is written with sorted keys)."""
+    return {m: correlation[m] for m in MEASURES if m in correlation}
+
+
 def _f(x, spec: str = "+.2f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -116,7 +121,7 @@ def at_target(models: list[dict], measures, axes: list[str], *, resamples: int =
 
 def tables(saved: dict) -> str:
     S, s = saved["summary"], saved["settings"]
-    axes, corr = S["axes"], S["correlation"]
+    axes, corr = S["axes"], _ordered(S["correlation"])
     n = len(S["models"])
     head = (["measure"] + [f"τ {GAPS[g]} [95 % bootstrap]" for g in GAPS]
             + [f"Ψ_{a.replace('_size', '')} (pairs)" for a in axes] + ["Ψ", "τ per seed", "Jiang et al. 2020",
@@ -181,7 +186,7 @@ def plot(saved: dict, results: Path, figures: Path) -> list[Path]:
     S = saved["summary"]
     formats = ("png", "pdf")
     stem = figures / "generalization_measures"
-    draw(stem, S["models"], S["correlation"], tuple(S["axes"]), formats=formats)
+    draw(stem, S["models"], _ordered(S["correlation"]), tuple(S["axes"]), formats=formats)
     return [stem.with_suffix(f".{f}") for f in formats]
 
 

@@ -362,3 +362,13 @@ def test_generalization_measures_ranks_at_the_target_only_the_models_that_reache
     r = study.at_target(models, ["lambda_max"], ["batch_size"], resamples=0)["lambda_max"]
     assert r["n"] == 4 and r["tau"] == pytest.approx(1.0) and r["psi"] == pytest.approx(1.0) and r["ci"] is None
     assert study.at_target(models[:2] + models[4:], ["lambda_max"], ["batch_size"]) == {}  # fewer than 3 at the target
+
+
+def test_generalization_measures_tables_keep_the_measure_order_when_read_back(smoke):
+    from sharpness.correlate import MEASURES
+
+    saved = json.loads((Path(smoke["generalization-measures"].results_dir) / "summary.json").read_text())  # sorted keys
+    text = load_study("generalization-measures").tables(saved)
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    labels = [label for label in MEASURES.values() if label in rows]
+    assert len(labels) > 3 and [r for r in rows if r in labels][: len(labels)] == labels
