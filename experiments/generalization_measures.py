@@ -161,7 +161,7 @@ def tables(saved: dict) -> str:
         markdown_table(head, body),
     ]
     if skipped:
-        out += ["", f"Not ranked (undefined for at least one model): {', '.join(skipped)}."]
+        out += ["", f"Not ranked (not computed by this study, or undefined for a model): {', '.join(skipped)}."]
     reached = at_target(S["models"], corr, axes, resamples=s["correlate"]["bootstrap"])
     if reached:
         n_at = next(iter(reached.values()))["n"]
