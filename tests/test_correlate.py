@@ -209,3 +209,20 @@ def test_a_measure_missing_for_one_model_is_left_out_of_the_ranking_and_said(cap
     assert {"pac_bayes", "adaptive_worst", "adaptive_average"} <= set(corr["measures_skipped"])
     notes = [m.get("pac_bayes_note") for m in result.models]
     assert notes.count("no σ brackets the rise") == 1 and not (sweep_dir / "correlate" / "correlation.png").exists()
+
+
+def test_figure_marks_the_models_that_missed_their_loss_target(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from sharpness.correlate.figure import draw
+
+    crosses = []
+    original = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda self, x, y, *a, **k: (
+        crosses.append(list(x)) if k.get("marker") == "x" else None) or original(self, x, y, *a, **k))
+    models = [{"run": f"m{i}", "batch_size": B, "lr": 0.1, "seed": 0, "loss_gap": 0.1 * i, "lambda_max": float(i),
+               "reached_train_loss": i != 2} for i, B in enumerate((16, 32, 64, 128))]
+    stats_ = {"tau": 0.5, "psi": None}
+    path = draw(tmp_path / "c", models, {"lambda_max": {"loss_gap": stats_}}, ("batch_size",), formats=("png", "pdf"))
+    assert crosses == [[2.0]]  # only the model stopped by its epoch cap, at its own coordinates
+    assert path == tmp_path / "c.png" and (tmp_path / "c.pdf").is_file()

@@ -97,7 +97,7 @@ def test_provenance_names_versions_commit_and_device():
 def test_registry_points_at_scripts_that_define_the_study_api():
     assert experiments_dir() == REPO / "experiments"
     assert set(study_names()) == {"keskar", "batch-tradeoff", "batch-sweep", "warm-start", "li-landscapes", "edge-of-stability",
-                                  "noise-scale", "reparam", "lm-batch"}
+                                  "noise-scale", "reparam", "lm-batch", "generalization-measures"}
     for name in study_names():
         module = load_study(name)
         for budget in BUDGETS:
@@ -321,3 +321,54 @@ def test_keskar_figure_title_claims_a_spread_only_over_several_seeds(smoke, caps
     assert code == 0, err
     (title,) = [t for t in titles if "by fractions" in t]
     assert "one seed" in title and "±" not in title
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generalization-measures: the protocol of Jiang et al. 2020 (no science asserted)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_generalization_measures_full_grid_follows_the_protocol():
+    s = load_study("generalization-measures").settings("full")
+    n_train = 4000  # MNIST-1D's training split
+    sizes = sorted(s["batch_sizes"])
+    assert len(sizes) >= 4 and sizes[0] == n_train // 200 and sizes[-1] == n_train // 10
+    assert len(s["lrs"]) >= 3 and s["seeds"] >= 2 and s["target_loss"] == 0.01 and s["max_epochs"] > 0
+
+
+def test_generalization_measures_lists_models_that_missed_the_target_and_keeps_them(smoke):
+    results = Path(smoke["generalization-measures"].results_dir)
+    summary = json.loads((results / "summary.json").read_text())["summary"]
+    models = summary["models"]
+    missed = [m["run"] for m in models if m["reached_train_loss"] is False]
+    reached = [m["run"] for m in models if m["reached_train_loss"] is True]
+    assert missed and reached  # the smoke budget's cap is set so that both kinds occur
+    assert summary["missed_target"] == missed and len(models) == len(summary["sweep_rows"])  # none dropped
+    assert all(c["loss_gap"]["n"] == len(models) for c in summary["correlation"].values())
+    tables = smoke["generalization-measures"].tables
+    line = next(t for t in tables.splitlines() if t.startswith("Models that missed the target"))
+    assert all(run in line for run in missed) and not any(run in line for run in reached)
+    csv_rows = (results / "correlate" / "models.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + len(models)  # the per-model values behind τ are saved
+
+
+def test_generalization_measures_ranks_at_the_target_only_the_models_that_reached_it():
+    study = load_study("generalization-measures")
+    models = [{"run": f"m{i}", "batch_size": B, "lr": 0.01, "seed": 0, "reached_train_loss": True,
+               "loss_gap": gap, "lambda_max": lam} for i, (B, gap, lam) in enumerate(((20, 0.1, 1.0), (40, 0.2, 2.0),
+                                                                                     (100, 0.3, 3.0), (400, 0.4, 4.0)))]
+    models.append({"run": "late", "batch_size": 800, "lr": 0.01, "seed": 0, "reached_train_loss": False,
+                   "loss_gap": 0.0, "lambda_max": 9.0})  # discordant, but never at the common loss
+    r = study.at_target(models, ["lambda_max"], ["batch_size"], resamples=0)["lambda_max"]
+    assert r["n"] == 4 and r["tau"] == pytest.approx(1.0) and r["psi"] == pytest.approx(1.0) and r["ci"] is None
+    assert study.at_target(models[:2] + models[4:], ["lambda_max"], ["batch_size"]) == {}  # fewer than 3 at the target
+
+
+def test_generalization_measures_tables_keep_the_measure_order_when_read_back(smoke):
+    from sharpness.correlate import MEASURES
+
+    saved = json.loads((Path(smoke["generalization-measures"].results_dir) / "summary.json").read_text())  # sorted keys
+    text = load_study("generalization-measures").tables(saved)
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    labels = [label for label in MEASURES.values() if label in rows]
+    assert len(labels) > 3 and [r for r in rows if r in labels][: len(labels)] == labels

@@ -1,7 +1,7 @@
 """Measure vs generalization gap: one panel per measure, models coloured by the varied hyperparameter.
 
 The colour is the first varied axis (batch size, else learning rate) on a log scale; marker shapes tell the seeds
-apart. Each title carries Kendall's τ with the loss gap (and Ψ, Jiang et al. 2020, when an axis varies).
+apart; a red cross marks a model trained to a loss target that stopped at its epoch cap first. Each title carries Kendall's τ with the loss gap (and Ψ, Jiang et al. 2020, when an axis varies).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ __all__ = ["draw"]
 _MARKERS = "os^Dv<>pX*"
 
 
-def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...], gap: str = "loss_gap") -> Path:
-    """Write ``stem.png`` and return its path."""
+def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...], gap: str = "loss_gap",
+         formats: tuple[str, ...] = ("png",)) -> Path:
+    """Write ``stem.<fmt>`` for each of ``formats`` and return the first path."""
     from .study import GAPS, MEASURES
 
     names = list(correlation)
@@ -42,6 +43,10 @@ def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...
                 sc = ax.scatter([m[name] for m in mine], [m[gap] for m in mine], c=[m[colour] for m in mine],
                                 cmap="viridis", norm=norm, marker=_MARKERS[k % len(_MARKERS)], s=36,
                                 edgecolors="black", linewidths=0.4, label=f"seed {s}")
+            late = [m for m in models if m.get("reached_train_loss") is False]
+            if late:  # trained --until-train-loss but stopped by the epoch cap: not at the common loss
+                ax.scatter([m[name] for m in late], [m[gap] for m in late], marker="x", color="red", s=18,
+                           linewidths=0.9, label="missed loss target", zorder=3)
             stats = correlation[name][gap]
             psi = stats["psi"]["psi"] if stats["psi"] else None
             title = f"τ = {stats['tau']:+.2f}" + (f", Ψ = {psi:+.2f}" if psi is not None and not math.isnan(psi) else "")
@@ -55,11 +60,12 @@ def draw(stem: Path, models: list[dict], correlation: dict, axes: tuple[str, ...
         plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # 10, 20, 50 rather than 10¹, 2×10¹
         bar.ax.yaxis.set_major_formatter(plain)
         bar.ax.yaxis.set_minor_formatter(plain)
-        if len(seeds) > 1:
+        if len(seeds) > 1 or any(m.get("reached_train_loss") is False for m in models):
             legend = grid.flat[0].legend(fontsize=7)
-            for handle in legend.legend_handles:  # the marker tells the seed; the colour belongs to the bar
-                handle.set_array(None)
-                handle.set_facecolor("0.6")
-        paths = save_figure(fig, stem, formats=("png",))
+            for handle, text in zip(legend.legend_handles, legend.get_texts()):  # marker = seed; colour: the bar
+                if text.get_text() != "missed loss target":
+                    handle.set_array(None)
+                    handle.set_facecolor("0.6")
+        paths = save_figure(fig, stem, formats=formats)
         plt.close(fig)
     return paths[0]

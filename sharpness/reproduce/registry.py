@@ -50,6 +50,9 @@ STUDIES: dict[str, StudyInfo] = {
                   "Jastrzebski et al., 2017; Smith & Le, ICLR 2018"),
         StudyInfo("reparam", "reparam.py", "function-preserving rescaling changes raw, not adaptive, sharpness",
                   "Dinh et al., ICML 2017"),
+        StudyInfo("generalization-measures", "generalization_measures.py",
+                  "does sharpness predict the generalization gap across a sweep? Kendall τ and Ψ",
+                  "Jiang et al., ICLR 2020; Andriushchenko et al., ICML 2023"),
     )
 }
 
