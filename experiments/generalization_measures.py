@@ -33,6 +33,7 @@ from pathlib import Path
 from sharpness import load_dataset
 from sharpness.correlate import GAPS, MEASURES, bootstrap_tau, correlate, granulated_psi, kendall_tau
 from sharpness.correlate.figure import draw
+from sharpness.correlate.output import measure_cells
 from sharpness.reproduce import markdown_table, plural, script_main, train_config
 from sharpness.sweep import sweep
 
@@ -128,14 +129,8 @@ def tables(saved: dict) -> str:
                                                                         "Andriushchenko et al. 2023"])
     body = []
     for m, by_gap in corr.items():
-        row = [MEASURES[m]]
-        for g in GAPS:
-            st = by_gap[g]
-            ci = st["ci"]
-            row.append(_f(st["tau"]) + (f" [{_f(ci['low'])}, {_f(ci['high'])}]" if ci else ""))
-        psi = by_gap["loss_gap"]["psi"]
-        row += ([f"{_f(psi['axes'][a]['psi'])} ({psi['axes'][a]['pairs']})" for a in axes] + [_f(psi["psi"])]
-                if psi else ["—"] * (len(axes) + 1))
+        taus, psis = measure_cells(by_gap, axes)
+        row = [MEASURES[m], *taus, *(psis if psis is not None else ["—"] * (len(axes) + 1))]
         row.append(" / ".join(_f(v) for v in by_gap["loss_gap"]["per_seed"].values()))
         row += [PAPER["jiang"].get(m, NOT_QUOTED), PAPER["andriushchenko"].get(m, NOT_QUOTED)]
         body.append(row)

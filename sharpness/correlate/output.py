@@ -74,6 +74,21 @@ def _f(x: float | None, spec: str = "+.2f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def measure_cells(by_gap: dict, axes: tuple[str, ...] | list[str]) -> tuple[list[str], list[str] | None]:
+    """One measure's cells: τ with each gap and its bootstrap interval, and the loss gap's Ψ per axis (with its
+    pairs) then Ψ, or ``None`` when Ψ is undefined."""
+    from .study import GAPS
+
+    taus = []
+    for g in GAPS:
+        ci = by_gap[g]["ci"]
+        taus.append(_f(by_gap[g]["tau"]) + (f" [{_f(ci['low'])}, {_f(ci['high'])}]" if ci else ""))
+    psi = by_gap["loss_gap"]["psi"]
+    if psi is None:
+        return taus, None
+    return taus, [f"{_f(psi['axes'][a]['psi'])} ({psi['axes'][a]['pairs']})" for a in axes] + [_f(psi["psi"])]
+
+
 def table(correlation: dict, axes: tuple[str, ...]) -> str:
     """One line per measure: τ with each gap [bootstrap interval], and Ψ per axis (its pairs) for the loss gap."""
     from .study import GAPS, MEASURES
@@ -81,14 +96,7 @@ def table(correlation: dict, axes: tuple[str, ...]) -> str:
     head = ["measure"] + [f"τ {g}" for g in GAPS] + [f"Ψ_{a} loss_gap (pairs)" for a in axes] + (["Ψ loss_gap"] if axes else [])
     lines = [head]
     for m, by_gap in correlation.items():
-        row = [MEASURES[m]]
-        for g in GAPS:
-            s = by_gap[g]
-            ci = s["ci"]
-            row.append(_f(s["tau"]) + (f" [{_f(ci['low'])}, {_f(ci['high'])}]" if ci else ""))
-        psi = by_gap["loss_gap"]["psi"]
-        if psi is not None:
-            row += [f"{_f(psi['axes'][a]['psi'])} ({psi['axes'][a]['pairs']})" for a in axes] + [_f(psi["psi"])]
-        lines.append(row)
+        taus, psis = measure_cells(by_gap, axes)
+        lines.append([MEASURES[m], *taus, *(psis or [])])
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
