@@ -81,8 +81,9 @@ def data(mask: str | None):
     return x, y, kw
 
 
-def dense_truth(model: nn.Module, x, y, kw) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f(θ), ∇²f(θ)) of the mean cross-entropy, float64, on an eval-mode copy under the user's math kernel."""
+def dense_loss_and_hessian(model: nn.Module, loss, vectorize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f(θ), ∇²f(θ)) in float64 on an eval-mode copy under the math kernel, where f(θ) = loss(call) and
+    call(args, kwargs) is the copy's forward at θ."""
     ref = copy.deepcopy(model).eval()
     names = [k for k, _ in ref.named_parameters()]
     shapes = [p.shape for _, p in ref.named_parameters()]
@@ -91,11 +92,16 @@ def dense_truth(model: nn.Module, x, y, kw) -> tuple[torch.Tensor, torch.Tensor]
     def f(flat):
         params = {k: t.view(s) for k, t, s in zip(names, flat.split([s.numel() for s in shapes]), shapes)}
         with sdpa_kernel([SDPBackend.MATH]):
-            out = torch.func.functional_call(ref, params, (x,), kw)
-        return F.cross_entropy(out, y)
+            return loss(lambda args, kwargs: torch.func.functional_call(ref, params, args, kwargs))
 
     # θ requires grad so that even the value takes the differentiable path (not the eval-mode fast path).
-    return f(theta.requires_grad_()).detach(), torch.autograd.functional.hessian(f, theta.detach(), vectorize=True)
+    return (f(theta.clone().requires_grad_()).detach(),
+            torch.autograd.functional.hessian(f, theta, vectorize=vectorize))
+
+
+def dense_truth(model: nn.Module, x, y, kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f(θ), ∇²f(θ)) of the mean cross-entropy of model(x, **kw) against y."""
+    return dense_loss_and_hessian(model, lambda call: F.cross_entropy(call((x,), kw), y))
 
 
 def batches(x, y, kw, size=4):
@@ -270,18 +276,10 @@ def test_hugging_face_sdpa_model_through_analyze():
     mask = torch.ones_like(ids)
     mask[1, 3:] = 0
     labels = torch.randint(0, C, (4,), generator=g)
-    ref = copy.deepcopy(model).eval()
-    names = [k for k, _ in ref.named_parameters()]
-    shapes = [p.shape for _, p in ref.named_parameters()]
-    theta = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
-
-    def f(flat):
-        params = {k: t.view(s) for k, t, s in zip(names, flat.split([s.numel() for s in shapes]), shapes)}
-        with sdpa_kernel([SDPBackend.MATH]):
-            out = torch.func.functional_call(ref, params, (), {"input_ids": ids, "attention_mask": mask})
-        return F.cross_entropy(out.logits, labels)
-
-    want = torch.linalg.eigvalsh(torch.autograd.functional.hessian(f, theta))
+    _, H = dense_loss_and_hessian(
+        model, lambda call: F.cross_entropy(call((), {"input_ids": ids, "attention_mask": mask}).logits, labels),
+        vectorize=False)
+    want = torch.linalg.eigvalsh(H)
     data_ = [{"input_ids": ids[i:i + 2], "attention_mask": mask[i:i + 2], "labels": labels[i:i + 2]} for i in (0, 2)]
     # tol=1e-9 asks Lanczos for that relative error (λ_min: of the spectral scale), so 1e-7 has a margin of 100.
     report = analyze(model, data_, loss="cross-entropy", top_k=1, bottom_k=1, trace=False, dtype="float64",
