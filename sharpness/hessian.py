@@ -220,13 +220,32 @@ class HessianOperator:
     fresh_products = True
 
     def __matmul__(self, v: Tensor) -> Tensor:
+        return self._product(v, None)
+
+    def matvec_into(self, v: Tensor, out: Tensor) -> Tensor:
+        """``H @ v`` for one vector ``v`` (P,), written into ``out`` (P,) and returned.
+
+        ``out`` is a buffer the caller owns, of the operator's dtype and device, that shares no memory with
+        ``v``; whatever it held is overwritten. An estimator that recycles a few such buffers makes no new
+        P-vector per product: on a CPU a fresh tensor of 10⁷–10⁸ entries costs more in page faults than
+        the arithmetic that fills it (benchmarks/README.md, "Scale").
+        """
+        P = self.objective.numel
+        if out.shape != (P,) or out.dtype != self.dtype or out.device != self.device:
+            raise ValueError(f"expected out of shape ({P},), dtype {self.dtype} on {self.device}, "
+                             f"got shape {tuple(out.shape)}, dtype {out.dtype} on {out.device}")
+        if v.ndim != 1 or v.data_ptr() == out.data_ptr():
+            raise ValueError("matvec_into takes one vector (P,) and an out buffer that is not that vector")
+        return self._product(v, out)
+
+    def _product(self, v: Tensor, out: Tensor | None) -> Tensor:
         P = self.objective.numel
         if v.ndim not in (1, 2) or v.shape[0] != P:
             raise ValueError(f"expected a vector of shape ({P},) or a block ({P}, K), got {tuple(v.shape)}")
         v = v.to(self.device, self.dtype)
         try:
             if v.ndim == 1:
-                sums = self._hvp_sum(v)
+                sums = self._hvp_sum(v, out)
             elif v.shape[1] == 1:
                 sums = self._hvp_sum(v[:, 0])[:, None]
             else:
@@ -239,10 +258,13 @@ class HessianOperator:
         # Σ over the local samples → objective.reduce (across ranks; one call for a whole block) → mean.
         # In place: sums is this call's own tensor (or reduce's fresh output), and at P = 10⁸ every extra
         # vector is 0.4 GB.
-        out = self.objective.reduce(sums).div_(self.objective.total_weight)
+        reduced = self.objective.reduce(sums)
+        if out is not None and reduced is not out:
+            reduced = out.copy_(reduced)
+        reduced.div_(self.objective.total_weight)
         if self.weight_decay:
-            out.add_(v, alpha=self.weight_decay)
-        return out
+            reduced.add_(v, alpha=self.weight_decay)
+        return reduced
 
     def _second_order(self):
         """The context of a graph built to be differentiated twice (module docstring, first convolutions)."""
@@ -304,11 +326,11 @@ class HessianOperator:
             else:
                 self.block_mode = sel["chosen"]
 
-    def _hvp_sum(self, v: Tensor) -> Tensor:
-        """Σ_i w_i ∇²ℓ_i(θ) v over the local samples (not yet reduced or divided)."""
+    def _hvp_sum(self, v: Tensor, into: Tensor | None = None) -> Tensor:
+        """Σ_i w_i ∇²ℓ_i(θ) v over the local samples (not yet reduced or divided), in ``into`` if given."""
         out = None
         while out is None and (mode := self._pending("single")) is not None:
-            timed = self._try("single", mode, lambda m: self._single(m, v))
+            timed = self._try("single", mode, lambda m: self._single(m, v, into))
             if timed is None:
                 continue
             out, seconds = timed
@@ -319,16 +341,18 @@ class HessianOperator:
                 # its time is measured without computing it (an extra product would cost more than it tells).
                 self._record("single", derived, self._build_seconds + seconds)
         if out is None:
-            out = self._single(self.mode, v)
+            out = self._single(self.mode, v, into)
         self.num_matvecs += 1
         return out
 
-    def _single(self, mode: str, v: Tensor) -> Tensor:
+    def _single(self, mode: str, v: Tensor, into: Tensor | None = None) -> Tensor:
+        """One product's sum over the local samples, into ``into`` (zeroed first) or a new tensor."""
         if mode == "retained-graph":
-            return self._retained_graph(v)
+            return self._retained_graph(v, into)
+        total = torch.zeros_like(v) if into is None else into.zero_()
         if mode == "forward-over-reverse":
-            return self._forward_over_reverse(v)
-        return self._reverse_over_reverse(v)
+            return self._forward_over_reverse(v, total)
+        return self._reverse_over_reverse(v, total)
 
     def _block_sum(self, V: Tensor) -> Tensor:
         """Σ_i w_i ∇²ℓ_i(θ) V for a (P, K) block, (P, K), with each chunk's forward pass and gradient graph
@@ -395,11 +419,10 @@ class HessianOperator:
             total += torch.cat([hv[k].reshape(K, -1) for k in obj.names], dim=1)
         return total.T
 
-    def _forward_over_reverse(self, v: Tensor) -> Tensor:
+    def _forward_over_reverse(self, v: Tensor, total: Tensor) -> Tensor:
         obj = self.objective
         tangent = obj.unflatten(v)
         grad_fn = torch.func.grad(obj.chunk_loss_sum)
-        total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
         for chunk in obj.chunks():
             _, hv = torch.func.jvp(lambda p: grad_fn(p, *chunk), (self._point,), (tangent,))
             total += obj.flatten(hv)
@@ -423,20 +446,19 @@ class HessianOperator:
             self._graph = (leaves, [grads[i] for i in keep], keep)
         return self._graph
 
-    def _retained_graph(self, v: Tensor) -> Tensor:
+    def _retained_graph(self, v: Tensor, into: Tensor | None = None) -> Tensor:
         obj = self.objective
         leaves, grads, keep = self._retained_graph_leaves()
         if not grads:
-            return torch.zeros_like(v)
+            return torch.zeros_like(v) if into is None else into.zero_()
         tangent = list(obj.unflatten(v).values())
         hv = torch.autograd.grad(
             grads, leaves, grad_outputs=[tangent[i] for i in keep], retain_graph=True, materialize_grads=True
         )
-        return torch.cat([h.reshape(-1) for h in hv])
+        return torch.cat([h.reshape(-1) for h in hv], out=into)
 
-    def _reverse_over_reverse(self, v: Tensor) -> Tensor:
+    def _reverse_over_reverse(self, v: Tensor, total: Tensor) -> Tensor:
         obj = self.objective
-        total = torch.zeros(obj.numel, dtype=self.dtype, device=self.device)
         for chunk in obj.chunks():
             with torch.enable_grad(), self._second_order():
                 theta = obj.theta.detach().requires_grad_(True)  # a new leaf on θ's storage: no copy

@@ -180,6 +180,26 @@ def test_retained_graph_with_gradient_independent_of_a_parameter():
     torch.testing.assert_close(HessianOperator(obj) @ v, dense_hessian(obj) @ v)
 
 
+@pytest.mark.parametrize("mode", ["retained-graph", "forward-over-reverse", "reverse-over-reverse"])
+def test_matvec_into_writes_the_same_product_into_the_callers_buffer(mlp, mode):
+    # matvec_into runs the product's own operations, only writing the sum into `out`: bit for bit H @ v, in
+    # every mode (streamed chunks for the fresh modes) and with weight decay, whatever `out` held before.
+    x, y = make_classification()
+    obj = Objective(mlp, x, y, chunk_size=None if mode == "retained-graph" else 7)
+    op = HessianOperator(obj, mode=mode, weight_decay=0.1)
+    v = torch.randn(obj.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    out = torch.full((obj.numel,), float("nan"), dtype=torch.float64)
+    got = op.matvec_into(v, out)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(got, op @ v)
+    assert torch.equal(out, dense_hessian(obj) @ v + 0.1 * v) or torch.allclose(out, dense_hessian(obj) @ v + 0.1 * v,
+                                                                                rtol=1e-10, atol=1e-12)
+    assert op.num_matvecs == 2
+    for bad in (torch.empty(obj.numel + 1, dtype=torch.float64), torch.empty(obj.numel, dtype=torch.float32), v):
+        with pytest.raises(ValueError, match="out"):
+            op.matvec_into(v, bad)
+
+
 def test_weight_decay_adds_identity(mlp):
     x, y = make_classification()
     obj = Objective(mlp, x, y)

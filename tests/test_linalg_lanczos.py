@@ -206,6 +206,43 @@ def test_local_ritz_vectors_replay_the_run_exactly():
     assert proc.num_matvecs - before == 14
 
 
+class _IntoBuffers(_Recording):
+    """Offers matvec_into and records every buffer a product was written into."""
+
+    def __init__(self, M):
+        super().__init__(M)
+        self.buffers = []
+
+    def matvec_into(self, v, out):
+        self.buffers.append(out.data_ptr())
+        self.inputs.append(v.clone())
+        self.calls.append(tuple(v.shape))
+        return torch.mv(self.M, v, out=out)
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_a_local_run_recycles_three_buffers_as_the_products_outputs_and_computes_the_same_run(locked):
+    # An operator with matvec_into gets the spare vector as each product's output: after the second step no
+    # P-vector is allocated, and the run (α, β, the replayed Ritz vectors) is bit for bit the one of A @ v.
+    M, U = with_spectrum_and_vectors(np.r_[5.0, 4.0, np.linspace(-1, 1, 58)], 8)
+    start = torch.randn(60, generator=torch.Generator().manual_seed(3), dtype=DT)
+    kwargs = dict(max_steps=25, reorthogonalize="local", locked=U[:, :2] if locked else None)
+    plain, into = _Recording(M), _IntoBuffers(M)
+    runs = [LanczosProcess(A, start, **kwargs) for A in (plain, into)]
+    for proc in runs:
+        for _ in range(25):
+            proc.step()
+    np.testing.assert_array_equal(runs[0].alphas(), runs[1].alphas())
+    np.testing.assert_array_equal(runs[0].betas(), runs[1].betas())
+    # three buffers in all: the first two products' outputs and, from the third step, q₁'s own (q₁ ← q₂ ← …)
+    assert len(into.buffers) == 25 and len(set(into.buffers)) == 3
+    assert all(into.buffers[j] == into.buffers[j - 3] for j in range(3, 25))  # a fixed rotation
+    S = np.random.default_rng(4).standard_normal((25, 2))
+    assert torch.equal(runs[0].ritz_vectors(S), runs[1].ritz_vectors(S))
+    assert torch.equal(torch.stack(into.inputs[25:], dim=1), torch.stack(into.inputs[:24], dim=1))  # the replay
+    assert len(set(into.buffers[25:])) == 3  # the replay's own three rotating buffers
+
+
 def test_locked_vectors_deflate_the_run_to_their_complement():
     # With the top three eigenvectors locked, a run to the remaining dimension finds the other 57 eigenvalues
     # exactly and never the locked ones.
@@ -224,8 +261,9 @@ def test_locked_vectors_deflate_the_run_to_their_complement():
 def test_a_local_run_holds_four_vectors_of_a_fifty_million_parameter_operator():
     # Memory follows the method, not P × steps: a diagonal float32 operator of P = 5·10⁷ (200 MB a vector), 30
     # local steps. Peak RSS is sampled in a fresh process: the run may add its vectors (q_{j−1}, q_j, the new one
-    # and the operator's transient output: 4, and the start kept for the replay unless keep_start=False) and
-    # 100 MB of allocator slack; a stored basis of 30 steps would be 6 GB.
+    # and the operator's transient output: 4, and the start kept for the replay unless keep_start=False; 3 when
+    # the operator writes into the run's spare vector) and 100 MB of allocator slack; a stored basis of 30
+    # steps would be 6 GB.
     import subprocess
     import sys
     import textwrap
@@ -242,19 +280,24 @@ def test_a_local_run_holds_four_vectors_of_a_fifty_million_parameter_operator():
             def __matmul__(self, v):
                 return self.d * v
 
+        class DiagInto(Diag):
+            def matvec_into(self, v, out):
+                return torch.mul(self.d, v, out=out)
+
         g = torch.Generator().manual_seed(0)
         d = torch.rand(P, generator=g)
         start = torch.randn(P, generator=g)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        proc = LanczosProcess(Diag(d), start, max_steps=30, reorthogonalize="local", keep_start=KEEP)
+        proc = LanczosProcess(OPERATOR(d), start, max_steps=30, reorthogonalize="local", keep_start=KEEP)
         for _ in range(30):
             proc.step()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(peak - before)
     """)
     vector = 50_000_000 * 4
-    for keep, vectors in ((False, 4), (True, 5)):
-        out = subprocess.run([sys.executable, "-c", code.replace("KEEP", str(keep))], capture_output=True, text=True,
-                             timeout=600, check=True)
+    # an operator that writes into a given buffer (matvec_into) gets the spare vector instead: three in all
+    for operator, keep, vectors in (("Diag", False, 4), ("Diag", True, 5), ("DiagInto", False, 3)):
+        script = code.replace("KEEP", str(keep)).replace("OPERATOR", operator)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
         grown = int(out.stdout.split()[-1])
-        assert grown <= vectors * vector + 100 * 2**20, (keep, grown / 2**20)
+        assert grown <= vectors * vector + 100 * 2**20, (operator, keep, grown / 2**20)

@@ -3,6 +3,8 @@
 The operator contract is deliberately tiny: ``A.shape == (P, P)``, ``A.dtype`` (floating point), ``A.device``
 and ``A @ v`` for ``v`` of shape ``(P,)`` or ``(P, K)``. A dense :class:`torch.Tensor` satisfies it, and so does
 :class:`sharpness.hessian.HessianOperator`. ``A`` is assumed symmetric; nothing here can afford to check that.
+An operator may also offer ``A.matvec_into(v, out)``: ``A @ v`` for one vector, written into ``out`` (P,) and
+returned. Lanczos then recycles its vectors as the products' outputs instead of allocating one per product.
 
 Randomness enters only through a ``seed`` (an ``int``, 0 by default as everywhere in the public API, so a call
 repeats its numbers; a :class:`torch.Generator`; or ``None`` for fresh entropy, an explicit choice); library code
@@ -100,6 +102,15 @@ def apply(A: Any, V: Tensor) -> Tensor:
     if tuple(out.shape) != tuple(V.shape):
         raise ValueError(f"expected A @ v to have shape {tuple(V.shape)}, got {tuple(out.shape)}")
     return out
+
+
+def apply_into(A: Any, v: Tensor, out: Tensor) -> Tensor:
+    """``A.matvec_into(v, out)``, the optional form of ``A @ v`` that writes one product into a buffer the
+    caller owns (module docstring), with the same check as :func:`apply`: the product must land in ``out``."""
+    result = A.matvec_into(v, out)
+    if result is not out and (tuple(result.shape) != tuple(v.shape) or result.data_ptr() != out.data_ptr()):
+        raise ValueError(f"expected A.matvec_into(v, out) to return out, shape {tuple(v.shape)}; got another tensor")
+    return result
 
 
 def check_memory(memory: Any) -> None:

@@ -47,7 +47,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from ._operator import Seed, apply, make_generator, operator_size, random_block
+from ._operator import Seed, apply, apply_into, make_generator, operator_size, random_block
 
 __all__ = ["LanczosResult", "LanczosProcess", "lanczos", "tridiagonal_eigh", "REORTHOGONALIZATION"]
 
@@ -168,7 +168,9 @@ class LanczosProcess:
             vector of P per run); ``False`` when only Ritz values will be asked for.
 
     Memory: ``"full"`` holds R·(max_steps + 3) vectors of P, ``"local"`` 3·R (2·R without ``keep_start``; one
-    more for an operator without ``fresh_products``), both plus ``locked`` and the operator's output.
+    more for an operator without ``fresh_products``), both plus ``locked`` and the operator's output — except
+    that a single local run on an operator with ``matvec_into`` has the products written into its spare
+    vector, so it holds three vectors in all, outputs included (plus the start with ``keep_start``).
     """
 
     def __init__(self, A: Any, start: Tensor, *, max_steps: int, reorthogonalize: str = "full",
@@ -211,6 +213,9 @@ class LanczosProcess:
         # may not be written into (a fresh tensor of P = 5·10⁷ costs ~10× its arithmetic in page faults)
         self._q_prev: Tensor | None = None
         self._fresh = isinstance(A, Tensor) or bool(getattr(A, "fresh_products", False))
+        # An operator that can write a product into a given buffer (``matvec_into``) gets the spare one: the
+        # three buffers then rotate through every step and no P-vector is allocated or freed after the second.
+        self._recycle = reorthogonalize == "local" and self.R == 1 and hasattr(A, "matvec_into")
         self._spare = None
         self._beta_prev = torch.zeros(self.R, dtype=self.dtype, device=self.device)
         self._alphas: list[list[float]] = [[] for _ in range(self.R)]
@@ -288,7 +293,7 @@ class LanczosProcess:
         Yt = torch.zeros((S.shape[1], self.P), dtype=self.dtype, device=self.device)
         weights = torch.as_tensor(S, dtype=self.dtype).tolist()  # S rounded to A's dtype, as Python floats: no syncs
         q_prev, q = None, self._start[r : r + 1].clone()
-        spare = None
+        spare = None  # the buffer free for the next product (recycling) or the next update (non-fresh A)
         # The operations of _local_step with the recorded coefficients (float64 copies of dtype values, so
         # converting them back is exact): on a CPU the replayed vectors are those of the first pass, bit for bit.
         coeffs = torch.tensor([self._alphas[r], [0.0] + self._betas[r][:-1], self._betas[r]], dtype=self.dtype,
@@ -298,12 +303,17 @@ class LanczosProcess:
                 Yt[i].add_(q[0], alpha=c)
             if j == m - 1:
                 break
-            W = apply(self.A, q[0])[None, :].to(self.dtype)
+            if self._recycle:
+                out = spare[0] if spare is not None else torch.empty(self.P, dtype=self.dtype, device=self.device)
+                W, spare = apply_into(self.A, q[0], out)[None, :], None
+            else:
+                W = apply(self.A, q[0])[None, :].to(self.dtype)
             self.num_matvecs += 1
+            own = self._fresh or self._recycle
             W, _ = _three_term(W, q, q_prev, coeffs[1, j].reshape(1, 1), self._locked, coeffs[0, j].reshape(1),
-                               None if self._fresh else spare, in_place=self._fresh)
+                               None if own else spare, in_place=own)
             W /= coeffs[2, j]
-            q_prev, q, spare = q, W, None if self._fresh else q_prev
+            q_prev, q, spare = q, W, None if self._fresh and not self._recycle else q_prev
         return Yt.T
 
     # -- iteration --------------------------------------------------------------------------------
@@ -337,7 +347,12 @@ class LanczosProcess:
         q = self._q if every else self._q[idx]  # (n, P)
 
         n = len(act)
-        W = apply(self.A, q[0])[None, :] if n == 1 else apply(self.A, q.T).T
+        if n == 1 and self._recycle:  # the product goes into a recycled buffer (see __init__)
+            out = self._spare[0] if self._spare is not None else torch.empty(self.P, dtype=self.dtype, device=self.device)
+            self._spare = None
+            W = apply_into(self.A, q[0], out)[None, :]
+        else:
+            W = apply(self.A, q[0])[None, :] if n == 1 else apply(self.A, q.T).T
         W = W.to(self.dtype)
         self.num_matvecs += n
         step = self._full_step if self._Q is not None else self._local_step
@@ -401,11 +416,12 @@ class LanczosProcess:
         b_prev = self._beta_prev if every else self._beta_prev[idx]
         # A fresh product (HessianOperator, a dense tensor) is updated in place; otherwise three buffers rotate
         # (q_{j−1} ← q_j, q_j ← new, new ← old q_{j−1}) and A's output is only read.
-        spare = None if self._fresh or not every else self._spare
-        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked, out=spare, in_place=self._fresh)
+        own = self._fresh or self._recycle  # W is this step's own tensor
+        spare = None if own or not every else self._spare
+        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked, out=spare, in_place=own)
         beta = torch.linalg.vector_norm(W, dim=1)
         if every:
-            self._spare = q_prev if not self._fresh else None
+            self._spare = q_prev if not self._fresh or self._recycle else None
             self._q_prev, self._beta_prev = q, beta
         else:
             self._q_prev[idx], self._beta_prev[idx] = q, beta
