@@ -1,6 +1,6 @@
 """Hessian-vector products with and without the convolution rerouting, in paired rounds (issue #18).
 
-:mod:`sharpness.conv_double_backward` reroutes a convolution whose input needs no gradient (a network's first)
+:mod:`sharpness.hessian.conv_double_backward` reroutes a convolution whose input needs no gradient (a network's first)
 so the double backward skips PyTorch's wasted ∂/∂input product, and a plain inner convolution so its backward
 products run as forward convolutions. This script measures what each buys on the benchmark convnets, the same
 :class:`~sharpness.hessian.HessianOperator` with PyTorch's path, the first-convolution shortcut alone and both

@@ -26,10 +26,10 @@ import time
 
 import torch
 
-from sharpness.loading import load_model_and_data
+from sharpness.files.loading import load_model_and_data
 from sharpness.measures.epsilon import epsilon_sharpness, random_subspace
 from sharpness.objective import Objective
-from sharpness.report import select_analysis_set
+from sharpness.analysis.report import select_analysis_set
 
 
 def sign_ascent_reference(objective: Objective, epsilon: float, steps: int, basis: torch.Tensor | None) -> tuple[float, int]:

@@ -121,7 +121,7 @@ def measure(name: str, build: Callable, device: torch.device, quick: bool) -> di
     from sharpness.landscape import grid, plane, random_direction
     from sharpness.linalg import extreme_eigenvalues, hutchinson_trace
     from sharpness.objective import Objective
-    from sharpness.precision import precision_policy
+    from sharpness.numerics.precision import precision_policy
 
     model, x, y = build()
     if device.type == "cuda":

@@ -4,7 +4,7 @@ When the eigen solver's stopping rule changes, the studies' published λ_max / �
 tolerance. This script says by how much without re-running whole studies: for each analysis a study saved
 (``analysis-KEY.json`` beside ``runs/KEY.pt``, or a sweep's ``X.report.json`` beside ``X.pt``) it rebuilds the
 same analysis set from the checkpoint's recorded data (checked by its SHA-256), runs only the eigenvalue part
-(with ``--trace`` also the trace) of :func:`sharpness.report.analyze` with the saved options, and compares values and Hessian-vector products.
+(with ``--trace`` also the trace) of :func:`sharpness.analysis.report.analyze` with the saved options, and compares values and Hessian-vector products.
 
     python benchmarks/study_eigen_recheck.py experiments/results --out benchmarks/results/eigen-recheck-DATE.json
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from sharpness.loading import load_model_and_data
-from sharpness.report import analyze
+from sharpness.files.loading import load_model_and_data
+from sharpness.analysis.report import analyze
 
 # The options of a saved report that decide its eigenvalues; everything else (trace, ε, ...) is switched off.
 EIGEN_OPTIONS = ("samples", "split", "top_k", "bottom_k", "tol", "max_steps", "bn_mode", "weight_decay", "seed",

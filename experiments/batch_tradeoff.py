@@ -3,15 +3,15 @@ and sharpness, measured on this machine (Keskar et al. 2017; Goyal et al. 2017; 
 
 Protocol. The mlp of the ``batch-sweep`` study (two hidden ReLU layers of 256) is trained on MNIST-1D with SGD
 (momentum 0.9, lr 0.02) from the same initial weights, at every batch size from 1/500 of the training set
-(B = 8 of 4 000) to the full batch, doubling (:func:`sharpness.throughput.fraction_batch_sizes`), under two
+(B = 8 of 4 000) to the full batch, doubling (:func:`sharpness.train.throughput.fraction_batch_sizes`), under two
 learning-rate rules: the same lr for every batch size, and Goyal's linear scaling lr·B/128 after a linear
 warmup of 5 epochs. Every run trains until its training loss falls below 0.2 (checked at each epoch's end,
 capped at 300 epochs; a run that hits the cap did not reach the target), 3 seeds. Then, per run:
 
 * **time to target**: the optimizer steps until the first epoch below the target, divided by the measured
   training throughput of that batch size (steps/s of the optimizer steps alone, the fastest of 5 timed runs,
-  :func:`sharpness.throughput.measure_throughput`); the seconds training takes on this machine without its
-  evaluations (:func:`sharpness.throughput.time_to_target`);
+  :func:`sharpness.train.throughput.measure_throughput`); the seconds training takes on this machine without its
+  evaluations (:func:`sharpness.train.throughput.time_to_target`);
 * **generalization** at that matched training loss: test accuracy, and the gap to the training accuracy;
 * **sharpness** there: Hessian λ_max (Lanczos) and ε-sharpness (ε = 1e-3, full space, default maximizer) on
   1 000 training samples.
@@ -40,7 +40,7 @@ from sharpness.reproduce import (  # noqa: E402
     batch_size_axis, log_axis, markdown_table, mean_std, plural, pm, ran_out_mark, save_and_close, script_main,
     train_config,
 )
-from sharpness.throughput import fraction_batch_sizes, measure_throughput, time_to_target  # noqa: E402
+from sharpness.train.throughput import fraction_batch_sizes, measure_throughput, time_to_target  # noqa: E402
 
 RULES = {"none": "same lr", "linear": "linear scaling + warmup"}
 COLORS = {"none": "C0", "linear": "C1"}

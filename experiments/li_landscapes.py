@@ -39,7 +39,7 @@ from sharpness.landscape import (  # noqa: E402
     LineResult, PlaneResult, fit_curvature, grid, line, plane, random_direction,
 )
 from sharpness.plots import contour_2d, contour_levels, parametric_plot, slices_1d, use_style  # noqa: E402
-from sharpness.report import select_analysis_set  # noqa: E402
+from sharpness.analysis.report import select_analysis_set  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
     markdown_table, plural, pm, report_numbers, save_and_close, script_main, train_config,
 )

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from sharpness import Objective, load_dataset, rescale_relu_layers  # noqa: E402
 from sharpness.landscape import LineResult, fit_curvature, grid, line, random_direction  # noqa: E402
 from sharpness.plots import slices_1d, use_style  # noqa: E402
-from sharpness.report import select_analysis_set  # noqa: E402
+from sharpness.analysis.report import select_analysis_set  # noqa: E402
 from sharpness.reproduce import (  # noqa: E402
     log_axis, markdown_table, plural, report_numbers, save_and_close, script_main, train_config,
 )

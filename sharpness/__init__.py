@@ -51,7 +51,7 @@ from .train import TrainConfig, TrainResult
 from .landscape import LineResult, PlaneResult, interpolate, line, plane, random_direction
 
 # One call from a model and its data to a versioned report.
-from .report import AnalysisConfig, Report, analyze
+from .analysis.report import AnalysisConfig, Report, analyze
 
 # Across a sweep: does a measure rank the models by their generalization gap? sharpness.correlate is the
 # module (sharpness.correlate.correlate(sweep_dir)), as sharpness.sweep is.

@@ -36,7 +36,7 @@ Seeding: with ``seed`` the parameters are drawn inside ``torch.random.fork_rng``
 is untouched. With ``seed=None`` the global RNG is used (and advanced) as in plain PyTorch.
 
 Layout: the six architectures are short (20–40 lines each) and read as one catalogue beside the table
-above; loading a factory by reference (``"pkg.mod:fn"`` / ``"file.py:fn"``) lives in :mod:`sharpness.usercode`
+above; loading a factory by reference (``"pkg.mod:fn"`` / ``"file.py:fn"``) lives in :mod:`sharpness.files.usercode`
 (it loads data functions and losses, too) and is re-exported here. A ``models/`` package becomes worth it
 when an architecture grows past a screen.
 """
@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from sharpness.errors import InputError
-from sharpness.usercode import accepts, load_factory, one_line
+from sharpness.files.usercode import accepts, load_factory, one_line
 
 
 __all__ = ["build_model", "model_names", "load_factory", "model_spec", "build_from_spec", "is_factory_ref"]

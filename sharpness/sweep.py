@@ -3,12 +3,12 @@
 Layout of the run directory ``out_dir``::
 
     manifest.json            the sweep's configuration and its SHA-256 (``config_hash``); see
-                             :class:`~sharpness.rundir.RunDir`
+                             :class:`~sharpness.files.rundir.RunDir`
     done/{run}               marker written after a run's checkpoint (and report) are complete
     init_seed{s}.pt          the initial weights of seed s, written once; every run of that seed starts here
     runs/bs{B}_seed{s}[_lr{η}].pt           a finished run (a sharpness checkpoint, written atomically)
     runs/bs{B}_seed{s}[_lr{η}].pt.resume    an interrupted run's state (see :mod:`sharpness.train`)
-    runs/bs{B}_seed{s}[_lr{η}].report.json  with ``analyze=True``: :func:`sharpness.report.analyze` at the end
+    runs/bs{B}_seed{s}[_lr{η}].report.json  with ``analyze=True``: :func:`sharpness.analysis.report.analyze` at the end
     summary.json, summary.csv                one row per run of the grid, written after every run; runs not
                                              finished yet have status "pending" (and the JSON "complete": false)
 
@@ -36,8 +36,8 @@ from .checkpoint import build_model_from_checkpoint, load_checkpoint, save_check
 from .data import Dataset
 from .errors import InputError
 from .models import build_model, model_spec
-from .distributed import env_context, split_work
-from .rundir import RunDir, atomic_write
+from .objective.distributed import env_context, split_work
+from .files.rundir import RunDir, atomic_write
 from .train import TrainConfig, TrainingDiverged, _device, load_data, resolve_batch_size, train
 
 __all__ = ["SweepResult", "sweep", "run_name", "SUMMARY_FIELDS", "MANIFEST_SCHEMA"]
@@ -99,7 +99,7 @@ def sweep(
         seeds: each seed's runs start from ``out_dir/init_seed{s}.pt`` and use s as the data-order seed
             (unless ``base.data_seed`` fixes one order for all).
         lrs: learning rates (``None``: only ``base.lr``, and run names carry no ``_lr`` suffix).
-        analyze: after each run, :func:`sharpness.report.analyze` on the training split with
+        analyze: after each run, :func:`sharpness.analysis.report.analyze` on the training split with
             ``top_k=1, bottom_k=1, trace=True`` (overridden by ``analyze_options``), on ``base.device`` /
             ``base.dtype``; adds ``lambda_max``, ``lambda_min``, ``trace`` to the summary.
         dataset: tensors to use instead of loading ``base.data`` (loaded once for the whole grid).
@@ -128,7 +128,7 @@ def sweep(
         for lr in lrs:
             dataclasses.replace(base, lr=lr)  # validates each value
     if analyze:  # a bad analysis option is refused before the first run trains, not after it
-        from .report import AnalysisConfig
+        from .analysis.report import AnalysisConfig
 
         AnalysisConfig(**{**_ANALYSIS_DEFAULTS, "dtype": base.dtype, **dict(analyze_options or {})})
     dataset = dataset if dataset is not None else load_data(base)
@@ -251,7 +251,7 @@ def _row(name: str, batch: int, seed: int, lr: float, ckpt_path: Path) -> dict:
 def _analysis(root: Path, name: str, ckpt_path: Path, dataset: Dataset, base: TrainConfig,
               options: Mapping[str, Any] | None, say: Callable[[str], None] | None = None) -> dict:
     """λ_max, λ_min and trace at the run's final weights (the report is kept as ``runs/{name}.report.json``)."""
-    from .report import analyze  # only this optional path needs the estimators
+    from .analysis.report import analyze  # only this optional path needs the estimators
 
     path = root / "runs" / f"{name}.report.json"
     if path.exists():

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from conftest import TinyMLP, assert_unchanged, make_classification, snapshot
 from sharpness import HessianOperator
-from sharpness.batches import combine_digests, sample_digests
+from sharpness.objective.batches import combine_digests, sample_digests
 from sharpness.errors import InputError
 from sharpness.linalg import extreme_eigenvalues, hutchpp_trace
 from sharpness.models import build_model
@@ -329,7 +329,7 @@ class ReadLog(Dataset):
 
 @pytest.mark.parametrize("make", ["shuffled", "generator", "workers", "list"])
 def test_a_shard_of_a_pass_is_its_strided_batches_and_reads_only_them(make):
-    from sharpness.batches import BatchSource
+    from sharpness.objective.batches import BatchSource
 
     data = ReadLog(23)
     loader = {

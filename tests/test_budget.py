@@ -8,7 +8,7 @@ import torch
 from cli_helpers import assert_input_error, run_cli
 from conftest import make_classification
 from sharpness import analyze
-from sharpness.budget import DEFAULT_BUDGET, FIXED_VECTORS, GRAPH_SHARE, MemoryPlan, format_bytes, parse_memory
+from sharpness.analysis.budget import DEFAULT_BUDGET, FIXED_VECTORS, GRAPH_SHARE, MemoryPlan, format_bytes, parse_memory
 from sharpness.errors import InputError
 from sharpness.hessian import HessianOperator
 from test_cli import toolkit_ckpt  # noqa: F401  (the fixture)

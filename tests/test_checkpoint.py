@@ -130,7 +130,7 @@ def test_save_errors(tmp_path):
 
 def test_save_into_unwritable_directory(tmp_path, monkeypatch):
     # chmod cannot stop root, so simulate what the OS answers for a read-only directory
-    import sharpness.rundir as R  # the package's one atomic write creates the temporary file
+    import sharpness.files.rundir as R  # the package's one atomic write creates the temporary file
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sharpness.conv_double_backward import rerouted_convolutions, has_convolutions
+from sharpness.hessian.conv_double_backward import rerouted_convolutions, has_convolutions
 from sharpness.hessian import HessianOperator, dense_hessian
 from sharpness.objective import Objective
 
@@ -211,7 +211,7 @@ def test_inner_convolutions_are_rerouted_and_keep_gradient_and_product():
 
 @pytest.mark.parametrize("d,size,kernel,padding", [(1, 3, 5, 2), (2, 4, 5, 2), (2, 7, 3, 1), (3, 2, 3, 1)])
 def test_weight_and_input_gradients_as_forward_convolutions(d, size, kernel, padding):
-    from sharpness.conv_double_backward import _input_grad, _weight_grad
+    from sharpness.hessian.conv_double_backward import _input_grad, _weight_grad
 
     g = torch.Generator().manual_seed(d)
     x = torch.randn(6, 3, *[size] * d, generator=g, dtype=DT)
@@ -238,7 +238,7 @@ class _CountOps(TorchDispatchMode):
 def test_the_forward_form_of_the_weight_gradient_is_for_cpus_only():
     # Its speed was measured against oneDNN; on any other device the same call must stay PyTorch's kernel
     # ("meta" tensors stand in for a GPU here: shapes only, the same dispatch).
-    from sharpness.conv_double_backward import _weight_grad
+    from sharpness.hessian.conv_double_backward import _weight_grad
 
     used = {}
     for device in ("cpu", "meta"):

@@ -22,7 +22,7 @@ from sharpness.hessian import HessianOperator, dense_hessian
 from sharpness.landscape import grid, plane, random_direction
 from sharpness.linalg import extreme_eigenvalues, hutchinson_trace
 from sharpness.objective import Objective
-from sharpness.report import analyze
+from sharpness.analysis.report import analyze
 
 pytestmark = [pytest.mark.cuda, pytest.mark.timeout(300),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -146,7 +146,7 @@ def test_grid_on_cuda_equals_cpu_in_float64():
 
 NCCL_SMOKE = """
 import torch, torch.distributed as dist
-from sharpness.distributed import resolve_backend
+from sharpness.objective.distributed import resolve_backend
 assert resolve_backend("auto", "cuda") == "nccl"
 dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
 t = torch.arange(4, dtype=torch.float64, device="cuda")

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import TinyMLP, make_classification
 from sharpness.errors import InputError
 from sharpness.objective import Objective, determinism_tolerance
-from sharpness.report import analyze
+from sharpness.analysis.report import analyze
 
 
 class Drifting:

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import TinyMLP, make_classification
-from sharpness import distributed as D
+from sharpness.objective import distributed as D
 from sharpness.errors import InputError
 from sharpness.hessian import HessianOperator, dense_hessian
 from sharpness.linalg import extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
@@ -115,7 +115,7 @@ def _streamed(ctx: D.DistContext | None, policy: str) -> dict:
 
     from torch.utils.data import DataLoader
 
-    import sharpness.batches as B
+    import sharpness.objective.batches as B
 
     case = _case("plain")
     data = _Counted(case["x"], case["y"])

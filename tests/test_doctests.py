@@ -19,7 +19,7 @@ import sharpness
 #: Subpackages of optional integrations: an ImportError there means "extra not installed", not a bug.
 OPTIONAL = ("sharpness.integrations.",)
 #: Modules known to carry examples; if discovery ever stops finding them, the suite must say so.
-KNOWN_EXAMPLES = ("sharpness.hessian", "sharpness.rundir", "sharpness.linalg.eigen", "sharpness.linalg.trace")
+KNOWN_EXAMPLES = ("sharpness.hessian.operator", "sharpness.files.rundir", "sharpness.linalg.eigen", "sharpness.linalg.trace")
 
 
 def _module_names() -> list[str]:

@@ -118,7 +118,7 @@ def test_fastest_measures_every_candidate_and_records_the_choice(mlp, chunk_size
     # "fastest" times each candidate mode once on the first products (their answers are the products asked
     # for), then keeps the fastest: every answer, measured or not, equals the dense Hessian's product to
     # float64 rounding, whichever mode the clock picked; the choice and the times are recorded.
-    from sharpness.hessian import BLOCK_CANDIDATES, SINGLE_CANDIDATES
+    from sharpness.hessian.operator import BLOCK_CANDIDATES, SINGLE_CANDIDATES
 
     x, y = make_classification()
     obj = Objective(mlp, x, y, chunk_size=chunk_size)
@@ -281,7 +281,7 @@ def test_vmapped_block_width_stays_within_the_objectives_memory_budget(mlp):
     # The objective measured its graph (no chunk_size given, > 32 samples): K tangent copies of one chunk's
     # activations must fit beside that chunk's graph, so a budget of ~2.5 chunk graphs allows 1 column, a roomy
     # one the default 16; products agree either way.
-    from sharpness.hessian import MAX_VMAP_COLUMNS, vmap_columns_within_budget
+    from sharpness.hessian.operator import MAX_VMAP_COLUMNS, vmap_columns_within_budget
 
     x, y = make_classification(n=80)
     roomy = Objective(mlp, x, y)

@@ -15,7 +15,7 @@ from sharpness.linalg import ConvergenceWarning, extreme_eigenvalues, top_eigenv
 from sharpness.linalg.certificate import miss_probability, rounding_floor
 from sharpness.linalg.eigen import COLD_START_MIN_STEPS, MISS_PROBABILITY
 from sharpness.linalg.lanczos import LanczosProcess
-from sharpness.report_schema import eigen_dict
+from sharpness.analysis.schema import eigen_dict
 
 from linalg_helpers import Diagonal
 

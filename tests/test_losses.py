@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sharpness.errors import InputError
-from sharpness.losses import example_losses, per_sample_hits, per_sample_loss
+from sharpness.objective.losses import example_losses, per_sample_hits, per_sample_loss
 
 g = torch.Generator().manual_seed(0)
 Z = torch.randn(3, 5, 7, generator=g, dtype=torch.float64) * 3   # (B, T, V) logits

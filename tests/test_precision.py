@@ -15,8 +15,8 @@ from sharpness.data import load_dataset
 from sharpness.landscape import line, random_direction
 from sharpness.models import build_from_spec, model_spec
 from sharpness.objective import Objective
-from sharpness.precision import precision_flags, precision_policy
-from sharpness.report import analyze
+from sharpness.numerics.precision import precision_flags, precision_policy
+from sharpness.analysis.report import analyze
 
 # Not torch's defaults ("highest", cuDNN TF32 on, benchmark off), so a test that forgets to restore fails.
 ODD = {"float32_matmul_precision": "medium", "cudnn_allow_tf32": False, "cudnn_benchmark": True}
@@ -146,7 +146,7 @@ def test_settings_made_through_the_per_backend_api_come_back():
     matmul = torch.backends.cuda.matmul
     if not hasattr(matmul, "fp32_precision"):
         pytest.skip("this torch has no per-backend fp32_precision API")
-    from sharpness.precision import _fp32_settings
+    from sharpness.numerics.precision import _fp32_settings
 
     before = _fp32_settings()
     try:

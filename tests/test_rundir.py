@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sharpness.errors import InputError
-from sharpness.rundir import RunDir, array_digest, atomic_write
+from sharpness.files.rundir import RunDir, array_digest, atomic_write
 
 
 def test_manifest_is_written_and_an_equal_one_reopens(tmp_path):

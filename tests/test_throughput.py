@@ -5,7 +5,7 @@ import torch
 
 from sharpness import load_dataset
 from sharpness.errors import InputError
-from sharpness.throughput import _StepClock, fraction_batch_sizes, measure_throughput, time_to_target
+from sharpness.train.throughput import _StepClock, fraction_batch_sizes, measure_throughput, time_to_target
 from sharpness.train import TrainConfig
 
 
@@ -44,7 +44,7 @@ def test_fraction_batch_sizes_follow_the_training_set_size():
 
 def test_the_step_clock_counts_steps_and_skips_the_evaluation(monkeypatch):
     times = iter([0.0, 1.0, 2.0, 5.0, 6.5])  # begin, step, step, epoch end (after a 3 s evaluation), step
-    monkeypatch.setattr("sharpness.throughput.time.perf_counter", lambda: next(times))
+    monkeypatch.setattr("sharpness.train.throughput.time.perf_counter", lambda: next(times))
     clock = _StepClock(lambda: None)
     clock.on_train_begin(None)
     clock.on_step_end(None)

@@ -19,7 +19,7 @@ from sharpness.errors import InputError
 from sharpness.hessian import HessianOperator, dense_hessian
 from sharpness.linalg import EigenResult, extreme_eigenvalues
 from sharpness.objective import Objective
-from sharpness.report import select_analysis_set
+from sharpness.analysis.report import select_analysis_set
 from sharpness.tracking import (
     _VERIFY_STREAM,
     RECORD_FIELDS,

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import sharpness
-from sharpness import streams
+from sharpness.objective import streams
 from sharpness.errors import InputError
 
 from cli_helpers import assert_input_error, run_cli

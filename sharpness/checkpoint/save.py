@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..rundir import atomic_write
+from ..files.rundir import atomic_write
 from .format import FORMAT, VERSION, library_versions
 
 
@@ -109,7 +109,7 @@ def save_checkpoint(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """:func:`~sharpness.rundir.atomic_write` of ``torch.save(obj)``, its failures said as checkpoint errors."""
+    """:func:`~sharpness.files.rundir.atomic_write` of ``torch.save(obj)``, its failures said as checkpoint errors."""
     directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"expected a file path to write the checkpoint to, got directory {str(path)!r}")

@@ -22,7 +22,7 @@ import warnings
 import click
 
 from .. import __version__
-from ..distributed import DistributedError
+from ..objective.distributed import DistributedError
 from ..errors import GateFailed, InputError
 
 EXIT_OK, EXIT_INPUT, EXIT_GATE = 0, 2, 3

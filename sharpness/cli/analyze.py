@@ -6,15 +6,15 @@ import os
 
 import click
 
-from .. import distributed
-from ..dtypes import DTYPES
+from ..objective import distributed
+from ..numerics.dtypes import DTYPES
 from ..errors import GateFailed, InputError
-from ..hessian import MODES as HVP_MODES
+from ..hessian.operator import MODES as HVP_MODES
 from ..integrations.pretrained import default_loss, describe, is_pretrained_dir, load_pretrained
-from ..loading import Loaded, is_code_ref, load_model_and_data, load_user_callable, load_user_data
-from ..losses import LOSSES
+from ..files.loading import Loaded, is_code_ref, load_model_and_data, load_user_callable, load_user_data
+from ..objective.losses import LOSSES
 from ..measures.epsilon import budget_outcome, spread_outcome
-from ..report import AnalysisConfig, Report, analyze as run_analysis
+from ..analysis.report import AnalysisConfig, Report, analyze as run_analysis
 from . import cli
 from .options import (apply_threads, check_outputs, common_options, parse_json_option, resolve_device, setup_logging,
                       tf32_option, threads_option, write_json)

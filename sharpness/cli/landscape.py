@@ -32,15 +32,15 @@ import click
 import numpy as np
 import torch
 
-from .. import distributed
+from ..objective import distributed
 from .. import landscape as ls
 from ..errors import InputError
-from ..loading import Loaded, load_model_and_data
+from ..files.loading import Loaded, load_model_and_data
 from ..objective import Objective
 from ..objective.analysis_set import DEFAULT_DATASET_BATCH
-from ..streams import analysis_stream
-from ..subsets import select_analysis_set
-from ..rundir import check_writable
+from ..objective.streams import analysis_stream
+from ..objective.subsets import select_analysis_set
+from ..files.rundir import check_writable
 from . import cli
 from .options import DTYPES, common_options, parse_json_option, resolve_device, setup_logging, tf32_option
 
@@ -64,7 +64,7 @@ def _objectives(loaded: Loaded, *, samples, seed, chunk_size, bn_mode, device, d
         data, targets = loaded.user_data, None
         if isinstance(data, tuple):  # (x, y) tensors
             data, targets, _ = select_analysis_set(*data, samples=samples, seed=seed)
-        else:  # the finite-set contract and --samples of a loader, as in analyze (sharpness.streams)
+        else:  # the finite-set contract and --samples of a loader, as in analyze (sharpness.objective.streams)
             data = analysis_stream(data, samples=samples, seed=seed, split="train",
                                    batch_size=chunk_size or DEFAULT_DATASET_BATCH,
                                    progress=lambda msg: click.echo(f"sharpness: {msg}", err=True))[0]

@@ -10,9 +10,9 @@ from typing import Any, Callable
 import click
 import torch
 
-from ..dtypes import DTYPES
+from ..numerics.dtypes import DTYPES
 from ..errors import InputError
-from ..rundir import atomic_write, check_writable
+from ..files.rundir import atomic_write, check_writable
 
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from ..losses import per_sample_loss
+from ..objective.losses import per_sample_loss
 
 __all__ = ["fisher_rao_norm"]
 
@@ -26,7 +26,7 @@ def fisher_rao_norm(model: nn.Module, x: Tensor, y: Tensor, kind: str = "cross-e
                     chunk_size: int = 4096) -> float:
     """‖θ‖_fr (the square root of the module docstring's mean) of ``model`` at its weights on ``(x, y)``.
 
-    ``kind``: a loss of :func:`sharpness.losses.per_sample_loss`. The model is called through
+    ``kind``: a loss of :func:`sharpness.objective.losses.per_sample_loss`. The model is called through
     ``functional_call`` on detached copies of its parameters, in ``x``'s dtype and device: it is not modified (put it in eval mode first
     if it has dropout or BatchNorm)."""
     def like_x(v: Tensor) -> Tensor:  # the computation runs in the inputs' dtype and on their device

@@ -1,6 +1,6 @@
 """The files of :func:`~sharpness.correlate.correlate` (JSON, CSV, figure) and its table for people.
 
-Every file is written atomically (:func:`sharpness.rundir.atomic_write`), so a kill leaves each one either
+Every file is written atomically (:func:`sharpness.files.rundir.atomic_write`), so a kill leaves each one either
 complete or as it was; JSON numbers that are undefined (τ of a constant column) are written as ``null``.
 """
 
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..rundir import atomic_write
+from ..files.rundir import atomic_write
 
 __all__ = ["write_outputs", "table", "MODEL_FIELDS"]
 

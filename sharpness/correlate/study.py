@@ -1,7 +1,7 @@
 """``correlate``: does a sharpness measure rank the models of a sweep by their generalization gap?
 
 For every finished run of a directory written by :func:`sharpness.sweep.sweep`, the measures of
-:data:`MEASURES` at its final weights (one :func:`sharpness.report.analyze` pass, the PAC-Bayes σ of
+:data:`MEASURES` at its final weights (one :func:`sharpness.analysis.report.analyze` pass, the PAC-Bayes σ of
 :mod:`~sharpness.correlate.flatness`, the Fisher-Rao norm of :mod:`~sharpness.correlate.norms`, ‖θ‖ and
 ‖θ − θ₀‖ from the checkpoints), then Kendall's τ of each measure with each gap,
 Jiang et al.'s granulated Ψ per hyperparameter axis and a bootstrap interval (:mod:`~sharpness.correlate.ranks`).
@@ -36,7 +36,7 @@ import torch
 
 from ..checkpoint import build_model_from_checkpoint, load_checkpoint
 from ..errors import InputError
-from ..rundir import RunDir
+from ..files.rundir import RunDir
 from .flatness import pac_bayes_sigma
 from .norms import fisher_rao_norm
 from .ranks import bootstrap_tau, granulated_psi, kendall_tau
@@ -188,7 +188,7 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 def _measure(root: Path, ckpt_path: Path, dataset: Any, options: dict, device: str) -> dict:
     """One model's measures (module docstring); the model is built from the checkpoint, nobody else's."""
     from ..objective import Objective
-    from ..report import analyze, select_analysis_set
+    from ..analysis.report import analyze, select_analysis_set
 
     ckpt = load_checkpoint(ckpt_path)
     model = build_model_from_checkpoint(ckpt).eval()

@@ -62,7 +62,7 @@ finishing step every loader shares), :mod:`~sharpness.data.files` (where files a
 :mod:`~sharpness.data.mnist1d`, :mod:`~sharpness.data.idx`, :mod:`~sharpness.data.cifar`,
 :mod:`~sharpness.data.digits`, :mod:`~sharpness.data.npz`, :mod:`~sharpness.data.synthetic`,
 :mod:`~sharpness.data.text`; :mod:`~sharpness.data.user` finishes the tensors a user's data function returned
-(``train --data FILE.py:fn``) the same way. The hash is :func:`sharpness.hashing.hash_tensors`.
+(``train --data FILE.py:fn``) the same way. The hash is :func:`sharpness.files.hashing.hash_tensors`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from __future__ import annotations
 _SYSTEM_DATA_ROOT = "/usr/share/datasets"
 
 # Re-exports: everything importable from the single-file sharpness/data.py stays importable from here.
-from ..hashing import hash_tensors  # noqa: E402
+from ..files.hashing import hash_tensors  # noqa: E402
 from .dataset import Dataset  # noqa: E402
 from .idx import read_idx  # noqa: E402
 from .mnist1d import _mnist1d_arrays  # noqa: E402,F401  (tests clear its per-process cache)

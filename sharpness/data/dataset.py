@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..hashing import hash_tensors
+from ..files.hashing import hash_tensors
 
 
 @dataclass(frozen=True, eq=False)

@@ -60,7 +60,7 @@ def materialize(obj: Any, label: str) -> tuple[Tensor, Tensor]:
         ys.append(batch[1])
     if not xs:
         raise InputError(f"expected at least one (x, y) batch from data function {label}, got none")
-    # Passes run under a seeded global RNG (sharpness.batches), so a random transform is the same in two passes
+    # Passes run under a seeded global RNG (sharpness.objective.batches), so a random transform is the same in two passes
     # with one seed: the second pass uses another seed, and torch, NumPy or Python randomness all show.
     again = next(_batches(source, label, seed=1))
     if not (_same(again[0], xs[0]) and _same(again[1], ys[0])):
@@ -75,7 +75,7 @@ def materialize(obj: Any, label: str) -> tuple[Tensor, Tensor]:
 
 def _in_order(obj: Any) -> Any:
     """A DataLoader over a map-style dataset is re-read in index order (its sampler and batch size unused)."""
-    from ..batches import BatchSource  # the analysis set's rules for what is iterable (and re-iterable)
+    from ..objective.batches import BatchSource  # the analysis set's rules for what is iterable (and re-iterable)
 
     if isinstance(obj, DataLoader) and not isinstance(obj.dataset, IterableDataset):
         collate = obj.collate_fn if obj.batch_size is not None else None  # None: default collation

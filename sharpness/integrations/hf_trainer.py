@@ -118,7 +118,7 @@ class SharpnessTrainerCallback(TrainerCallback):
 
 
 def report_scalars(report: Any, *, prefix: str = "sharpness/") -> dict[str, float]:
-    """The headline numbers of a :class:`~sharpness.report.Report` (or its dict) for a logger: ``lambda_max``,
+    """The headline numbers of a :class:`~sharpness.analysis.report.Report` (or its dict) for a logger: ``lambda_max``,
     ``lambda_min``, ``trace``, ``epsilon_sharpness`` (the first ε), ``loss``, and ``passed`` (1.0 / 0.0) when a
     gate was asked for; absent measures are left out."""
     d = report if isinstance(report, dict) else report.to_dict()
@@ -142,7 +142,7 @@ def gate(trainer: Any, data: Any, targets: Tensor | None = None, *, raise_on_fai
     (``loss="causal-lm"``, ``max_eigenvalue=``, ``max_trace=``, ``epsilon=``, ``max_epsilon_sharpness=``,
     ``baseline=`` + ``max_increase=``, ...). Logs :func:`report_scalars` through ``trainer.log`` (``log=True``),
     then raises :class:`~sharpness.errors.GateFailed` naming the failed checks (``raise_on_failure=True``).
-    Returns the :class:`~sharpness.report.Report`; the model is not modified. Under a distributed launch
+    Returns the :class:`~sharpness.analysis.report.Report`; the model is not modified. Under a distributed launch
     (``torchrun``) call it on every rank, as a script does: :func:`sharpness.analyze` shards ``data`` across the
     ranks of the initialized process group and all-reduces, so every rank gets the one-process report."""
     from .. import analyze  # the orchestration layer; imported here so that importing this module stays light

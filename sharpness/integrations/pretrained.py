@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from torch import nn
 
 from ..errors import InputError
-from ..usercode import one_line
+from ..files.usercode import one_line
 
 __all__ = ["is_pretrained_dir", "load_pretrained", "default_loss", "describe_dir"]
 

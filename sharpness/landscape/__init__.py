@@ -17,7 +17,7 @@ Grids evaluate the objective (and optionally a test objective) at points on a li
 * :func:`interpolate`: f((1 − α)·θ_a + α·θ_b), Keskar et al. (ICLR 2017) Fig. 3 (α ∈ [−1, 2], 25 points);
 * :func:`line`: f(θ + α·d), Li et al. Fig. 2 and 5 (α ∈ [−1, 1], 51 points);
 * :func:`plane`: f(θ + α·d₁ + β·d₂), Li et al. Fig. 1 and 6 (51 × 51), resumable through a
-  :class:`~sharpness.rundir.RunDir`.
+  :class:`~sharpness.files.rundir.RunDir`.
 
 The centre of a default grid is exactly a grid point (α = 0.0, β = 0.0, not 1e-17), and there the point is
 θ itself bit for bit; interpolation endpoints are θ_a and θ_b exactly. Several points are evaluated at once

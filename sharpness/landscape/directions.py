@@ -134,7 +134,7 @@ def eigen_directions(
         ``(directions, eigen)``: k unit ``(P,)`` tensors, and the :class:`~sharpness.linalg.EigenResult` with
         the eigenvalues (top: descending; bottom: ascending), residuals and matvec count.
     """
-    from ..hessian import HessianOperator
+    from ..hessian.operator import HessianOperator
     from ..linalg import extreme_eigenvalues
 
     if which not in ("top", "bottom"):

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..objective import Objective
-from ..precision import with_precision_policy
-from ..rundir import RunDir, array_digest
+from ..numerics.precision import with_precision_policy
+from ..files.rundir import RunDir, array_digest
 from .directions import _as_vector, choose_directions
 from .evaluate import _affine_points, _check_compatible, _coords, _float_buffers, _stack, _Sweep, default_batch_size, grid
 from .results import _METRICS, LineResult, PlaneResult
@@ -179,7 +179,7 @@ def plane(
         center: θ (default: the objective's point); d1, d2: the directions ``(P,)``.
         alphas, betas: coordinates along d1 (rows of the result) and d2 (columns); default ``grid(-1, 1, 51)``
             each, so (0, 0) is exactly θ.
-        rundir: a :class:`~sharpness.rundir.RunDir` or a directory path. Each finished row is written
+        rundir: a :class:`~sharpness.files.rundir.RunDir` or a directory path. Each finished row is written
             atomically (``row-IIIII.npz`` + a done marker) and a rerun with the same arguments continues with
             the missing rows; the final arrays are identical to an uninterrupted run. A directory holding a
             different run (see :func:`plane_manifest`) raises :class:`InputError`.

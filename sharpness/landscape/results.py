@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..rundir import atomic_write
+from ..files.rundir import atomic_write
 
 _METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 

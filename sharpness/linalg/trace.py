@@ -57,7 +57,7 @@ from ._operator import (
     random_columns,
 )
 from .lanczos import LanczosProcess
-from ..stats import mean_stderr as _mean_stderr
+from ..numerics.stats import mean_stderr as _mean_stderr
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hutchpp_trace", "deflated_trace"]
 

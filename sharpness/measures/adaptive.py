@@ -68,7 +68,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..objective import Objective
 from ..objective.points import default_batch_size
-from ..stats import mean_stderr as _mean_stderr
+from ..numerics.stats import mean_stderr as _mean_stderr
 
 DISTRIBUTIONS = ("sphere", "gaussian", "gaussian-paper")
 MOMENTUM = 0.75  # APGD's α (Croce & Hein 2020)

@@ -41,7 +41,7 @@ from collections import Counter
 import torch
 from torch import Tensor
 
-from ..hessian import HessianOperator
+from ..hessian.operator import HessianOperator
 from ..linalg import top_eigenvalues
 from ..linalg.eigen import ConvergenceWarning
 from ..objective import Objective

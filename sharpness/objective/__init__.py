@@ -16,13 +16,13 @@ Evaluation policy (recorded in :attr:`Objective.config`):
   are neither used nor updated); everything else, dropout included, stays in eval mode. f then depends on the
   chunk size, which is recorded with it.
 
-Losses (:mod:`sharpness.losses`): ``"cross-entropy"`` for integer class labels (``(N, C)`` logits, or
+Losses (:mod:`sharpness.objective.losses`): ``"cross-entropy"`` for integer class labels (``(N, C)`` logits, or
 ``(N, T, V)`` sequences weighting every token, with ``ignore_index`` and label smoothing), ``"mse"`` for float
 targets (per-sample mean over output dimensions, so a scalar-output linear model has the textbook Hessian
 H = 2/N·XᵀX), ``"bce"``, ``"auto"`` (by the target dtype), or any callable ``loss(outputs, batch)`` returning
 per-example losses, or ``(losses, weights)``: f is then Σ w ℓ / Σ w over every example of every batch.
 
-Data (:mod:`sharpness.batches`): in-memory tensors ``(x, y)`` (sliced into chunks, the fast path), or the
+Data (:mod:`sharpness.objective.batches`): in-memory tensors ``(x, y)`` (sliced into chunks, the fast path), or the
 researcher's own pipeline — a ``Dataset``, a ``DataLoader`` or any re-iterable of batches that are nests of
 tensors — streamed batch by batch, so memory is one batch plus the model, never N. ``forward(model, batch)``
 replaces the default model call. A streamed set must be *fixed*: ``data_policy="verify"`` (default) passes
@@ -60,7 +60,7 @@ Layout (one idea per module; every name is importable from ``sharpness.objective
 from __future__ import annotations
 
 # Every name this module had before it became a package, so `from sharpness.objective import X` still works.
-from ..losses import LOSSES, cross_entropy_and_argmax, per_sample_loss  # noqa: F401
+from .losses import LOSSES, cross_entropy_and_argmax, per_sample_loss  # noqa: F401
 from .analysis_set import DEFAULT_DATASET_BATCH  # noqa: F401
 from .core import BN_MODES, Evaluation, Objective, _Call, _local, callable_name, select_parameters  # noqa: F401
 from .determinism import _SDPA_NOTICED, _SdpaSpy, determinism_tolerance  # noqa: F401

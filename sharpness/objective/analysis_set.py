@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import batches as B
+from . import batches as B
 from ..errors import InputError
 
 #: Samples a ``Dataset`` is batched into when it is streamed (memory is one batch plus the model).
@@ -171,9 +171,9 @@ class AnalysisSet:
 
     def fingerprint(self) -> dict:
         """``{"n_samples", "sample_sha256", "method"}``: the order- and batching-independent content hash of
-        the analysis set (:func:`sharpness.batches.combine_digests`), the same for every source holding the same
+        the analysis set (:func:`sharpness.objective.batches.combine_digests`), the same for every source holding the same
         samples. A streamed set is hashed as the loader yields it (before any cast); in-memory tensors as stored
-        (after the cast to :attr:`dtype`), so :func:`sharpness.report.analyze` hashes the caller's tensors itself."""
+        (after the cast to :attr:`dtype`), so :func:`sharpness.analysis.report.analyze` hashes the caller's tensors itself."""
         if self._fingerprint is None:
             digests = B.sample_digests((self.inputs, self.targets), self.n_samples)
             self._fingerprint = {"n_samples": self.n_samples, "sample_sha256": B.combine_digests(digests),

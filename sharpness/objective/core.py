@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .. import batches as B
+from . import batches as B
 from ..errors import InputError
-from ..losses import IGNORE_INDEX, LOSSES
+from .losses import IGNORE_INDEX, LOSSES
 from .analysis_set import AnalysisSet
 from .attention import attention_modules, math_attention
 from .determinism import DeterminismProbe
@@ -102,13 +102,13 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
             evaluated per example with its settings, f equal to its ``reduction="mean"`` over the whole set
             (:mod:`sharpness.objective.loss_modules`).
         forward: ``forward(model, batch) -> outputs`` replacing the default call (module docstring of
-            :mod:`sharpness.batches`); ``.logits`` or the first tuple element of what it returns is used.
+            :mod:`sharpness.objective.batches`); ``.logits`` or the first tuple element of what it returns is used.
         target_key: the key of the targets in dict batches (default ``"labels"``); dropped from the default
             model call.
         batch_size_fn: ``fn(batch) -> B`` for batches whose first tensor does not lead with the batch size.
         data_policy: ``"verify"``, ``"cache"`` or ``"trust"`` for a streamed set (module docstring).
         ignore_index: the label of tokens that do not count (built-in cross-entropy).
-        label_smoothing: α of the built-in cross-entropy (:func:`sharpness.losses.example_losses`).
+        label_smoothing: α of the built-in cross-entropy (:func:`sharpness.objective.losses.example_losses`).
         chunk_size: samples per forward pass; a memory knob only (default for tensors: all N at once when the
             graph of a Hessian-vector product over all N fits in ``memory``, else the largest chunk that does;
             for streamed data each batch whole; a smaller value splits streamed batches). With
@@ -126,7 +126,7 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
         reduce: the hook that makes the objective span several processes. Every sum over the local samples
             (the loss sum, the gradient sum, the correct count, the Hessian-vector product sum, the total
             weight) passes through ``reduce`` *before* it is divided by the total weight, so with the
-            analysis set sharded across ranks and ``reduce=sharpness.distributed.all_reduce_sum`` each rank
+            analysis set sharded across ranks and ``reduce=sharpness.objective.distributed.all_reduce_sum`` each rank
             computes ``Σ_ranks Σ_{i∈shard} w_i ℓ_i / Σ_ranks Σ_{i∈shard} w_i`` — the same f(θ), ∇f and H @ v
             as one process over the whole set (up to summation order). It must not modify its argument in
             place; it is a collective, so every rank must make the same calls in the same order.
@@ -136,7 +136,7 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
             padding; a ``DataLoader`` over a map-style dataset never loads the other batches' samples), and the
             batch sizes and per-sample digests are pooled through ``reduce``, so every rank holds the one-process
             :meth:`fingerprint` (without ``reduce`` the shard is an analysis set of its own). Tensors are sharded by the caller instead
-            (:func:`sharpness.distributed.shard_tensors`).
+            (:func:`sharpness.objective.distributed.shard_tensors`).
         seed: the seed of each pass's forked RNG (the order of a shuffling loader).
 
     Shapes: :attr:`numel` is P; flat vectors are ``(P,)`` in the order of :attr:`names`.

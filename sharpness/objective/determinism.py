@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .. import batches as B
+from . import batches as B
 from ..errors import InputError
 from .attention import AttentionSpy, attention_modules
 

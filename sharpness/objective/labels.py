@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .. import batches as B
+from . import batches as B
 from ..errors import InputError
 
 

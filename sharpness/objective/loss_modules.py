@@ -40,7 +40,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .. import batches as B
+from . import batches as B
 from ..errors import InputError
 
 #: Class-index losses whose mean divides by the total weight of the non-ignored targets.

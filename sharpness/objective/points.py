@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..conv_double_backward import has_convolutions
-from ..losses import cross_entropy_and_argmax
+from ..hessian.conv_double_backward import has_convolutions
+from .losses import cross_entropy_and_argmax
 
 if TYPE_CHECKING:
     from .core import Objective

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import batches as B
+from . import batches as B
 from ..errors import InputError
-from ..losses import example_losses, per_sample_hits, per_sample_loss
+from .losses import example_losses, per_sample_hits, per_sample_loss
 from .loss_modules import CONTRACT
 
 

@@ -71,7 +71,7 @@ def draw_saved(result_path: str | Path, out_stem: str | Path | None = None, *, l
     def _draw_sweep(data: dict, path: Path):
         """λ_max (or the final train loss, without ``--analyze``) and test accuracy against batch size: the mean
         ± std over seeds at each batch size, with each seed's own line beneath (one line per learning rate)."""
-        from ..stats import mean_std
+        from ..numerics.stats import mean_std
 
         rows = [r for r in data["rows"] if r.get("status", "ok") == "ok"]
         if not rows:

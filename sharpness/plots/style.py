@@ -12,7 +12,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from ..rundir import atomic_write
+from ..files.rundir import atomic_write
 
 
 #: Fixed metadata per format so the same figure gives the same bytes (no dates, no version strings).

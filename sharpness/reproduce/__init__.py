@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..stats import mean_std  # noqa: F401  (the studies' tables use it from here)
+from ..numerics.stats import mean_std  # noqa: F401  (the studies' tables use it from here)
 from .provenance import git_commit, provenance
 from .registry import (  # noqa: F401
     BUDGETS, ENV_EXPERIMENTS, SCHEMA, STUDIES, UNIT_SCHEMA, StudyInfo, default_figures_dir, default_results_dir,

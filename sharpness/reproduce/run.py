@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InputError
-from ..report import jsonable
+from ..analysis.report import jsonable
 from .provenance import provenance
 from .registry import BUDGETS, SCHEMA, STUDIES, _check_name, default_figures_dir, default_results_dir, load_study
 from .study import StudyRun

@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..checkpoint import build_model_from_checkpoint, load_checkpoint
-from ..report import analyze, jsonable
-from ..rundir import RunDir
+from ..analysis.report import analyze, jsonable
+from ..files.rundir import RunDir
 from ..train import TrainConfig, TrainingDiverged, train
 from .provenance import provenance
 from .registry import SCHEMA, UNIT_SCHEMA
@@ -168,7 +168,7 @@ class StudyRun:
     # --- measurements -----------------------------------------------------------------------------------
     def analyze(self, key: str, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
                 data_spec: dict | None = None, seed: int | None = None, **options: Any) -> dict:
-        """:func:`sharpness.report.analyze` once; the report dict (``sharpness.report/1``) is the unit's result."""
+        """:func:`sharpness.analysis.report.analyze` once; the report dict (``sharpness.report/1``) is the unit's result."""
         options = {"device": self.device, **options}
 
         def run() -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..stats import mean_std
+from ..numerics.stats import mean_std
 
 
 def ran_out_mark(rows: Iterable[dict], key: str) -> str:

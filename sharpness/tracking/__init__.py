@@ -8,7 +8,7 @@ sharpness climb as the loss falls while small-batch sharpness stays flat. :class
 that series during any training run:
 
 * **A fixed analysis batch.** ``analysis_samples`` training samples are drawn *once* with the tracker's own
-  seeded generator (:func:`sharpness.report.select_analysis_set`, the same rule ``sharpness analyze`` uses),
+  seeded generator (:func:`sharpness.analysis.report.select_analysis_set`, the same rule ``sharpness analyze`` uses),
   so every measurement is of the same function f(θ) = mean loss over that batch and the values are
   comparable across steps. Its SHA-256 is recorded.
 * **Cheap measurements.** Lanczos (:func:`sharpness.linalg.extreme_eigenvalues`) is warm-started from the

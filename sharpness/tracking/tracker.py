@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..dtypes import DTYPES
+from ..numerics.dtypes import DTYPES
 from ..errors import InputError
-from ..hashing import tensor_sha256
-from ..hessian import HessianOperator
+from ..files.hashing import tensor_sha256
+from ..hessian.operator import HessianOperator
 from ..linalg import EigenResult, extreme_eigenvalues, hutchpp_trace
-from ..losses import per_sample_hits, per_sample_loss
+from ..objective.losses import per_sample_hits, per_sample_loss
 from ..objective import Objective
-from ..precision import precision_policy
-from ..subsets import select_analysis_set
-from ..rundir import atomic_write
+from ..numerics.precision import precision_policy
+from ..objective.subsets import select_analysis_set
+from ..files.rundir import atomic_write
 from .records import RECORD_FIELDS, SCHEMA
 from .rng import _LANCZOS_STREAM, _TRACE_STREAM, _VERIFY_STREAM, _seed_for, preserved_rng
 from .threshold import stability_threshold

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 # Re-exports: the names that lived in the single-file sharpness/train.py stay importable from here (the CLI,
 # sweep and throughput use the constants, load_data and _device; a test patches _Run's epoch end).
-from ..dtypes import DTYPES  # noqa: F401
+from ..numerics.dtypes import DTYPES  # noqa: F401
 from .callbacks import Callback, TrainState
 from .config import LR_SCALINGS, OPTIMIZERS, SCHEDULES, TrainConfig, micro_batch_sizes, resolve_batch_size  # noqa: F401
 from .loop import _Run, load_data, train  # noqa: F401

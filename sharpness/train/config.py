@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..dtypes import DTYPES
+from ..numerics.dtypes import DTYPES
 from ..errors import InputError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -28,7 +28,7 @@ class TrainConfig:
 
     What to train: ``data`` (a :func:`sharpness.data.load_dataset` name, with ``data_kwargs``, ``data_dir``,
     ``subset``, or a user's ``"file.py:fn"`` data function read once into tensors,
-    :func:`sharpness.loading.load_user_training_data`; the dataset's own generation seed is ``data_kwargs["seed"]``, default 0, independent of the
+    :func:`sharpness.files.loading.load_user_training_data`; the dataset's own generation seed is ``data_kwargs["seed"]``, default 0, independent of the
     training seed), ``model`` (a built-in name or ``"file.py:fn"`` factory, with ``model_kwargs``), ``loss``
     (``auto``: cross-entropy for integer labels, else mean squared error, as in
     :class:`~sharpness.objective.Objective`).

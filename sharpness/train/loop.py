@@ -17,11 +17,11 @@ from torch import Tensor, nn
 from ..checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from ..data import Dataset, hash_tensors, load_dataset
 from ..data.dataset import label_gap
-from ..dtypes import DTYPES
+from ..numerics.dtypes import DTYPES
 from ..errors import InputError
-from ..loading import is_code_ref, load_user_training_data
+from ..files.loading import is_code_ref, load_user_training_data
 from ..models import build_model, model_spec
-from ..rundir import atomic_write, check_writable
+from ..files.rundir import atomic_write, check_writable
 from .callbacks import TrainState, _call, _ProgressBar
 from .config import TrainConfig, micro_batch_sizes, resolve_batch_size
 from .result import TrainingDiverged, TrainingInterrupted, TrainResult

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..losses import per_sample_hits, per_sample_loss
+from ..objective.losses import per_sample_hits, per_sample_loss
 
 
 def resolve_loss(loss: str, targets: Tensor) -> str:

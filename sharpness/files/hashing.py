@@ -7,7 +7,7 @@ shape as a JSON list, then the little-endian bytes; stable across processes, pla
 
 Two older headers are kept, on purpose, because their values are recorded where users compare against them:
 :func:`tensor_sha256` is the ``analysis_set.sha256`` of every ``sharpness.report/1`` JSON (a gate compares a
-new report's against a saved baseline's, ``sharpness.gate``), and :func:`array_digest` is the input hash in
+new report's against a saved baseline's, ``sharpness.analysis.gate``), and :func:`array_digest` is the input hash in
 run-directory manifests (a rerun resumes only when its manifest matches the one on disk). Moving them to the
 :func:`hash_tensors` header would make every saved baseline and half-finished run directory disagree with the
 same data; a new schema version is the time to do it.

@@ -44,7 +44,7 @@ Hutchinson, Hutch++, the deflated trace's residual probes and stochastic Lanczos
 with blocks; Lanczos for extreme eigenvalues is one vector at a time.
 
 For a model with convolutions, both double-backward modes build their gradient graphs under
-:class:`~sharpness.conv_double_backward.rerouted_convolutions`: PyTorch's second derivative of a
+:class:`~sharpness.hessian.conv_double_backward.rerouted_convolutions`: PyTorch's second derivative of a
 convolution also computes the gradient of its input, which at a network's first convolution is the data's and
 is thrown away (the saving is measured in benchmarks/README.md, "First-convolution shortcut").
 
@@ -66,8 +66,8 @@ import torch
 from torch import Tensor
 
 from .conv_double_backward import has_convolutions, rerouted_convolutions
-from .errors import InputError
-from .objective import Objective
+from ..errors import InputError
+from ..objective import Objective
 
 MODES = ("auto", "fastest", "retained-graph", "forward-over-reverse", "reverse-over-reverse")
 #: How the double-backward modes differentiate convolutions (HessianOperator's ``convolutions``; a model without

@@ -1,6 +1,6 @@
 """The checks an analysis's options get before any work, the same from the API and the CLI.
 
-:class:`~sharpness.report.AnalysisConfig` calls :func:`check_numbers` on construction, and the CLI builds that
+:class:`~sharpness.analysis.report.AnalysisConfig` calls :func:`check_numbers` on construction, and the CLI builds that
 config before it loads anything, so a bad number (``--epsilon nan``, ``tol=inf``, ``rho=-1``) is refused in one
 line before the first stage line on every path. Click's ``FloatRange`` lets NaN through (every comparison
 with NaN is false), so finiteness is checked here, not left to the option types.
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 # field → (lower bound, lower bound included, upper bound, upper bound included); None: unbounded
 FLOATS: dict[str, tuple[float | None, bool, float | None, bool]] = {

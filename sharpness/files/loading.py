@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset as TorchDataset
 
-from .checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint
-from .data import Dataset, dataset_from_spec, load_dataset
-from .data.user import user_code_dataset
-from .errors import InputError
+from ..checkpoint import Checkpoint, build_model_from_checkpoint, load_checkpoint
+from ..data import Dataset, dataset_from_spec, load_dataset
+from ..data.user import user_code_dataset
+from ..errors import InputError
 from .usercode import accepts, load_factory, one_line
 
 

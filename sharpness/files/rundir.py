@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .hashing import array_digest  # noqa: F401  (a manifest's input hash; importable from here, as before)
 
 MANIFEST = "manifest.json"

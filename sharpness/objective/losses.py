@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import InputError
+from ..errors import InputError
 
 LOSSES = ("cross-entropy", "mse", "bce", "causal-lm")
 #: The label that marks an example to leave out (PyTorch's and Hugging Face's convention).

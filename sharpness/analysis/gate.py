@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 # The metrics a baseline comparison covers: (name, dotted path into the report).
 BASELINE_METRICS = (

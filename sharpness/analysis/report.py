@@ -8,8 +8,8 @@ library versions. Nothing here draws or prints.
 
 Layout: this module holds the options (:class:`AnalysisConfig`) and the pass itself (:func:`analyze`, with
 its per-measure helpers and :func:`with_gates`); the result type and its JSON conversion live in
-:mod:`sharpness.report_schema`, the choice of samples in :mod:`sharpness.subsets`, the pass/fail checks in
-:mod:`sharpness.gate`. Every name is still importable from here.
+:mod:`sharpness.analysis.schema`, the choice of samples in :mod:`sharpness.objective.subsets`, the pass/fail checks in
+:mod:`sharpness.analysis.gate`. Every name is still importable from here.
 """
 
 from __future__ import annotations
@@ -24,25 +24,25 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
-from .distributed import all_reduce_sum, current_context, rank_device, shard_tensors
+from ..errors import InputError
+from ..objective.distributed import all_reduce_sum, current_context, rank_device, shard_tensors
 from .gate import check_same_analysis_set, evaluate_gates, load_baseline, parse_increase
-from .hashing import tensor_sha256
-from .hessian import MODES as HVP_MODES, HessianOperator
-from .linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
-from .linalg.trace import DEFLATION_SHARE
-from .measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
-from .batches import DATA_POLICIES, combine_digests, sample_digests
+from ..files.hashing import tensor_sha256
+from ..hessian.operator import MODES as HVP_MODES, HessianOperator
+from ..linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
+from ..linalg.trace import DEFLATION_SHARE
+from ..measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
+from ..objective.batches import DATA_POLICIES, combine_digests, sample_digests
 from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, parse_memory
-from .losses import IGNORE_INDEX
-from .objective import Objective, callable_name
-from .objective.analysis_set import DEFAULT_DATASET_BATCH
-from .precision import precision_policy
-# Re-exported: sharpness.report.Report, .jsonable, .select_analysis_set, ... stay where callers import them.
-from .report_schema import SCHEMA, Report, eigen_dict, environment, jsonable  # noqa: F401
-from .streams import analysis_stream
+from ..objective.losses import IGNORE_INDEX
+from ..objective import Objective, callable_name
+from ..objective.analysis_set import DEFAULT_DATASET_BATCH
+from ..numerics.precision import precision_policy
+# Re-exported: sharpness.analysis.report.Report, .jsonable, .select_analysis_set, ... stay where callers import them.
+from .schema import SCHEMA, Report, eigen_dict, environment, jsonable  # noqa: F401
+from ..objective.streams import analysis_stream
 from .validation import check_numbers, mode_notice
-from .subsets import dataset_subset, select_analysis_set  # noqa: F401
+from ..objective.subsets import dataset_subset, select_analysis_set  # noqa: F401
 
 log = logging.getLogger("sharpness.analysis")
 
@@ -107,7 +107,7 @@ class AnalysisConfig:
     allow_tf32: bool = False
 
     def __post_init__(self) -> None:
-        check_numbers(self)  # every number finite and in range, before any work (sharpness.validation)
+        check_numbers(self)  # every number finite and in range, before any work (sharpness.analysis.validation)
         for name in ("epsilon", "adaptive_rho", "rho", "average_adaptive_rho", "average_rho"):
             values = getattr(self, name)  # one value or several, as floats
             object.__setattr__(self, name, tuple(map(float, values if isinstance(values, (tuple, list)) else (values,))))
@@ -193,7 +193,7 @@ def _trace(op: Any, cfg: AnalysisConfig, seed: int, lanczos: Any = None, memory:
 
 
 def _memory_plan(cfg: AnalysisConfig, num_params: int, dtype: torch.dtype) -> MemoryPlan:
-    """The budget split for this analysis (:mod:`sharpness.budget`), with every requested estimator's
+    """The budget split for this analysis (:mod:`sharpness.analysis.budget`), with every requested estimator's
     smallest form checked against it before any work."""
     plan = MemoryPlan.split(parse_memory(cfg.memory), num_params, torch.empty((), dtype=dtype).element_size())
     if cfg.top_k or cfg.bottom_k:
@@ -241,7 +241,7 @@ def analyze(
     ``samples=``), or the researcher's own pipeline: a ``Dataset`` (``samples=`` takes a seeded
     ``Subset``), a ``DataLoader`` or any re-iterable of batches that are tensors, tuples or dicts
     (:class:`~sharpness.objective.Objective`); one without ``len()`` needs ``samples=``, which takes a
-    loader's first N samples in a fixed order (:mod:`sharpness.streams`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
+    loader's first N samples in a fixed order (:mod:`sharpness.objective.streams`). ``loss`` is a name (``"cross-entropy"``, ``"mse"``, ``"bce"``,
     ``"auto"``) or a callable ``loss(outputs, batch) -> per-example losses | (losses, weights)``;
     ``forward(model, batch) -> outputs`` replaces the default model call; ``batch_size_fn(batch) -> B``
     counts samples in unusual batches.
@@ -259,7 +259,7 @@ def analyze(
 
     Returns a :class:`Report`; ``report.to_dict()`` is the ``sharpness.report/1`` JSON.
 
-    The analysis runs with TF32 off unless ``allow_tf32=True`` (:func:`sharpness.precision.precision_policy`);
+    The analysis runs with TF32 off unless ``allow_tf32=True`` (:func:`sharpness.numerics.precision.precision_policy`);
     the global flags are restored afterwards and the policy is recorded in ``environment["precision"]``.
     """
     with precision_policy(bool(options.get("allow_tf32", False))) as policy:
@@ -318,7 +318,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         xs, ys = shard_tensors(x, y, ctx=ctx)
         objective = Objective(model, xs, ys, **objective_kw)
     else:
-        # The finite-set contract, the samples= cut and the first pass's progress lines (sharpness.streams).
+        # The finite-set contract, the samples= cut and the first pass's progress lines (sharpness.objective.streams).
         data, idx, kind = analysis_stream(inputs, samples=cfg.samples, seed=cfg.seed, split=cfg.split,
                                           batch_size=cfg.chunk_size or DEFAULT_DATASET_BATCH,
                                           batch_size_fn=batch_size_fn, progress=progress)

@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .errors import InputError
+from ..errors import InputError
 
 BACKENDS = ("auto", "gloo", "nccl")
 #: Seconds a rank waits at a rendezvous or a collective before giving up (a Hessian-vector product on one
@@ -96,7 +96,7 @@ def current_context() -> DistContext | None:
     """The context of the process group already initialized (by :func:`init_from_env` or by the caller), or
     None for a single process (no group, or a group of one rank).
 
-    What :func:`sharpness.report.analyze` asks to decide whether to shard its analysis set.
+    What :func:`sharpness.analysis.report.analyze` asks to decide whether to shard its analysis set.
     """
     if not is_distributed():
         return None

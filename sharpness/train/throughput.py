@@ -1,7 +1,7 @@
 """What a batch size costs in time: measured training throughput, and the wall-clock to reach a target loss.
 
 "Is the biggest batch that fits the best?" has two halves. Generalization is measured at the solution
-(:mod:`sharpness.report`); speed is measured here, on the machine at hand:
+(:mod:`sharpness.analysis.report`); speed is measured here, on the machine at hand:
 
 * :func:`measure_throughput` times the optimizer steps of a short run of :func:`sharpness.train.train` at
   one batch size (the per-epoch evaluation excluded, so only what training itself costs is counted) and
@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .errors import InputError
-from .train import TrainConfig, _device, resolve_batch_size, train
+from ..errors import InputError
+from . import TrainConfig, _device, resolve_batch_size, train
 
 
 @dataclass(frozen=True)

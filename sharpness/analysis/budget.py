@@ -34,7 +34,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Bytes an analysis may allocate when ``memory`` is not given.
 DEFAULT_BUDGET = 8 * 2**30

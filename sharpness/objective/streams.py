@@ -8,7 +8,7 @@ it again), so the set must be finite and fixed. The contract for what is not in-
 * a set without ``len()`` (a ``DataLoader`` over an ``IterableDataset``, a class with only ``__iter__``) may
   never end, so it is refused unless ``samples=N`` (``--samples N``) caps it;
 * ``samples=N`` on a map-style ``Dataset`` is a seeded random subset, as on tensors
-  (:func:`sharpness.subsets.dataset_subset`); on a ``DataLoader`` or another iterable it is the first ``N``
+  (:func:`sharpness.objective.subsets.dataset_subset`); on a ``DataLoader`` or another iterable it is the first ``N``
   samples in the order the loader yields under a fixed seed (a shuffling loader's order for that seed, the same
   on every pass), the last batch cut to fit. A loader has no random access, so "first N" is the subset it can
   give without reading everything; a set shorter than ``N`` is refused with the message tensors get.
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data import Dataset as TorchDataset
 
 from .batches import _rng_pass, batch_size, slice_batch
-from .errors import InputError
+from ..errors import InputError
 from .subsets import check_samples, dataset_subset
 
 #: Seconds of a first pass before its first progress line, and between two of them.

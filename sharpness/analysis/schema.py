@@ -3,7 +3,7 @@
 :meth:`Report.to_dict` is the contract pipelines read; :func:`jsonable` turns the estimators' dataclasses,
 numpy and torch values into plain JSON types; :func:`environment` is the report's record of library
 versions, device, dtype and threads; :func:`eigen_dict` is the JSON form of a Lanczos eigenvalue result.
-:func:`sharpness.report.analyze` fills these; nothing here computes an estimate.
+:func:`sharpness.analysis.report.analyze` fills these; nothing here computes an estimate.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import scipy
 import torch
 from torch import Tensor
 
-from . import __version__
+from .. import __version__
 
 SCHEMA = "sharpness.report/1"
 

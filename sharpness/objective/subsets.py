@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def select_analysis_set(
