@@ -13,6 +13,7 @@ from sharpness.linalg import (
     extreme_eigenvalues,
     top_eigenvalues,
 )
+from sharpness.linalg import LanczosProcess
 from sharpness.linalg.eigen import MISS_PROBABILITY
 
 from linalg_helpers import CountingOperator, Diagonal, with_spectrum
@@ -492,3 +493,84 @@ def test_auto_stores_the_basis_only_when_it_fits_the_memory():
         top_eigenvalues(Diagonal(d), 1, memory=0)
     with pytest.raises(ValueError, match="reorthogonalize must be one of"):
         top_eigenvalues(Diagonal(d), 1, reorthogonalize="partial")
+
+
+def test_ritz_vector_signs_follow_the_largest_entry_without_a_copy_of_the_block():
+    # The sign convention (largest |entry| positive, the first such entry on a tie) from min and max: equal to
+    # sign(Y[argmax |Y|]) column by column, ties between +a and −a included.
+    from sharpness.linalg.eigen import _largest_entry_signs
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        Y = torch.randn(50, 4, generator=g, dtype=torch.float64)
+        if trial % 3 == 0:
+            Y[7, 1], Y[9, 1] = 5.0, -5.0  # a tie: the first (negative) entry decides
+        if trial % 5 == 0:
+            Y[:, 2] = 0.0
+            Y[3, 2], Y[4, 2] = -2.0, 2.0
+        if trial % 7 == 0:
+            Y[:, 3] = 0.0  # a zero column keeps sign 0, as argmax's rule gives
+        expected = torch.sign(Y.gather(0, Y.abs().argmax(dim=0, keepdim=True)))[0]
+        assert torch.equal(_largest_entry_signs(Y), expected)
+
+
+def _live_vectors(P: int, exclude: torch.Tensor) -> float:
+    """P-vectors held by live tensors (by storage, so views count once), the operator's own excluded."""
+    import gc
+
+    sizes = {}
+    with warnings.catch_warnings():  # isinstance on every live object touches deprecated torch attributes
+        warnings.simplefilter("ignore")
+        for o in gc.get_objects():
+            if isinstance(o, torch.Tensor) and o.numel() >= P:
+                st = o.untyped_storage()
+                if st.data_ptr() != exclude.untyped_storage().data_ptr():
+                    sizes[st.data_ptr()] = st.nbytes() / (o.element_size() * P)
+    return sum(sizes.values())
+
+
+def test_a_local_top_k_run_stays_within_the_vectors_an_analysis_budgets(monkeypatch):
+    # The budget (sharpness.budget.lanczos_vectors: 3k + 8 with verification) must hold at every step and
+    # replay of a local top-5 search with its verification runs; live tensors are counted, not assumed.
+    import importlib
+
+    from sharpness.budget import lanczos_vectors
+
+    lanczos_module = importlib.import_module("sharpness.linalg.lanczos")
+    P = 20_000
+    d = np.r_[10.0, 9.5, 9.0, 8.5, 8.0, np.random.default_rng(0).uniform(0, 1, P - 5)]
+    A = Diagonal(d, dtype=torch.float32)
+    peak, steps = [0.0], [0]
+    step, replay = lanczos_module.LanczosProcess.step, lanczos_module.LanczosProcess.ritz_vectors
+
+    def counted_step(self):  # every 5th step (a scan of live objects is slow): the run's vectors are steady
+        steps[0] += 1
+        if steps[0] % 5 == 0:
+            peak[0] = max(peak[0], _live_vectors(P, A.d))
+        return step(self)
+
+    def counted_replay(self, S, r=0):
+        out = replay(self, S, r)
+        peak[0] = max(peak[0], _live_vectors(P, A.d))
+        return out
+
+    monkeypatch.setattr(lanczos_module.LanczosProcess, "step", counted_step)
+    monkeypatch.setattr(lanczos_module.LanczosProcess, "ritz_vectors", counted_replay)
+    top, _ = extreme_eigenvalues(A, top_k=5, bottom_k=0, tol=1e-4, reorthogonalize="local", seed=0)
+    np.testing.assert_allclose(top.values, d[:5], rtol=1e-4)
+    assert 8 <= peak[0] <= lanczos_vectors(5, 0)
+    # Here each verification run finds one value (j = 1): accepted k + locked k + the run's 4 + its start +
+    # the replay's 3 + j = 2k + 9. A finished run still holding its vectors during the next would exceed it.
+    assert peak[0] <= 2 * 5 + 9
+
+
+def test_a_released_run_frees_its_vectors_and_keeps_its_ritz_values():
+    A = Diagonal(np.linspace(1.0, 2.0, 5000))
+    proc = LanczosProcess(A, torch.ones(5000, dtype=torch.float64), max_steps=20, reorthogonalize="local")
+    for _ in range(10):
+        proc.step()
+    theta = proc.ritz()[0]
+    assert _live_vectors(5000, A.d) >= 3
+    proc.release()
+    assert _live_vectors(5000, A.d) == 0 and not proc.active()
+    np.testing.assert_array_equal(proc.ritz()[0], theta)

@@ -11,7 +11,9 @@ beyond the user's model (default :data:`DEFAULT_BUDGET`, 8 GiB). It is split onc
   ============================  ==============================================================================
   λ_max / λ_min (Lanczos)       stored basis when it fits ("full"), else the three-term recurrence ("local"):
                                 4 + k (q_j, q_{j−1}, a spare, the start kept for the Ritz vectors, and the
-                                k found eigenvectors)
+                                k found eigenvectors; k = top + bottom); 3k + 8 when an end asks for k ≥ 2,
+                                whose verification runs also hold the locked copy of the accepted vectors
+                                and replay Ritz vectors (:func:`lanczos_vectors`)
   trace, Hutchinson             2 per probe in a block (Z and A Z), at least one probe
   trace, Hutch++                3k (the sketch, its copy in QR and Q; k = ⌊m/3⌋) + 2 per probe
   trace, Lanczos-deflated       the deflation basis s = ⌊⅔ m⌋ + 3, + 2 per probe
@@ -51,6 +53,12 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 #: A bare number below this many bytes is refused: ``memory=8`` is 8 bytes, surely meant as ``"8GiB"``.
 BARE_MINIMUM = 2**20
+
+
+def lanczos_vectors(top_k: int, bottom_k: int) -> int:
+    """P-vectors a local Lanczos eigenvalue run holds at its peak (:mod:`sharpness.linalg.eigen`, "Memory")."""
+    k = top_k + bottom_k
+    return 3 * k + 8 if max(top_k, bottom_k) >= 2 else 4 + k
 
 
 def parse_memory(value: float | int | str | None) -> int | None:

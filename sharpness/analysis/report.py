@@ -33,7 +33,7 @@ from ..linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutc
 from ..linalg.trace import DEFLATION_SHARE
 from ..measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from ..objective.batches import DATA_POLICIES, combine_digests, sample_digests
-from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, parse_memory
+from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, lanczos_vectors, parse_memory
 from ..objective.losses import IGNORE_INDEX
 from ..objective import Objective, callable_name
 from ..objective.analysis_set import DEFAULT_DATASET_BATCH
@@ -198,7 +198,7 @@ def _memory_plan(cfg: AnalysisConfig, num_params: int, dtype: torch.dtype) -> Me
     plan = MemoryPlan.split(parse_memory(cfg.memory), num_params, torch.empty((), dtype=dtype).element_size())
     if cfg.top_k or cfg.bottom_k:
         plan.require(f"Lanczos for the top {cfg.top_k} / bottom {cfg.bottom_k} eigenvalues (three-term recurrence)",
-                     4 + cfg.top_k + cfg.bottom_k)
+                     lanczos_vectors(cfg.top_k, cfg.bottom_k))
     if cfg.trace:
         m = cfg.trace_probes
         need = {"hutchinson": (2, "Hutchinson trace (one probe and its product)"),

@@ -51,7 +51,11 @@ in its verification run.
 
 **Memory.** With ``reorthogonalize="full"`` the run stores its basis, max_steps vectors of P in A's dtype; with
 ``"local"`` it keeps four (:mod:`sharpness.linalg.lanczos`), rebuilding Ritz vectors by a replay when they are
-needed (``return_vectors``, verification): m − 1 more products. ``"auto"`` stores the basis when max_steps + 4
+needed (``return_vectors``, verification): m − 1 more products, three more vectors while it replays, and the k
+found ones. A run's vectors are freed before the next run starts. With verification (an end with k ≥ 2) the
+peak is a verification run's replay: the accepted vectors and their orthonormalized copy (the locked block,
+2k), the run's four, its start, the replay's three and the vectors it finds (≤ k): at most 3k + 8 vectors of
+P, which is what an analysis budgets (:mod:`sharpness.budget`). ``"auto"`` stores the basis when max_steps + 4
 vectors plus the locked ones fit in ``memory`` bytes (default :data:`~sharpness.linalg._operator.DEFAULT_MEMORY`),
 and is local otherwise.
 
@@ -168,6 +172,18 @@ def _check_count(name: str, k: Any, P: int, lo: int) -> int:
     return int(k)
 
 
+def _largest_entry_signs(Y: Tensor) -> Tensor:
+    """sign(Y[i*, j]) per column j, i* the first index of the column's largest |entry| (argmax of |Y|), found
+    from the column's min and max without materializing |Y|; a column whose max and −min tie (e.g. a
+    ±1/√2 pair) falls back to that column's own argmax."""
+    low, high = torch.aminmax(Y, dim=0)
+    signs = torch.where(high >= -low, 1.0, -1.0).to(Y.dtype)
+    for j in torch.nonzero(high == -low).flatten().tolist():
+        column = Y[:, j]
+        signs[j] = torch.sign(column[column.abs().argmax()])
+    return signs
+
+
 class _Solver:
     """The search run, then the verification runs of every end with k ≥ 2 (module docstring)."""
 
@@ -245,8 +261,8 @@ class _Solver:
             return [], None
         Y = check.proc.ritz_vectors(check.S[:, idx])
         norms = torch.linalg.vector_norm(Y, dim=0)
-        Y = Y / norms
-        Y = Y * torch.sign(Y.gather(0, Y.abs().argmax(dim=0, keepdim=True)))
+        Y.div_(norms)  # in place: the k vectors are the only copies held (no |Y| or scaled temporaries)
+        Y.mul_(_largest_entry_signs(Y))
         return list(Y.unbind(dim=1)), None if check.proc.stores_basis else norms.double().cpu().numpy()
 
     @staticmethod
@@ -280,6 +296,8 @@ class _Solver:
             ends[side].add(search, idx, vecs, side, self.k[side], norms)
         matvecs = search.proc.num_matvecs
         keep = search.proc if keep_lanczos and search.proc.stores_basis else None
+        if keep is None:  # the accepted vectors are copies: the run's own go before the verification runs
+            search.proc.release()
         return ends, matvecs + self.verify(ends, verify), keep
 
     def verify(self, ends: dict[str, Accepted], pending: list[str]) -> int:
@@ -312,6 +330,7 @@ class _Solver:
                     ends[side].add(check, new, vecs, side, self.k[side], norms)
                 else:
                     ends[side].miss_bound = bounds[side]
+            check.proc.release()
             pending = found
         return matvecs
 

@@ -316,6 +316,13 @@ class LanczosProcess:
             q_prev, q, spare = q, W, None if self._fresh and not self._recycle else q_prev
         return Yt.T
 
+    def release(self) -> None:
+        """Free every vector the runs hold (next vectors, q_{j−1}, the spare, the start, a stored basis); the
+        recorded α and β stay, so :meth:`ritz` still answers, while stepping and Ritz vectors no longer can.
+        An estimator that is done with a run calls it before its next run, so two runs' vectors never coexist."""
+        self._q = self._q_prev = self._spare = self._start = self._Q = None
+        self._active = [False] * self.R
+
     # -- iteration --------------------------------------------------------------------------------
     def allow_steps(self, max_steps: int) -> None:
         """Raise :attr:`max_steps` (capped at the space's dimension) so a finished run can be continued, e.g.
