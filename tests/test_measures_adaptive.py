@@ -15,6 +15,7 @@ from sharpness.measures.adaptive import (
     ascend,
     average_sharpness,
     batches,
+    ROUNDING_SHARE_NOTICE,
     perturbation_draws,
     worst_case_sharpness,
 )
@@ -314,3 +315,32 @@ def test_model_untouched_reproducible_and_keys(mlp):
 def test_bad_arguments_say_what_was_expected(objective, call):
     with pytest.raises(InputError, match="got"):
         call(objective)
+
+
+def test_an_average_below_the_losss_float32_rounding_is_flagged_and_float64_resolves_it(mlp, caplog):
+    # At ρ = 1e-5 the adaptive average-case increase is ~½ρ²/P Σ H_ii θ_i² ≈ 9e-14, six orders below a
+    # float32 loss's own rounding (eps·|L| ≈ 1e-7·L): float32 cannot resolve it and must say so; float64
+    # resolves it and matches the second-order expectation (closed form from the dense Hessian).
+    import sharpness
+
+    x, y = make_classification(n=24)
+    rho = 1e-5
+    obj64 = Objective(mlp, x, y)
+    r64 = average_sharpness(obj64, rho, num_draws=200, seed=4)
+    H, theta = dense_hessian(obj64), obj64.theta
+    expected = 0.5 * rho**2 * float((torch.diagonal(H) * theta**2).sum()) / theta.numel()
+    assert r64.rounding_share < ROUNDING_SHARE_NOTICE and abs(r64.value - expected) <= 4 * r64.stderr and r64.stderr < 0.2 * expected
+    model32 = TinyMLP().float()
+    model32.load_state_dict(mlp.state_dict())
+    obj32 = Objective(model32, x.float(), y)
+    r32 = average_sharpness(obj32, rho, num_draws=200, seed=4)
+    assert r32.resolution == torch.finfo(torch.float32).eps * abs(float(obj32.value()))
+    assert r32.rounding_share > 1 and expected < 1e-3 * r32.resolution  # float32 returns rounding: flagged
+    with caplog.at_level("WARNING", logger="sharpness.analysis"):
+        report = sharpness.analyze(model32, x.float(), y, top_k=0, bottom_k=0, trace=False,
+                                   average_adaptive_rho=(rho,), average_draws=20)
+    assert any("the loss's float32 rounding" in r.getMessage() for r in caplog.records)
+    from sharpness.cli.analyze import render_table
+
+    assert report.to_dict()["average_sharpness"][0]["resolution"] == r32.resolution
+    assert "LOSS ROUNDING" in render_table(report.to_dict(), "m.pt")

@@ -32,6 +32,7 @@ from ..hessian.operator import MODES as HVP_MODES, HessianOperator
 from ..linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutchpp_trace, spectral_density
 from ..linalg.trace import DEFLATION_SHARE
 from ..measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
+from ..measures.adaptive import ROUNDING_SHARE_NOTICE
 from ..objective.batches import DATA_POLICIES, combine_digests, sample_digests
 from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, lanczos_vectors, parse_memory
 from ..objective.losses import IGNORE_INDEX
@@ -463,6 +464,11 @@ def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_m
         ), label)
     if averages:
         out["average_sharpness"] = list(averages.values())
+        for (rho, adaptive), a in averages.items():
+            if a.rounding_share > ROUNDING_SHARE_NOTICE:
+                log.warning(f"{'adaptive' if adaptive else 'plain'} average-case sharpness ρ={rho:g}: the loss's "
+                            f"{str(objective.dtype).removeprefix('torch.')} rounding ({a.resolution:.2g}) is "
+                            f"{a.rounding_share:.0%} of Δloss {a.value:.2g}; analyse in float64 (--dtype float64) to resolve it")
     worst = []
     for rho, adaptive in [(r, True) for r in cfg.adaptive_rho] + [(r, False) for r in cfg.rho]:
         average = averages.get((rho, adaptive)) if cfg.average_distribution == "sphere" else None

@@ -13,6 +13,7 @@ from ..hessian.operator import MODES as HVP_MODES
 from ..integrations.pretrained import default_loss, describe, is_pretrained_dir, load_pretrained
 from ..files.loading import Loaded, is_code_ref, load_model_and_data, load_user_callable, load_user_data
 from ..objective.losses import LOSSES
+from ..measures.adaptive import ROUNDING_SHARE_NOTICE, rounding_share
 from ..measures.epsilon import budget_outcome, spread_outcome
 from ..analysis.report import AnalysisConfig, Report, analyze as run_analysis
 from . import cli
@@ -71,7 +72,10 @@ def render_table(report: dict, source: str) -> str:
             p = f" p={entry['p']}" if "p" in entry else f" {entry['distribution']}"
             err = f" ± {_fmt(entry['stderr'], '.2g')}" if entry.get("stderr") is not None else ""
             # An absolute loss increase (not a percentage like ε-sharpness): say which.
-            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   Δloss {_fmt(entry['value'])}{err}")
+            share = rounding_share(entry["value"], entry.get("resolution") or 0.0)
+            flag = (f"  LOSS ROUNDING {_fmt(entry['resolution'], '.2g')} = {share:.0%} OF IT"
+                    if share > ROUNDING_SHARE_NOTICE else "")
+            lines.append(f"  {label:<11} ρ={entry['rho']:g}{p} {kind}   Δloss {_fmt(entry['value'])}{err}{flag}")
     for entry in report.get("per_layer") or []:
         trace = f"   trace {_fmt(entry['trace']['value'])}" if entry.get("trace") else ""
         lines.append(f"  layer {entry['name']:<20} λ_max {_fmt(entry['lambda_max'])}{trace}")

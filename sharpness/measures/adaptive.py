@@ -105,6 +105,18 @@ class WorstCaseSharpness:
     average_floor: float | None = None
 
 
+#: A rounding share above this (1 %) is reported beside the value: the loss's dtype limits its precision.
+ROUNDING_SHARE_NOTICE = 0.01
+
+
+def rounding_share(value: float, resolution: float) -> float:
+    """resolution / |value|, the share of a loss increase its rounding may account for (0 without a
+    resolution, inf for a zero value that rounding could have made)."""
+    if not resolution:
+        return 0.0
+    return resolution / abs(value) if value else math.inf
+
+
 @dataclass(frozen=True)
 class AverageSharpness:
     """E_u[L(w + c ⊙ u)] − L(w) over the analysis set: mean and standard error over ``num_draws`` draws.
@@ -113,6 +125,13 @@ class AverageSharpness:
     ``max_value`` is the largest single-point increase L(w + s·c⊙u_k) − L(w) among the evaluated points, at
     draw ``max_draw`` (0-based) with sign ``max_sign`` = ±1; for ``"sphere"`` every such point lies in the
     worst-case ball (p = 2 and ∞), so ``value`` ≤ ``max_value`` ≤ S_max(ρ).
+
+    ``resolution`` = eps·|L(w)|, eps the machine epsilon of the objective's dtype: the scale of the rounding
+    error of a loss computed in that dtype (its last rounding alone is half an ulp; the forward pass adds its
+    own, so the error is of this order, not bounded by it). :attr:`rounding_share` = resolution / |value| is
+    then the share of the value that rounding may account for. Measured on an MNIST-1D MLP in float32 (L =
+    0.017, ρ = 0.05): 3.90e-9 against float64's 4.75e-9 on the same weights, an error of 0.43 × resolution
+    with a share of 51 %. Above :data:`ROUNDING_SHARE_NOTICE` the analysis says so; float64 resolves it.
     """
 
     rho: float
@@ -129,6 +148,12 @@ class AverageSharpness:
     max_value: float
     max_draw: int
     max_sign: int
+    resolution: float = 0.0
+
+    @property
+    def rounding_share(self) -> float:
+        """``resolution`` / |``value``|: how much of the value the loss's rounding may be (:func:`rounding_share`)."""
+        return rounding_share(self.value, self.resolution)
 
 
 @dataclass(frozen=True)
@@ -490,4 +515,5 @@ def average_sharpness(
         max_value=best[0],
         max_draw=best[1],
         max_sign=best[2],
+        resolution=torch.finfo(theta.dtype).eps * abs(base),
     )
