@@ -530,11 +530,11 @@ def _live_vectors(P: int, exclude: torch.Tensor) -> float:
 
 
 def test_a_local_top_k_run_stays_within_the_vectors_an_analysis_budgets(monkeypatch):
-    # The budget (sharpness.budget.lanczos_vectors: 3k + 8 with verification) must hold at every step and
+    # The budget (sharpness.analysis.budget.lanczos_vectors: 3k + 8 with verification) must hold at every step and
     # replay of a local top-5 search with its verification runs; live tensors are counted, not assumed.
     import importlib
 
-    from sharpness.budget import lanczos_vectors
+    from sharpness.analysis.budget import lanczos_vectors
 
     lanczos_module = importlib.import_module("sharpness.linalg.lanczos")
     P = 20_000

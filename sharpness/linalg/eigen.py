@@ -55,7 +55,7 @@ needed (``return_vectors``, verification): m − 1 more products, three more vec
 found ones. A run's vectors are freed before the next run starts. With verification (an end with k ≥ 2) the
 peak is a verification run's replay: the accepted vectors and their orthonormalized copy (the locked block,
 2k), the run's four, its start, the replay's three and the vectors it finds (≤ k): at most 3k + 8 vectors of
-P, which is what an analysis budgets (:mod:`sharpness.budget`). ``"auto"`` stores the basis when max_steps + 4
+P, which is what an analysis budgets (:mod:`sharpness.analysis.budget`). ``"auto"`` stores the basis when max_steps + 4
 vectors plus the locked ones fit in ``memory`` bytes (default :data:`~sharpness.linalg._operator.DEFAULT_MEMORY`),
 and is local otherwise.
 
