@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -372,3 +373,22 @@ def test_generalization_measures_tables_keep_the_measure_order_when_read_back(sm
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
     labels = [label for label in MEASURES.values() if label in rows]
     assert len(labels) > 3 and [r for r in rows if r in labels][: len(labels)] == labels
+
+
+def test_generalization_measures_paper_columns_quote_nothing_without_a_note():
+    from sharpness.correlate import MEASURES
+
+    study = load_study("generalization-measures")
+    notes = {int(re.match(r"\[(\d+)\] ", n).group(1)): n for n in study.PAPER_NOTES}
+    assert sorted(notes) == list(range(1, len(notes) + 1))
+    for paper in study.PAPER:
+        for m in MEASURES:
+            cell = study.paper_cell(paper, m)
+            marks = {int(k) for k in re.findall(r"\[(\d+)\]", cell)}
+            assert marks and marks <= set(notes), (paper, m, cell)  # every cell says where it comes from
+            assert not re.search(r"\d\.\d", cell), (paper, m, cell)  # no paper number in a cell until one is read
+    assert all("https://" in notes[k] for k in (1, 6, 7))  # the notes that cite a paper's page name it
+    text = study.tables({"summary": {"axes": ["batch_size"], "models": [], "missed_target": [], "excluded": [],
+                                     "correlation": {}},
+                         "settings": study.settings("smoke"), "seeds": [0]})
+    assert all(n in text for n in study.PAPER_NOTES)
