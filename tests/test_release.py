@@ -13,7 +13,10 @@ def test_the_version_has_one_source_and_a_changelog_entry():
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sharpness.__version__"}
     headings = [line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines() if line.startswith("## ")]
-    assert headings[0] == f"## {sharpness.__version__}", headings[:2]
+    # changes not yet released sit in one "Unreleased" section on top (Keep a Changelog); the first released
+    # entry is the current version
+    released = headings[1:] if headings and headings[0] == "## Unreleased" else headings
+    assert released[0] == f"## {sharpness.__version__}", headings[:2]
 
 
 def test_ci_installs_the_built_wheel():
