@@ -80,8 +80,11 @@ def save_checkpoint(
         state_dict: the model's ``state_dict()`` (an ``nn.Module`` is accepted and its state taken);
             tensors are detached, moved to CPU and cloned compactly.
         data: a dataset spec (:attr:`sharpness.data.Dataset.spec`).
-        train_config, metrics, history, extra: plain values only (numpy scalars/arrays become Python
-            values); anything else raises :class:`InputError`.
+        train_config: the training configuration, plain values only (numpy scalars/arrays become Python
+            values; anything else raises :class:`InputError`), as are the next three.
+        metrics: final metrics (train/test loss and accuracy, ...).
+        history: per-epoch records.
+        extra: anything else the caller wants kept beside the weights.
         seed: the seed the run used.
 
     Raises:

@@ -89,7 +89,8 @@ def correlate(sweep_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None
         epsilon_paper: also Keskar's own protocol (scipy L-BFGS-B; :mod:`sharpness.measures.epsilon`).
         rho: the radius of adaptive worst- and average-case sharpness (Andriushchenko et al. 2023, ℓ₂,
             elementwise |θ| scaling); ``None`` skips both.
-        pac_bayes_rise, pac_bayes_draws: the loss rise and the fixed number of noise draws of the PAC-Bayes σ.
+        pac_bayes_rise: the loss rise that defines the PAC-Bayes σ.
+        pac_bayes_draws: the fixed number of noise draws per σ of that search.
         samples: analyze a seeded subset of this many training samples (default: the whole training split).
         seed: the seed of every estimator and of the bootstrap.
         bootstrap: resamples of the τ interval (0: none).

@@ -50,7 +50,8 @@ class SharpnessTrainerCallback(TrainerCallback):
     """Runs a :class:`~sharpness.tracking.SharpnessTracker` during ``Trainer.train()`` (module docstring).
 
     Args:
-        inputs, targets: the analysis set the tracker draws from (e.g. ``input_ids`` and ``labels``).
+        inputs: the analysis set the tracker draws from (e.g. ``input_ids``).
+        targets: its targets (e.g. ``labels``).
         every: measure after every ``every``-th optimizer step. Default 20.
         tracker: a configured tracker instead (then leave the tracker options and ``inputs`` out).
         trainer: the Trainer whose ``log`` receives the values (or :meth:`bind` it later).

@@ -65,7 +65,8 @@ class SharpnessCallback(_LightningCallback):
     """Runs a :class:`~sharpness.tracking.SharpnessTracker` during ``Trainer.fit``.
 
     Args:
-        inputs, targets: tensors to draw the analysis batch from (default: the training loader, module docstring).
+        inputs: a tensor to draw the analysis batch from (default: the training loader, module docstring).
+        targets: the targets of ``inputs``.
         every: measure after every ``every``-th optimizer step. Default 20.
         tracker: a configured tracker to use (then the tracker options below must be left out).
         batch_to_xy: maps a loader batch to ``(inputs, targets)``; default: its first two entries.

@@ -176,9 +176,12 @@ def plane(
     """Loss and accuracy on the plane f(θ + α·d₁ + β·d₂) (Li et al. 2018, Fig. 1/6), row by row.
 
     Args:
-        center: θ (default: the objective's point); d1, d2: the directions ``(P,)``.
-        alphas, betas: coordinates along d1 (rows of the result) and d2 (columns); default ``grid(-1, 1, 51)``
-            each, so (0, 0) is exactly θ.
+        center: θ (default: the objective's point).
+        d1: the first direction ``(P,)``.
+        d2: the second direction ``(P,)``.
+        alphas: coordinates along d1, the rows of the result (default ``grid(-1, 1, 51)``, so α = 0 is
+            exactly θ).
+        betas: coordinates along d2, the columns (same default).
         rundir: a :class:`~sharpness.files.rundir.RunDir` or a directory path. Each finished row is written
             atomically (``row-IIIII.npz`` + a done marker) and a rerun with the same arguments continues with
             the missing rows; the final arrays are identical to an uninterrupted run. A directory holding a

@@ -395,6 +395,8 @@ def epsilon_sharpness(objective: Objective, epsilon: float, **options: Any) -> E
     Args:
         objective: the mean loss f over the analysis set; θ is its point.
         epsilon: ε ≥ 0, the relative box size (the paper reports ε = 1e-3 and 5e-4).
+
+    Keyword Args:
         subspace_dim: None for the full space (A = I), or p for a random Gaussian A ∈ R^{P×p} (paper: 100).
         method: ``"ascent"`` (projected sign ascent from corners, default) or ``"paper"`` (Keskar's L-BFGS-B).
         start: ``"spectral"``, ``"corner"``, ``"zero"`` or ``"random"`` for the first starts (default: the

@@ -120,7 +120,8 @@ class Objective(AnalysisSet, LossSums, MemoryBudget, DeterminismProbe, LabelChec
         params: glob(s) selecting the parameters θ that vary (comma-separated string or list); the others
             are held fixed at their values. Default: every parameter.
         weights: optional non-negative per-sample weights ``(N,)`` (tensor path).
-        dtype, device: where and in which floating type to compute (default: the model's).
+        dtype: the floating type to compute in (default: the model's).
+        device: where to compute (default: the model's).
         check_determinism: evaluate the first chunk twice and refuse a model whose outputs differ. (It is always
             evaluated once: shapes, labels and the loss are checked, and SDPA is detected.)
         reduce: the hook that makes the objective span several processes. Every sum over the local samples

@@ -56,8 +56,9 @@ class SharpnessTracker:
                 tracker.measure(model, step, optimizer=optimizer)
 
     Args:
-        inputs, targets: where the analysis batch is drawn from (default in :func:`~sharpness.train.train`:
-            the training split). ``analysis_samples`` of them are drawn once with ``seed``.
+        inputs: where the analysis batch is drawn from (default in :func:`~sharpness.train.train`: the
+            training split). ``analysis_samples`` of them are drawn once with ``seed``.
+        targets: the labels or targets of ``inputs``.
         every: measure after every ``every``-th optimizer step (``state.step % every == 0``).
         every_epochs: measure at the end of every ``every_epochs``-th epoch. With neither, only the start/end
             measurements and explicit :meth:`measure` calls happen.
@@ -76,10 +77,16 @@ class SharpnessTracker:
         warm_start: start Lanczos from the previous Ritz vectors (module docstring). Default True.
         verify_every: check every ``verify_every``-th consecutive warm-started measurement with a cold start
             at the same ``tol`` (module docstring, "Verified"). Default 10; 0 or ``None``: no checks.
-        measure_at_start, measure_at_end: also measure before the first and after the last step (callback).
-        loss, bn_mode, chunk_size, params, dtype, device: passed to :class:`~sharpness.objective.Objective`
-            (default: cross-entropy for labels / MSE otherwise, eval mode, the model's dtype and device;
-            ``dtype`` may be ``"float32"``/``"float64"``, e.g. to measure a float32 run in float64).
+        measure_at_start: also measure before the first step (callback).
+        measure_at_end: also measure after the last step (callback).
+        loss: passed to :class:`~sharpness.objective.Objective`, as are the next five (default:
+            cross-entropy for labels, MSE otherwise).
+        bn_mode: BatchNorm's mode during a measurement (default ``"eval"``).
+        chunk_size: samples per forward pass of the analysis (default: from the memory budget).
+        params: glob(s) of the parameters measured (default: all).
+        dtype: ``"float32"``/``"float64"`` or a torch dtype, e.g. to measure a float32 run in float64
+            (default: the model's).
+        device: where to measure (default: the model's).
         seed: seeds the analysis/held-out draws and every measurement's random vectors.
         listeners: callables receiving each new record (e.g. :class:`sharpness.integrations.tensorboard.TensorBoardWriter`).
 
