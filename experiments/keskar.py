@@ -419,7 +419,7 @@ def _plot_contrast(saved: dict, figures: Path) -> list[Path]:
     n = max(len(info["seeds"]) for info in S["networks"].values())
     spread = "mean ± std over seeds, one thin line per seed" if n > 1 else "one seed"
     hollow = "; hollow = matched training loss" if "matched" in s["regimes"] else ""  # quick runs draw none
-    fig.suptitle(f"Keskar et al. by fractions (SB = 1/200, LB = 1/10 of the data), trained to {criterion(s)}: "
+    fig.suptitle(f"Keskar et al. by fractions (SB = 1/200, LB = 1/10 of the data), trained to {criterion(s)}\n"
                  f"{spread}{hollow}")
     return save_and_close(fig, figures / "keskar_sharpness")
 

@@ -13,6 +13,8 @@ def test_the_version_has_one_source_and_a_changelog_entry():
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sharpness.__version__"}
     headings = [line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines() if line.startswith("## ")]
+    if headings[0] == "## Unreleased":  # changes merged since the release sit above it
+        headings = headings[1:]
     assert headings[0] == f"## {sharpness.__version__}", headings[:2]
 
 
