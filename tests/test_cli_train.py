@@ -76,7 +76,9 @@ def test_unknown_optimizer_and_missing_duration(tmp_path, capsys):
     code, _, err = run(["train", *BLOBS, "--optimizer", "rmsprop", "--epochs", 1, "--out", tmp_path / "x.pt"], capsys)
     one_line_error(code, err, r"'rmsprop' is not one of 'sgd', 'adam', 'adamw'")
     code, _, err = run(["train", *BLOBS, "--out", tmp_path / "x.pt"], capsys)
-    one_line_error(code, err, r"exactly one of epochs, steps or until_train_loss")
+    one_line_error(code, err, r"exactly one of epochs, steps, until_train_loss or until_train_accuracy")
+    code, _, err = run(["train", *BLOBS, "--until-train-accuracy", 1.5, "--max-epochs", 2, "--out", tmp_path / "x.pt"], capsys)
+    one_line_error(code, err, r"until_train_accuracy to be a fraction in \(0, 1\], got 1.5")
 
 
 def test_nan_learning_rate_exits_2_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):

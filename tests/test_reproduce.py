@@ -263,6 +263,42 @@ def test_keskar_sb_and_lb_are_fractions_of_the_training_set(smoke):
     assert {r["batch_size"] for r in saved["summary"]["rows"] if r["network"] == "F1-small-data"} == {20, 100}
 
 
+def test_keskar_trains_both_regimes_to_convergence_and_lists_every_run_that_missed(smoke):
+    keskar = load_study("keskar")
+    full = keskar.settings("full")
+    assert full["until_train_accuracy"] == 0.99 and full["regimes"] == ["converged", "matched"]
+    assert all(net["max_epochs"] >= 1 and "epochs" not in net for net in full["networks"].values())
+    results = Path(smoke["keskar"].results_dir)
+    saved = json.loads((results / "summary.json").read_text())
+    s, rows = saved["settings"], saved["summary"]["rows"]
+    # every converged run was trained by the accuracy rule, within its network's cap
+    for name, net in s["networks"].items():
+        configs = [json.loads(p.read_text())["config"] for p in results.glob(f"{name}-converged-*.json")]
+        assert len(configs) == 2 and all(c["until_train_accuracy"] == s["until_train_accuracy"] and c["epochs"] is None
+                                         and c["max_epochs"] == net["max_epochs"] for c in configs)
+    converged = [r for r in rows if r["regime"] == "converged"]
+    assert len(converged) == 4
+    for r in converged:
+        if r["reached"]:
+            assert r["stopped_by"] == "until_train_accuracy" and r["train_acc"] >= s["until_train_accuracy"]
+        else:
+            assert r["stopped_by"] == "max_epochs" and r["train_acc"] < s["until_train_accuracy"]
+            assert r["epochs"] == s["networks"][r["network"]]["max_epochs"]
+    # the smoke budget has both kinds (F1 reaches the criterion, F1-small-data does not), so both branches are seen
+    assert {r["network"] for r in converged if r["reached"]} == {"F1"}
+    assert {r["network"] for r in converged if not r["reached"]} == {"F1-small-data"}
+    # a run that missed is kept: its rows carry the mark, and one warning line names it; one that reached is unmarked
+    missed = [r for r in rows if r["reached"] is False]
+    assert [line for line in smoke["keskar"].warnings if "cap" in line] == keskar.missed_lines(saved)
+    for r in missed:
+        assert any(f"{r['network']} {r['role']} B={r['batch_size']} seed {r['seed']} ({r['regime']}) stopped at its "
+                   f"{s['networks'][r['network']]['max_epochs']}-epoch cap" in line for line in smoke["keskar"].warnings)
+    table_rows = [line for line in smoke["keskar"].tables.splitlines() if line.startswith("| F1")]
+    # (F1-small-data's matched runs reached their target: only its converged rows, headline included, are marked)
+    assert table_rows and all(("‡" in line) == (line.startswith("| F1-small-data") and "matched" not in line)
+                              for line in table_rows)
+
+
 def test_lm_batch_sb_and_lb_are_fractions_of_the_training_windows(smoke):
     lm = load_study("lm-batch")
     full = lm.settings("full")
@@ -282,11 +318,11 @@ def test_lm_batch_sb_and_lb_are_fractions_of_the_training_windows(smoke):
 
 
 def _keskar_saved(sb_acc, lb_acc, sb_eps=(1.0,), lb_eps=(50.0,)):
-    rows = [{"network": "F1", "regime": "fixed", "role": role, "seed": i, "test_acc": a, "eps_full_0.001": e,
-             "lambda_max": e}
+    rows = [{"network": "F1", "regime": "converged", "role": role, "seed": i, "test_acc": a, "eps_full_0.001": e,
+             "lambda_max": e, "reached": True}
             for role, accs, eps in (("SB", sb_acc, sb_eps), ("LB", lb_acc, lb_eps))
             for i, (a, e) in enumerate(zip(accs, eps * len(accs) if len(eps) == 1 else eps))]
-    return {"summary": {"networks": {"F1": {}}, "rows": rows}}
+    return {"summary": {"networks": {"F1": {}}, "rows": rows}, "settings": {}}
 
 
 def test_keskar_flags_a_contrast_within_one_standard_deviation():

@@ -285,6 +285,42 @@ def test_until_train_loss_stops_at_the_first_epoch_below(blobs):
     assert capped.metrics["stopped_by"] == "max_epochs" and capped.metrics["reached_train_loss"] is False
 
 
+def test_until_train_accuracy_stops_at_the_first_epoch_at_or_above(blobs):
+    full = train(cfg(epochs=6, lr=0.01), dataset=blobs)
+    accs = [h["train_acc"] for h in full.history]
+    target = accs[3]  # an accuracy the run reaches exactly at epoch 3, and not before
+    assert max(accs[1:3]) < target < 1.0 and accs[4] == target, "the test needs epochs 1-2 below, 3-4 at the target"
+    stopped = train(cfg(epochs=None, lr=0.01, until_train_accuracy=target, max_epochs=6), dataset=blobs)
+    m = stopped.metrics
+    assert m["stopped_by"] == "until_train_accuracy" and m["reached_train_accuracy"] is True
+    assert m["reached_train_loss"] is None  # the other rule was not in use
+    assert m["epochs"] == 3 and [h["train_acc"] for h in stopped.history] == accs[:4]  # same trajectory, at "≥"
+    capped = train(cfg(epochs=None, lr=0.01, until_train_accuracy=1.0, max_epochs=2), dataset=blobs)
+    assert capped.metrics["stopped_by"] == "max_epochs" and capped.metrics["reached_train_accuracy"] is False
+    assert capped.metrics["epochs"] == 2 and capped.metrics["train_acc"] == accs[2] < 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(until_train_accuracy=0.0), r"until_train_accuracy to be a fraction in \(0, 1\], got 0.0"),
+    (dict(until_train_accuracy=1.5), r"until_train_accuracy to be a fraction in \(0, 1\], got 1.5"),
+    (dict(until_train_accuracy=float("nan")), r"until_train_accuracy to be a fraction in \(0, 1\], got nan"),
+    (dict(until_train_accuracy="0.99"), r"until_train_accuracy to be a fraction in \(0, 1\], got '0.99'"),
+    (dict(until_train_loss=0.0), r"until_train_loss to be a finite number > 0, got 0.0"),
+    (dict(until_train_accuracy=0.9, max_epochs=None), r"max_epochs \(the cap\) with until_train_accuracy, got none"),
+    (dict(until_train_accuracy=0.9, until_train_loss=0.1),
+     r"exactly one of epochs, steps, until_train_loss or until_train_accuracy, got \['until_train_loss', 'until_train_accuracy'\]"),
+])
+def test_bad_until_rules_are_refused(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        cfg(**{"epochs": None, "max_epochs": 3, **kwargs})
+
+
+def test_until_train_accuracy_needs_a_classification_loss():
+    regression = load_dataset("teacher-student", n=40, n_test=10, dim=3, seed=0)
+    with pytest.raises(InputError, match=r"classification loss with until_train_accuracy \(a mse loss has no accuracy\)"):
+        train(cfg(data="teacher-student", epochs=None, until_train_accuracy=0.9, max_epochs=2), dataset=regression)
+
+
 def test_steps_budget_stops_mid_epoch_and_eval_every(blobs):
     result = train(cfg(steps=20, epochs=None, eval_every=2), dataset=blobs)  # 12 steps per epoch
     assert result.metrics["steps"] == 20 and result.metrics["stopped_by"] == "steps"
@@ -295,8 +331,8 @@ def test_steps_budget_stops_mid_epoch_and_eval_every(blobs):
 def test_config_validation():
     for kwargs, match in [
         (dict(optimizer="rmsprop"), "optimizer one of sgd, adam, adamw, got 'rmsprop'"),
-        (dict(epochs=None), "exactly one of epochs, steps or until_train_loss"),
-        (dict(steps=5), "exactly one of epochs, steps or until_train_loss"),
+        (dict(epochs=None), "exactly one of epochs, steps, until_train_loss or until_train_accuracy"),
+        (dict(steps=5), "exactly one of epochs, steps, until_train_loss or until_train_accuracy"),
         (dict(epochs=None, until_train_loss=0.1), "max_epochs"),
         (dict(lr=float("nan")), "lr to be a finite number"),
         (dict(nesterov=True), "nesterov only with optimizer sgd and momentum > 0"),

@@ -27,10 +27,13 @@ scaling rule and a gradual warmup; Smith & Le (2018) and Jastrzębski et al. (20
   ``sqrt``: η̂ = η·√(B/B₀) (Krizhevsky 2014; Hoffer et al. 2017)); a linear warmup over ``warmup_epochs``;
   then ``constant``, ``cosine`` (to 0 at the last step) or ``step`` (× ``gamma`` at each of ``milestones``).
 * **Stopping.** ``epochs=E`` or ``steps=S``, or ``until_train_loss=L`` (stop at the end of the first epoch
-  whose full-train-split loss is below L, at most ``max_epochs``) to compare minima at matched training loss.
+  whose full-train-split loss is below L, at most ``max_epochs``) to compare minima at matched training loss,
+  or ``until_train_accuracy=A`` (… whose full-train-split accuracy is at least A, e.g. 0.99) to train to
+  convergence as Keskar et al. did. A run the cap stops ends with ``stopped_by="max_epochs"`` and
+  ``reached_train_loss`` (or ``reached_train_accuracy``) False.
 * **Evaluation.** Every ``eval_every`` epochs (and at the end) the full train and test splits are evaluated
   without gradients in eval mode (BatchNorm running statistics, no dropout) in chunks of ``eval_chunk``.
-  With ``until_train_loss`` the train split is evaluated every epoch (it is the stopping rule).
+  With an "until" rule the train split is evaluated every epoch (it is the stopping rule).
 * **Randomness.** ``seed`` draws the initial weights (:func:`sharpness.models.build_model`) and, unless
   ``data_seed`` is given, the data order. In-model randomness (dropout) runs on the global RNG inside
   ``torch.random.fork_rng`` seeded from the data-order seed, so the caller's RNG state is never changed.

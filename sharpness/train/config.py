@@ -21,6 +21,18 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCALINGS = ("none", "linear", "sqrt")
 SCHEDULES = ("constant", "cosine", "step")
 
+#: The "train until" stopping rules: the config field, the epoch record's value it watches, whether the target
+#: is reached below it (a loss) or at or above it (an accuracy), and what a valid target is.
+UNTIL_RULES = {
+    "until_train_loss": ("train_loss", "below", "a finite number > 0"),
+    "until_train_accuracy": ("train_acc", "at_least", "a fraction in (0, 1]"),
+}
+
+
+def until_reached(rule: str, value: float, target: float) -> bool:
+    """Whether an epoch's ``value`` meets ``rule``'s ``target`` (loss strictly below it, accuracy at or above)."""
+    return value < target if UNTIL_RULES[rule][1] == "below" else value >= target
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -42,7 +54,9 @@ class TrainConfig:
     Learning-rate rule: ``lr_scaling``, ``base_batch_size``, ``warmup_epochs``, ``schedule``, ``milestones``
     (epochs; default half and three quarters of the run for ``step``), ``gamma`` (see :class:`LRSchedule`).
 
-    Duration: exactly one of ``epochs``, ``steps`` or ``until_train_loss`` (which needs ``max_epochs``).
+    Duration: exactly one of ``epochs``, ``steps``, ``until_train_loss`` (stop at the first epoch whose
+    full-train-split loss is below it) or ``until_train_accuracy`` (… whose train accuracy, a fraction, is at
+    least it); the two "until" rules need ``max_epochs``, the cap.
 
     Randomness and start: ``seed``, ``data_seed``, ``init_from`` (a checkpoint whose weights start the run).
 
@@ -80,6 +94,7 @@ class TrainConfig:
     epochs: int | None = None
     steps: int | None = None
     until_train_loss: float | None = None
+    until_train_accuracy: float | None = None
     max_epochs: int | None = None
 
     seed: int = 0
@@ -136,16 +151,25 @@ class TrainConfig:
         if self.ghost_batch is not None and (self.accumulate is not None or self.max_micro_batch is not None):
             raise InputError("expected ghost_batch without accumulate/max_micro_batch (each virtual batch is already "
                              f"its own forward pass), got ghost_batch={self.ghost_batch} with accumulation")
-        given = [n for n in ("epochs", "steps", "until_train_loss") if getattr(self, n) is not None]
+        durations = ("epochs", "steps", *UNTIL_RULES)
+        given = [n for n in durations if getattr(self, n) is not None]
         if len(given) != 1:
-            raise InputError(f"expected exactly one of epochs, steps or until_train_loss, got {given or 'none'}")
-        if self.until_train_loss is not None:
-            _check(math.isfinite(self.until_train_loss) and self.until_train_loss > 0, "until_train_loss",
-                   "a finite number > 0", self.until_train_loss)
+            raise InputError(f"expected exactly one of {', '.join(durations[:-1])} or {durations[-1]}, got {given or 'none'}")
+        rule = self.until
+        if rule is not None:
+            target = getattr(self, rule)
+            ok = isinstance(target, (int, float)) and not isinstance(target, bool) and math.isfinite(target) and target > 0
+            _check(ok and (rule != "until_train_accuracy" or target <= 1), rule, UNTIL_RULES[rule][2], target)
             if self.max_epochs is None:
-                raise InputError("expected max_epochs (the cap) with until_train_loss, got none")
+                raise InputError(f"expected max_epochs (the cap) with {rule}, got none")
         elif self.max_epochs is not None:
-            raise InputError(f"expected max_epochs only with until_train_loss, got max_epochs={self.max_epochs} with {given[0]}")
+            raise InputError(f"expected max_epochs only with {' or '.join(UNTIL_RULES)}, got max_epochs={self.max_epochs} "
+                             f"with {given[0]}")
+
+    @property
+    def until(self) -> str | None:
+        """The "train until" rule in use (a key of :data:`UNTIL_RULES`), or None for ``epochs``/``steps``."""
+        return next((rule for rule in UNTIL_RULES if getattr(self, rule) is not None), None)
 
     def to_dict(self) -> dict:
         """Plain JSON-able values (tuples → lists), as recorded in checkpoints."""

@@ -23,7 +23,7 @@ from ..files.loading import is_code_ref, load_user_training_data
 from ..models import build_model, model_spec
 from ..files.rundir import atomic_write, check_writable
 from .callbacks import TrainState, _call, _ProgressBar
-from .config import TrainConfig, micro_batch_sizes, resolve_batch_size
+from .config import UNTIL_RULES, TrainConfig, micro_batch_sizes, resolve_batch_size, until_reached
 from .result import TrainingDiverged, TrainingInterrupted, TrainResult
 from .resume import restore, resume_path, resume_payload, snapshot_path
 from .runtime import _DeferredInterrupt, _derived_seed, _deterministic, _device, _rng_devices, _seed_global
@@ -109,8 +109,9 @@ def train(
 
     Metrics: ``train_loss, train_acc, test_loss, test_acc, generalization_gap`` (test − train loss),
     ``accuracy_gap`` (train − test accuracy), ``dist_from_init, epochs, steps, batch_size, steps_per_epoch,
-    peak_lr, stopped_by`` (``epochs|steps|until_train_loss|max_epochs|callback``, or ``diverged`` in the
-    checkpoint a divergence leaves), ``reached_train_loss`` (with ``until_train_loss``), ``train_seconds``
+    peak_lr, stopped_by`` (``epochs|steps|until_train_loss|until_train_accuracy|max_epochs|callback``, or
+    ``diverged`` in the checkpoint a divergence leaves), ``reached_train_loss`` and ``reached_train_accuracy``
+    (True/False with that "until" rule: did it stop the run before the ``max_epochs`` cap; else None), ``train_seconds``
     (optimizer steps and step callbacks), ``eval_seconds``, ``wall_time``, ``samples_per_second`` (training
     samples per training second).
 
@@ -137,6 +138,8 @@ def train(
     steps_per_epoch = n_train // batch if config.drop_last else -(-n_train // batch)
     schedule = lr_schedule(config, batch_size=batch, steps_per_epoch=steps_per_epoch)
     kind = resolve_loss(config.loss, y_train)
+    if config.until_train_accuracy is not None and kind not in ("cross-entropy", "bce"):
+        raise InputError(f"expected a classification loss with until_train_accuracy (a {kind} loss has no accuracy)")
 
     def to_device(x: Tensor | None, y: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         if x is None or y is None:
@@ -312,7 +315,7 @@ class _Run:
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"epoch": self.epoch + (1 if partial else 0), "step": self.step, "lr": self.last_lr,
                                "train_loss": None, "train_acc": None, "test_loss": None, "test_acc": None}
-        if due or c.until_train_loss is not None:
+        if due or c.until is not None:
             rec["train_loss"], rec["train_acc"] = _evaluate(self.net, self.x_train, self.y_train, self.kind, c.eval_chunk)
         if due and self.x_test is not None:
             rec["test_loss"], rec["test_acc"] = _evaluate(self.net, self.x_test, self.y_test, self.kind, c.eval_chunk)
@@ -323,9 +326,9 @@ class _Run:
         if rec["train_loss"] is not None and not math.isfinite(rec["train_loss"]) or not math.isfinite(rec["dist_from_init"]):
             bad = rec["train_loss"] if rec["train_loss"] is not None else float("nan")
             self._diverged(bad, f"at step {self.step} (end of epoch {rec['epoch']})", what="train loss")
-        if c.until_train_loss is not None and not initial and not final:
-            if rec["train_loss"] < c.until_train_loss:
-                self.stopped_by = "until_train_loss"
+        if c.until is not None and not initial and not final:
+            if until_reached(c.until, rec[UNTIL_RULES[c.until][0]], getattr(c, c.until)):
+                self.stopped_by = c.until
             elif self.epoch >= c.max_epochs:
                 self.stopped_by = "max_epochs"
         self.history.append(rec)
@@ -359,7 +362,8 @@ class _Run:
             "dist_from_init": last["dist_from_init"], "epochs": last["epoch"], "steps": last["step"],
             "batch_size": self.batch, "steps_per_epoch": self.steps_per_epoch, "peak_lr": self.schedule.peak,
             "stopped_by": self.stopped_by,
-            "reached_train_loss": None if self.config.until_train_loss is None else self.stopped_by == "until_train_loss",
+            **{f"reached_{rule.removeprefix('until_')}": None if getattr(self.config, rule) is None else self.stopped_by == rule
+               for rule in UNTIL_RULES},
             "train_seconds": seconds, "eval_seconds": self.eval_seconds, "wall_time": self._elapsed(),
             "samples_per_second": self.step * self.batch / seconds if seconds > 0 else None,
         }

@@ -46,7 +46,7 @@ def lr_schedule(config: TrainConfig, *, batch_size: int, steps_per_epoch: int) -
     """The :class:`LRSchedule` of ``config`` for a resolved ``batch_size`` and ``steps_per_epoch``.
 
     The horizon T is ``epochs``·steps_per_epoch, ``steps``, or ``max_epochs``·steps_per_epoch for
-    ``until_train_loss`` (the cap). Warmup and milestones are given in epochs and rounded to steps.
+    ``until_train_loss`` / ``until_train_accuracy`` (the cap). Warmup and milestones are given in epochs and rounded to steps.
     """
     ratio = batch_size / config.base_batch_size
     scale = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[config.lr_scaling]

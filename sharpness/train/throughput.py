@@ -91,7 +91,8 @@ def measure_throughput(config: TrainConfig, *, dataset: Any = None, steps: int =
     """
     if steps < 1 or repeats < 1:
         raise InputError(f"expected steps ≥ 1 and repeats ≥ 1, got steps={steps}, repeats={repeats}")
-    base = dataclasses.replace(config, epochs=None, until_train_loss=None, max_epochs=None, steps=steps,
+    base = dataclasses.replace(config, epochs=None, until_train_loss=None, until_train_accuracy=None,
+                               max_epochs=None, steps=steps,
                                eval_every=10**9, save_every=None, resume=False)
     device = _device(base.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
