@@ -45,6 +45,7 @@ from ..hessian import HessianOperator
 from ..linalg import top_eigenvalues
 from ..linalg.eigen import ConvergenceWarning
 from ..objective import Objective
+from .subspace import GeneratedBasis
 
 MIN_STEP = 2.0**-10  # the ascent's smallest step, as a fraction of the box width
 STALL_EVALS, STALL_RTOL = 5, 1e-4  # the ascent stops when 5 evaluations raised the increase by ≤ 1e-4 of it
@@ -57,11 +58,13 @@ ASCENT_STATUSES = ("stalled", "max_iter", "kkt", "step_floor")
 class Box:
     """F(y) = f(θ + A y) and ∇_y F on the box |y| ≤ b, b = ε(|A⁺θ| + 1), counting evaluations."""
 
-    def __init__(self, objective: Objective, epsilon: float, basis: Tensor | None,
+    def __init__(self, objective: Objective, epsilon: float, basis: Tensor | GeneratedBasis | None,
                  qr: tuple[Tensor, Tensor] | None = None) -> None:
         self.objective, self.basis, self.theta = objective, basis, objective.theta
         if basis is None:
             centre, self.sigma_max = self.theta, 1.0
+        elif isinstance(basis, GeneratedBasis):  # A regenerated tile by tile: the normal equations
+            centre, self.sigma_max = basis.project(self.theta)
         else:
             q, r = qr if qr is not None else torch.linalg.qr(basis, mode="reduced")
             # A⁺x = R⁻¹Qᵀx (the least-squares solution); σ_max(A) = σ_max(R) for the upper bound.
