@@ -44,18 +44,26 @@ TASKS = ("top1", "top5", "trace", "epsilon")
 SAMPLES = 16
 
 
-def _child(width: int, task: str, threads: int) -> dict:
+def scale_mlp(width: int):
+    """The issue's MLP ``Linear(d, d) → tanh → Linear(d, 10)`` (P = d² + 11d + 10, float32) and 16 random samples,
+    seeded: (model, inputs, targets). benchmarks/gpu_check.py measures the same model at d = 11 130."""
     import torch
     from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
+    return model, torch.randn(SAMPLES, width), torch.randint(0, 10, (SAMPLES,))
+
+
+def _child(width: int, task: str, threads: int) -> dict:
+    import torch
 
     import sharpness
     from sharpness.hessian import HessianOperator
     from sharpness.objective import Objective
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 10))
-    x, y = torch.randn(SAMPLES, width), torch.randint(0, 10, (SAMPLES,))
+    model, x, y = scale_mlp(width)
     sharpness.analyze(model, x[:2], y[:2], top_k=1, bottom_k=0, trace=False, tol=1e-1)  # imports, first-call setup
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
