@@ -68,7 +68,8 @@ Choices the paper leaves open, made here:
   tile, and A⁺x from the p × p normal equations AᵀA y = Aᵀx, so the same box and the same maximizer up to
   rounding. The price is time: every pass over A draws P·p normals again, and each loss-and-gradient
   evaluation makes 2 passes (A y, then Aᵀ∇f; 1 at y = 0), each Hessian product of the spectral start 2
-  (≤ 2·40), the set-up 2 (the generator states; AᵀA with Aᵀθ) and the returned perturbation 1. The default
+  (≤ 2·40), the set-up 2 (the generator states; AᵀA with Aᵀθ and Aᵀ∇f(θ), so y = 0 costs none) and
+  :class:`EpsilonSearch`'s perturbation A y*, when read, 1. The default
   ascent's ≤ 12·100 evaluations are then up to 2 400 passes; ``start="corner"`` with a small ``max_iter``
   bounds them.
 * **Gradients** are exact, ∇_y f(x + A y) = Aᵀ∇f, in the Objective's dtype; loss values are compared as
@@ -85,7 +86,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -204,7 +205,8 @@ class EpsilonSearch:
     """:class:`EpsilonSharpness` plus the tensors behind it (not part of any report).
 
     ``maximizer``: the best end point y* ∈ C_ε, ``(dim,)`` (zeros when no start beat y = 0);
-    ``bounds``: the box half-widths b = ε(|A⁺θ| + 1), ``(dim,)``; ``perturbation``: A y*, ``(P,)``;
+    ``bounds``: the box half-widths b = ε(|A⁺θ| + 1), ``(dim,)``; ``perturbation``: A y*, ``(P,)``, formed
+    when first read (for a regenerated A that is a pass over A);
     ``basis``: A, ``(P, p)``, or a :class:`~.subspace.GeneratedBasis` (``A @ y`` and ``A.T @ g`` tile by tile)
     when A did not fit the budget, or None for the full space.
     """
@@ -212,8 +214,11 @@ class EpsilonSearch:
     result: EpsilonSharpness
     maximizer: Tensor
     bounds: Tensor
-    perturbation: Tensor
     basis: Tensor | GeneratedBasis | None
+
+    @cached_property
+    def perturbation(self) -> Tensor:
+        return self.maximizer if self.basis is None else self.basis @ self.maximizer
 
 
 def random_subspace(
@@ -401,7 +406,6 @@ def search_epsilon_box(
         result=replace(result, seconds=time.perf_counter() - t0),
         maximizer=best_y,
         bounds=box.bound,
-        perturbation=best_y if basis is None else basis @ best_y,
         basis=basis,
     )
 
@@ -450,7 +454,8 @@ def epsilon_sharpness(objective: Objective, epsilon: float, **options: Any) -> E
     ≤ 12 starts), plus ≤ 40 Hessian-vector products for the spectral corners, plus line-search
     evaluations for L-BFGS-B (``num_function_evals``), one for the gradient at θ (corner start or
     ``curvature``), and a QR factorization of A for the subspace variant; for a regenerated A, 2 draws of
-    P·p normals per evaluation and per Hessian product, 3 more per call (2 when A was generated before).
+    P·p normals per evaluation away from y = 0 and per Hessian product, and 2 more per call (1 when A was
+    generated before).
 
     See the module docstring for the two methods and what the value and its bounds mean;
     :func:`search_epsilon_box` also returns the maximizer.

@@ -24,9 +24,10 @@ error of order κ(A)²·u instead of κ(A)·u. For a Gaussian P × p matrix κ(A
 used (P ≫ p). σ_max(A) = √λ_max(AᵀA).
 
 **Cost, in passes over A** (one pass = P·p float64 normals, ``torch.randn``'s speed on one core; ``draws``
-counts them in columns, p per pass): building the states 1 pass; AᵀA and Aᵀθ 1 pass (AᵀA is kept, so a later
-ε with the same A needs only Aᵀθ); each loss-and-gradient evaluation F(y) = f(θ + Ay), ∇_y F = Aᵀ∇f 2 passes
-(1 at y = 0, where Ay = 0 is not drawn); each Hessian product of the spectral start 2 passes.
+counts them in columns, p per pass): building the states 1 pass (once per A: it is cached); AᵀA, Aᵀθ and the
+gradient at θ projected, Aᵀ∇f(θ), 1 pass together (AᵀA is kept for later calls); each loss-and-gradient
+evaluation F(y) = f(θ + Ay), ∇_y F = Aᵀ∇f away from y = 0 2 passes (at y = 0 none: f(θ) and Aᵀ∇f(θ) are known
+from the set-up); each Hessian product of the spectral start 2 passes; A y* once at the end 1 pass.
 """
 
 from __future__ import annotations
@@ -154,25 +155,28 @@ class GeneratedBasis:
     def T(self) -> "_Transposed":  # noqa: N802  (as Tensor.T)
         return _Transposed(self)
 
-    def project(self, theta: Tensor) -> tuple[Tensor, float]:
-        """(A⁺θ in the analysis dtype, σ_max(A)): A⁺θ = (AᵀA)⁻¹Aᵀθ by Cholesky, σ_max = √λ_max(AᵀA).
+    def project(self, theta: Tensor, grad: Tensor) -> tuple[Tensor, float, Tensor]:
+        """(A⁺θ in the analysis dtype, σ_max(A), Aᵀ grad) in one pass: A⁺θ = (AᵀA)⁻¹Aᵀθ by Cholesky,
+        σ_max = √λ_max(AᵀA), and the gradient at θ projected (for y = 0) while the tiles are drawn anyway.
 
-        The first call makes one pass for AᵀA (each tile's in the analysis dtype, summed in float64; kept) and
-        Aᵀθ together; later calls one pass for Aᵀθ."""
-        if self.gram is None:
-            gram = torch.zeros(self.shape[1], self.shape[1], dtype=torch.float64, device=self.device)
-            rhs = torch.zeros(self.shape[1], dtype=self.dtype, device=self.device)
-            theta = theta.to(self.dtype)
-            for t, (r0, r1) in enumerate(self.bounds):
-                a = self.tile(t)
+        AᵀA (each tile's in the analysis dtype, summed in float64) is computed in the first call's pass and
+        kept."""
+        p = self.shape[1]
+        gram = torch.zeros(p, p, dtype=torch.float64, device=self.device) if self.gram is None else None
+        at_theta = torch.zeros(p, dtype=self.dtype, device=self.device)
+        at_grad = torch.zeros(p, dtype=self.dtype, device=self.device)
+        theta, grad = theta.to(self.dtype), grad.to(self.dtype)
+        for t, (r0, r1) in enumerate(self.bounds):
+            a = self.tile(t)
+            if gram is not None:
                 gram += (a.T @ a).double()
-                rhs += a.T @ theta[r0:r1]
+            at_theta += a.T @ theta[r0:r1]
+            at_grad += a.T @ grad[r0:r1]
+        if gram is not None:
             self.gram = (gram + gram.T) / 2
-        else:
-            rhs = self.rmatmul(theta)
         chol = torch.linalg.cholesky(self.gram)
-        centre = torch.cholesky_solve(rhs.double().unsqueeze(1), chol).squeeze(1)
-        return centre.to(self.dtype), math.sqrt(float(torch.linalg.eigvalsh(self.gram)[-1]))
+        centre = torch.cholesky_solve(at_theta.double().unsqueeze(1), chol).squeeze(1)
+        return centre.to(self.dtype), math.sqrt(float(torch.linalg.eigvalsh(self.gram)[-1])), at_grad
 
 
 class _Transposed:
