@@ -153,3 +153,22 @@ def test_analyze_regenerates_A_within_its_budget_and_reports_the_same_value(obje
     assert [e.space for e in small] == ["full", "random"]
     assert small[0].value == large[0].value  # the full space does not depend on the budget
     assert small[1].value == pytest.approx(large[1].value, rel=0, abs=1e-10) and large[1].value > 0
+
+
+def test_every_piece_is_drawn_into_one_buffer(monkeypatch):
+    # Fresh piece tensors between the small generator-state tensors fragment the heap: building the states for
+    # P = 10 M, p = 100 in tiles of 1 963 072 rows took the resident set from 0.4 to 8.1 GB; with one buffer,
+    # 0.40 GB. What is checked here is the cause: no piece gets storage of its own.
+    original, seen = torch.randn, []
+
+    def randn(*args, out=None, **kw):
+        seen.append(None if out is None else out.untyped_storage().data_ptr())
+        return original(*args, out=out, **kw)
+
+    monkeypatch.setattr(torch, "randn", randn)
+    basis = GeneratedBasis(579, P_DIM, 3, torch.float64, torch.device("cpu"), 96)
+    basis.tile(1)
+    basis.tile(len(basis.bounds) - 1)
+    monkeypatch.undo()
+    assert len(seen) == P_DIM * (len(basis.bounds) + 2)
+    assert set(seen) == {basis._piece.untyped_storage().data_ptr()}

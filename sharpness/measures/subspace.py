@@ -101,7 +101,8 @@ class GeneratedBasis:
         rows: rows per tile (a multiple of 16); a tile holds rows·p entries and the draw one float64 piece
             of ``rows`` (the last tile up to 2·rows − 1).
 
-    Building it draws A once (1 pass) to record the generator's state before each piece; ``end_state`` is the
+    It keeps one float64 buffer of a tile's rows for the pieces. Building it draws A once (1 pass) to record
+    the generator's state before each piece; ``end_state`` is the
     generator's state after the whole draw, where the random starts continue. ``draws`` counts the column
     pieces drawn, in whole columns (p per pass over A).
     """
@@ -112,12 +113,15 @@ class GeneratedBasis:
         self.rows = rows
         self.scale = 1.0 / math.sqrt(numel)
         gen = torch.Generator().manual_seed(seed)
+        # One float64 buffer for every piece: drawing into fresh tensors between the small state tensors below
+        # fragments the heap (each freed piece is a hole just too small for the next), tens of GB at P = 49 M.
+        self._piece = torch.empty(max(r1 - r0 for r0, r1 in self.bounds), dtype=torch.float64)
         # states[t][j]: the generator before tile t's piece of column j (the draw order is column by column)
         self.states: list[list[Tensor]] = [[] for _ in self.bounds]
         for _ in range(dim):
             for t, (r0, r1) in enumerate(self.bounds):
                 self.states[t].append(gen.get_state())
-                torch.randn(r1 - r0, generator=gen, dtype=torch.float64)
+                torch.randn(r1 - r0, generator=gen, dtype=torch.float64, out=self._piece[: r1 - r0])
         self.end_state = gen.get_state()
         self.draws = float(dim)
         self._gen = torch.Generator()
@@ -127,9 +131,10 @@ class GeneratedBasis:
         """A[r₀:r₁, :] for tile t, ``(r₁ − r₀, p)`` in the analysis dtype: bit for bit those rows of A."""
         r0, r1 = self.bounds[t]
         out = torch.empty(r1 - r0, self.shape[1], dtype=self.dtype, device=self.device)
+        piece = self._piece[: r1 - r0]
         for j, state in enumerate(self.states[t]):
             self._gen.set_state(state)
-            out[:, j] = torch.randn(r1 - r0, generator=self._gen, dtype=torch.float64).mul_(self.scale)
+            out[:, j] = torch.randn(r1 - r0, generator=self._gen, dtype=torch.float64, out=piece).mul_(self.scale)
         self.draws += (r1 - r0) / self.shape[0] * self.shape[1]
         return out
 
@@ -172,6 +177,7 @@ class GeneratedBasis:
                 gram += (a.T @ a).double()
             at_theta += a.T @ theta[r0:r1]
             at_grad += a.T @ grad[r0:r1]
+            del a  # before the next tile is drawn: one tile at a time
         if gram is not None:
             self.gram = (gram + gram.T) / 2
         chol = torch.linalg.cholesky(self.gram)
