@@ -305,7 +305,9 @@ def main() -> None:
                 continue
             if done.returncode != 0:
                 rows.append({"width": width, "task": task, "num_params": _num_params(width),
-                             "failed": " ".join(done.stderr.strip().splitlines()[-1:]) or f"exit {done.returncode}"})
+                             "failed": f"exit {done.returncode}" + (" (killed by a signal, e.g. the kernel's OOM "
+                                                                      "killer)" if done.returncode < 0 else "")
+                             + f"; last stderr line: {' '.join(done.stderr.strip().splitlines()[-1:])}"})
                 print(f"d={width} {task}: failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
