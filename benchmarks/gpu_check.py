@@ -8,7 +8,11 @@ the TF32 policy, memory released after an analysis, ``torchrun`` with NCCL on on
 (b) measures, on a ResNet-18 (CIFAR stem, 11.2M parameters) with CIFAR-shaped synthetic inputs and on the
 toolkit's small GPT with synthetic tokens: one HVP as a multiple of one gradient, top-1 λ_max (seconds and
 HVPs), a Hutchinson trace with 100 probes, 51×51-grid points per second batched and unbatched (timed on a
-few rows of the grid), and peak GPU memory. Writes ``benchmarks/results/gpu-DATE.json`` and ``.md``.
+few rows of the grid), and peak GPU memory;
+(c) the scale case of benchmarks/scale_params.py at P = 124 M (GPT-2 small's count): its MLP
+``Linear(11130, 11130) → tanh → Linear(11130, 10)`` on 16 samples, top-1 λ_max at tol 1e-3 and one Hutchinson
+trace of 20 probes, with seconds, HVPs and peak GPU memory (``torch.cuda.max_memory_allocated``; ``--quick``:
+width 64). Writes ``benchmarks/results/gpu-DATE.json`` and ``.md``.
 
 Without a CUDA device (and without ``--device cpu``) it prints one line, ``no CUDA device: gpu_check
 skipped``, and exits 0. The timings use float32 under the analysis precision policy (TF32 off).
@@ -33,6 +37,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_LINE = "no CUDA device: gpu_check skipped"
+#: Width of the scale MLP: P = d² + 11d + 10 = 123 999 340 at d = 11 130; --quick uses QUICK_SCALE_WIDTH.
+SCALE_WIDTH, QUICK_SCALE_WIDTH, SCALE_PROBES = 11130, 64, 20
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -172,6 +178,44 @@ def measure(name: str, build: Callable, device: torch.device, quick: bool) -> di
     return row
 
 
+def measure_scale(device: torch.device, width: int, probes: int = SCALE_PROBES) -> dict:
+    """Top-1 λ_max (tol 1e-3) and a Hutchinson trace on benchmarks/scale_params.py's MLP of ``width``, in float32
+    on ``device``: seconds, HVPs and (on CUDA) the peak memory allocated from building the objective on."""
+    from sharpness.hessian import HessianOperator
+    from sharpness.linalg import extreme_eigenvalues, hutchinson_trace
+    from sharpness.objective import Objective
+    from sharpness.numerics.precision import precision_policy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale_params import scale_mlp
+
+    model, x, y = scale_mlp(width)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    row: dict[str, Any] = {"model": f"mlp-d{width}", "num_params": sum(p.numel() for p in model.parameters()),
+                           "n_samples": int(x.shape[0]), "input_shape": list(x.shape[1:])}
+    with precision_policy(allow_tf32=False):
+        obj = Objective(model, x, y, device=device, dtype=torch.float32)
+        H = HessianOperator(obj)
+        _sync(device)
+        t0 = time.perf_counter()
+        top, _ = extreme_eigenvalues(H, top_k=1, bottom_k=0, tol=1e-3, seed=0)
+        _sync(device)
+        row.update(lambda_max=float(top.values[0]), lambda_max_s=time.perf_counter() - t0,
+                   lambda_max_hvps=H.num_matvecs)
+        before = H.num_matvecs
+        t0 = time.perf_counter()
+        tr = hutchinson_trace(H, num_probes=probes, seed=1)
+        _sync(device)
+        row.update(trace=float(tr.value), trace_stderr=float(tr.stderr), trace_probes=probes,
+                   trace_s=time.perf_counter() - t0, trace_hvps=H.num_matvecs - before)
+    if device.type == "cuda":
+        row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    del obj, H
+    return row
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     cols = [("model", "model", "{}"), ("num_params", "params", "{:,}"), ("hvp_over_grad", "HVP / grad", "{:.2f}"),
             ("lambda_max_s", "λ_max s", "{:.2f}"), ("lambda_max_hvps", "λ_max HVPs", "{}"),
@@ -221,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         rows.append(measure(name, build, device, args.quick))
         print(f"{name}: measured in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    rows.append(measure_scale(device, QUICK_SCALE_WIDTH if args.quick else SCALE_WIDTH))
+    print(f"{rows[-1]['model']} (P = {rows[-1]['num_params']:,}): measured in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"gpu-{date}{'-quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

@@ -95,3 +95,31 @@ def test_cli_memory_sizes(capsys, toolkit_ckpt, tmp_path):
     assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--memory", "lots"), "memory", "8GiB", "lots")
     assert_input_error(run_cli(capsys, "analyze", toolkit_ckpt, "--memory", "1KiB", "--no-trace"),
                        "memory", "expected --memory")
+
+
+def test_paper_mode_is_refused_before_any_work_with_the_budget_its_lbfgs_memory_needs(mlp, monkeypatch):
+    from sharpness.analysis.budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS
+    from sharpness.objective import Objective
+
+    x, y = make_classification()
+    P = sum(p.numel() for p in mlp.parameters())
+    assert LBFGS_FLOAT64_VECTORS == 2 * 10 + 5 + 2  # scipy's maxcor = 10: (2m + 5) workspace vectors, x and g
+    # room for the ascent's 8 float64 vectors but not for L-BFGS-B's 27 float64 + 2
+    small = int((FIXED_VECTORS + ASCENT_VECTORS + 1) * P * 8 / (1 - GRAPH_SHARE))
+    work = []
+    for name in ("evaluate", "value", "value_and_grad"):
+        original = getattr(Objective, name)
+        monkeypatch.setattr(Objective, name, lambda self, *a, _f=original, **k: work.append(1) or _f(self, *a, **k))
+    opts = dict(dtype="float64", top_k=0, bottom_k=0, trace=False, epsilon=(1e-2,), epsilon_max_iter=2)
+    analyze(mlp, x, y, memory=f"{small}B", **opts)  # the ascent fits
+    work.clear()
+    with pytest.raises(InputError, match="paper-mode ε-sharpness \\(scipy L-BFGS-B, float64\\)") as info:
+        analyze(mlp, x, y, memory=f"{small}B", epsilon_method="paper", **opts)
+    assert work == []  # refused before the loss at θ
+    message = str(info.value)
+    need = (2 + LBFGS_FLOAT64_VECTORS) * P * 8  # what it holds: 2 + 27 float64 vectors of P
+    assert format_bytes(need) in message and "\n" not in message
+    fits = message.rsplit("--memory ", 1)[1].split()[0]
+    assert parse_memory(fits) >= (need + FIXED_VECTORS * P * 8) / (1 - GRAPH_SHARE)
+    report = analyze(mlp, x, y, memory=fits, epsilon_method="paper", **opts)  # the quoted budget is enough
+    assert work and report.measures["epsilon_sharpness"][0].method == "paper"

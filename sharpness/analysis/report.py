@@ -33,8 +33,9 @@ from ..linalg import deflated_trace, extreme_eigenvalues, hutchinson_trace, hutc
 from ..linalg.trace import DEFLATION_SHARE
 from ..measures import average_sharpness, epsilon_sharpness, worst_case_sharpness
 from ..measures.adaptive import ROUNDING_SHARE_NOTICE
+from ..measures.subspace import smallest_rows, tile_bytes
 from ..objective.batches import DATA_POLICIES, combine_digests, sample_digests
-from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, MemoryPlan, graph_bytes, lanczos_vectors, parse_memory
+from .budget import ASCENT_VECTORS, LBFGS_FLOAT64_VECTORS, SUBSPACE_VECTORS, MemoryPlan, graph_bytes, lanczos_vectors, parse_memory
 from ..objective.losses import IGNORE_INDEX
 from ..objective import Objective, callable_name
 from ..objective.analysis_set import DEFAULT_DATASET_BATCH
@@ -213,12 +214,14 @@ def _memory_plan(cfg: AnalysisConfig, num_params: int, dtype: torch.dtype) -> Me
         plan.require("the spectral density (three-term recurrence, one run at a time)", 3)
     if cfg.epsilon:
         methods = ("ascent", "paper") if cfg.epsilon_method == "both" else (cfg.epsilon_method,)
-        p = cfg.subspace_dim or 0
         if "ascent" in methods:
-            plan.require("ε-sharpness (ascent)", ASCENT_VECTORS + 2 * p)
+            plan.require("ε-sharpness (ascent)", ASCENT_VECTORS)
         if "paper" in methods:
-            plan.require("paper-mode ε-sharpness (scipy L-BFGS-B, float64)", 2 + 2 * p,
-                         float64_vectors=LBFGS_FLOAT64_VECTORS)
+            plan.require("paper-mode ε-sharpness (scipy L-BFGS-B, float64)", 2, float64_vectors=LBFGS_FLOAT64_VECTORS)
+        if cfg.subspace_dim:  # A whole when it fits (epsilon_sharpness decides), else its smallest tile
+            p, vector = cfg.subspace_dim, num_params * plan.itemsize
+            plan.require(f"ε-sharpness in a subspace of p = {p} (A regenerated tile by tile)",
+                         SUBSPACE_VECTORS + tile_bytes(smallest_rows(num_params, p), p, plan.itemsize) / vector)
     if cfg.adaptive_rho or cfg.rho or cfg.average_adaptive_rho or cfg.average_rho:
         plan.require("worst-/average-case sharpness", ASCENT_VECTORS)
     return plan
@@ -403,7 +406,7 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
         # (residuals are relative: ‖r₁‖ = residual·|θ₁|). measures/epsilon.py, "What a value means".
         ritz, residual = hessian["top"]["values"][0], hessian["top"]["residuals"][0]
         lambda_max = float(ritz) + float(residual) * abs(float(ritz))
-    measures = clock.time("flatness", lambda: _flatness(objective, cfg, _Clock(progress), lambda_max))
+    measures = clock.time("flatness", lambda: _flatness(objective, cfg, _Clock(progress), lambda_max, plan.vectors))
 
     total_matvecs = (H.num_matvecs + sum(e["num_matvecs"] for e in per_layer or [])
                      + sum(e.num_hvps for e in measures.get("epsilon_sharpness", [])))
@@ -431,7 +434,8 @@ def _analyze(model: nn.Module, inputs: Any, targets: Tensor | None, *, data_spec
     return with_gates(report, cfg, baseline=baseline)
 
 
-def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_max: float | None) -> dict:
+def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_max: float | None,
+              memory: int | None = None) -> dict:
     """Keskar ε-sharpness and worst-/average-case (adaptive) sharpness on the same objective.
 
     ε-sharpness runs the default ascent and/or Keskar's paper protocol (``epsilon_method``). With the top
@@ -451,7 +455,7 @@ def _flatness(objective: Objective, cfg: AnalysisConfig, clock: _Clock, lambda_m
                     out["epsilon_sharpness"].append(clock.time("epsilon", lambda: epsilon_sharpness(
                         objective, eps, subspace_dim=dim, method=method, start=cfg.epsilon_start,
                         restarts=cfg.epsilon_restarts, max_iter=cfg.epsilon_max_iter, polish=cfg.epsilon_polish,
-                        curvature=lambda_max, seed=cfg.seed,
+                        curvature=lambda_max, seed=cfg.seed, memory=memory,
                     ), label))
     # Average case first: at the same (ρ, scaling) its best draw joins the worst-case ascent's starts, so that
     # worst ≥ average holds by construction on the whole set (measures/adaptive.py).

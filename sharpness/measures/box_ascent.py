@@ -45,6 +45,7 @@ from ..hessian.operator import HessianOperator
 from ..linalg import top_eigenvalues
 from ..linalg.eigen import ConvergenceWarning
 from ..objective import Objective
+from .subspace import GeneratedBasis
 
 MIN_STEP = 2.0**-10  # the ascent's smallest step, as a fraction of the box width
 STALL_EVALS, STALL_RTOL = 5, 1e-4  # the ascent stops when 5 evaluations raised the increase by ≤ 1e-4 of it
@@ -57,11 +58,20 @@ ASCENT_STATUSES = ("stalled", "max_iter", "kkt", "step_floor")
 class Box:
     """F(y) = f(θ + A y) and ∇_y F on the box |y| ≤ b, b = ε(|A⁺θ| + 1), counting evaluations."""
 
-    def __init__(self, objective: Objective, epsilon: float, basis: Tensor | None,
+    def __init__(self, objective: Objective, epsilon: float, basis: Tensor | GeneratedBasis | None,
                  qr: tuple[Tensor, Tensor] | None = None) -> None:
         self.objective, self.basis, self.theta = objective, basis, objective.theta
+        self.evals = 0
+        self._at_zero: tuple[float, Tensor] | None = None
         if basis is None:
             centre, self.sigma_max = self.theta, 1.0
+        elif isinstance(basis, GeneratedBasis):
+            # A regenerated tile by tile (measures/subspace.py): one pass gives A⁺θ by the normal equations and
+            # Aᵀ∇f(θ), so that F and ∇_y F at y = 0 (every start kind but "random" asks for them) cost no pass.
+            value, grad = objective.value_and_grad(self.theta)
+            self.evals = 1
+            centre, self.sigma_max, projected = basis.project(self.theta, grad)
+            self._at_zero = (float(value), projected)
         else:
             q, r = qr if qr is not None else torch.linalg.qr(basis, mode="reduced")
             # A⁺x = R⁻¹Qᵀx (the least-squares solution); σ_max(A) = σ_max(R) for the upper bound.
@@ -69,12 +79,13 @@ class Box:
             self.sigma_max = float(torch.linalg.matrix_norm(r.double(), ord=2))
         self.bound = epsilon * (centre.abs() + 1)
         self.dim = self.bound.shape[0]
-        self.evals = 0
 
     def point(self, y: Tensor) -> Tensor:
         return self.theta + (y if self.basis is None else self.basis @ y)
 
     def __call__(self, y: Tensor) -> tuple[float, Tensor]:
+        if self._at_zero is not None and not bool(torch.any(y)):
+            return self._at_zero  # evaluated, and counted, when the box was built
         self.evals += 1
         value, grad = self.objective.value_and_grad(self.point(y))
         return float(value), grad if self.basis is None else self.basis.T @ grad

@@ -61,6 +61,17 @@ Choices the paper leaves open, made here:
   coordinate of z does in the full space, and as p → P the measure approaches the full-space one in scale.
   A⁺x is computed from a reduced QR factorization, A = QR, A⁺x = R⁻¹Qᵀx (A has full column rank with
   probability one; no P×P matrix is ever formed).
+* **A that does not fit.** A and its QR are 2p vectors of P (≈ 99 GB at P = 124 M, p = 100 in float32). When
+  they do not fit ``memory`` (in an analysis: the budget's share for the estimator's vectors,
+  :mod:`sharpness.analysis.budget`), A is regenerated from saved generator states one row tile at a time
+  (:class:`~sharpness.measures.subspace.GeneratedBasis`): the same entries bit for bit, A y and Aᵀg tile by
+  tile, and A⁺x from the p × p normal equations AᵀA y = Aᵀx, so the same box and the same maximizer up to
+  rounding. The price is time: every pass over A draws P·p normals again, and each loss-and-gradient
+  evaluation makes 2 passes (A y, then Aᵀ∇f; 1 at y = 0), each Hessian product of the spectral start 2
+  (≤ 2·40), the set-up 2 (the generator states; AᵀA with Aᵀθ and Aᵀ∇f(θ), so y = 0 costs none) and
+  :class:`EpsilonSearch`'s perturbation A y*, when read, 1. The default
+  ascent's ≤ 12·100 evaluations are then up to 2 400 passes; ``start="corner"`` with a small ``max_iter``
+  bounds them.
 * **Gradients** are exact, ∇_y f(x + A y) = Aᵀ∇f, in the Objective's dtype; loss values are compared as
   Python floats (float64).
 * **The start** (``start``): ``"corner"`` (b ⊙ sign ∇f(θ), the ascent's default), ``"zero"`` (y = 0, the
@@ -75,7 +86,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -86,6 +97,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..objective import Objective
 from .box_ascent import AGREE_RTOL, Box, corner, sign_ascent, spectral_corners, start_spread, status_counts
+from .subspace import GeneratedBasis, subspace_rows
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +205,20 @@ class EpsilonSearch:
     """:class:`EpsilonSharpness` plus the tensors behind it (not part of any report).
 
     ``maximizer``: the best end point y* ∈ C_ε, ``(dim,)`` (zeros when no start beat y = 0);
-    ``bounds``: the box half-widths b = ε(|A⁺θ| + 1), ``(dim,)``; ``perturbation``: A y*, ``(P,)``;
-    ``basis``: A, ``(P, p)``, or None for the full space.
+    ``bounds``: the box half-widths b = ε(|A⁺θ| + 1), ``(dim,)``; ``perturbation``: A y*, ``(P,)``, formed
+    when first read (for a regenerated A that is a pass over A);
+    ``basis``: A, ``(P, p)``, or a :class:`~.subspace.GeneratedBasis` (``A @ y`` and ``A.T @ g`` tile by tile)
+    when A did not fit the budget, or None for the full space.
     """
 
     result: EpsilonSharpness
     maximizer: Tensor
     bounds: Tensor
-    perturbation: Tensor
-    basis: Tensor | None
+    basis: Tensor | GeneratedBasis | None
+
+    @cached_property
+    def perturbation(self) -> Tensor:
+        return self.maximizer if self.basis is None else self.basis @ self.maximizer
 
 
 def random_subspace(
@@ -215,9 +232,13 @@ def random_subspace(
     return _draw_subspace(numel, dim, torch.Generator().manual_seed(seed), dtype, torch.device(device))
 
 
-def _draw_subspace(numel: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _check_dim(numel: int, dim: int) -> None:
     if not 1 <= dim <= numel:
         raise InputError(f"subspace_dim must be in [1, {numel}] (the number of parameters), got {dim}")
+
+
+def _draw_subspace(numel: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
+    _check_dim(numel, dim)
     basis = torch.empty(numel, dim, dtype=dtype, device=device)
     scale = 1.0 / math.sqrt(numel)
     for j in range(dim):
@@ -237,6 +258,16 @@ def _seeded_subspace(numel: int, dim: int, seed: int, dtype: torch.dtype,
     basis = _draw_subspace(numel, dim, gen, dtype, device)
     q, r = torch.linalg.qr(basis, mode="reduced")
     return basis, q, r, gen.get_state()
+
+
+@lru_cache(maxsize=1)
+def _generated_subspace(numel: int, dim: int, seed: int, dtype: torch.dtype, device: torch.device,
+                        rows: int) -> GeneratedBasis:
+    """A = :func:`random_subspace` for ``seed`` as a :class:`~.subspace.GeneratedBasis` with tiles of ``rows``.
+
+    Cached (the last one only) for the same reason as :func:`_seeded_subspace`: its generator states cost one
+    pass over A and its AᵀA another, and neither depends on θ."""
+    return GeneratedBasis(numel, dim, seed, dtype, device, rows)
 
 
 def _lbfgsb(box: Box, y0: Tensor, max_iter: int, base: float = 0.0) -> tuple[Tensor, float, int, str, str]:
@@ -272,11 +303,14 @@ def search_epsilon_box(
     polish: int = 0,
     curvature: float | None = None,
     seed: int = 0,
+    memory: int | None = None,
 ) -> EpsilonSearch:
     """Maximize f(θ + A y) over y ∈ C_ε; :func:`epsilon_sharpness` with the maximizer kept.
 
     Random numbers come from one ``torch.Generator().manual_seed(seed)`` used for A first (see
     :func:`random_subspace`, so ``random_subspace(P, p, seed=seed)`` reproduces A) and then for the starts.
+    ``memory`` (bytes for the estimator's vectors; None: no limit) decides how A is held
+    (:func:`~.subspace.subspace_rows`): whole with its QR when they fit, else regenerated tile by tile.
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -295,10 +329,18 @@ def search_epsilon_box(
         raise InputError(f"max_iter must be ≥ 1, got {max_iter}")
     if curvature is not None and not math.isfinite(curvature):
         raise InputError(f"curvature must be a finite number, got {curvature}")
+    if subspace_dim is not None:
+        _check_dim(objective.numel, subspace_dim)
+    rows = None if subspace_dim is None else subspace_rows(
+        objective.numel, subspace_dim, torch.empty((), dtype=objective.dtype).element_size(), memory)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)  # A first, then the starts
     basis = qr = None
-    if subspace_dim is not None:  # _draw_subspace refuses a dim outside [1, P] (an error is never cached)
+    if rows is not None:  # A does not fit: regenerated tile by tile
+        basis = _generated_subspace(objective.numel, subspace_dim, seed, objective.dtype,
+                                    torch.device(objective.device), rows)
+        gen.set_state(basis.end_state)  # the same starts as after drawing A whole
+    elif subspace_dim is not None:
         basis, q, r, state = _seeded_subspace(objective.numel, subspace_dim, seed, objective.dtype,
                                               torch.device(objective.device))
         qr = (q, r)
@@ -364,7 +406,6 @@ def search_epsilon_box(
         result=replace(result, seconds=time.perf_counter() - t0),
         maximizer=best_y,
         bounds=box.bound,
-        perturbation=best_y if basis is None else basis @ best_y,
         basis=basis,
     )
 
@@ -408,11 +449,15 @@ def epsilon_sharpness(objective: Objective, epsilon: float, **options: Any) -> E
         polish: L-BFGS-B iterations from the best point afterwards (default 0).
         curvature: an upper bound λ on the Hessian's eigenvalues (e.g. λ_max); gives ``upper_bound``.
         seed: seeds A and the random starts.
+        memory: bytes for the estimator's own vectors (None: no limit); decides whether A is held whole or
+            regenerated tile by tile (module docstring), and refuses a budget without room for one tile.
 
     Cost: at most (number of starts) · ``max_iter`` gradients over the analysis set for the ascent (the default:
     ≤ 12 starts), plus ≤ 40 Hessian-vector products for the spectral corners, plus line-search
     evaluations for L-BFGS-B (``num_function_evals``), one for the gradient at θ (corner start or
-    ``curvature``), and a QR factorization of A for the subspace variant.
+    ``curvature``), and a QR factorization of A for the subspace variant; for a regenerated A, 2 draws of
+    P·p normals per evaluation away from y = 0 and per Hessian product, and 2 more per call (1 when A was
+    generated before).
 
     See the module docstring for the two methods and what the value and its bounds mean;
     :func:`search_epsilon_box` also returns the maximizer.
