@@ -16,12 +16,7 @@ from sharpness.correlate import bootstrap_tau, fisher_rao_norm, granulated_psi, 
 from cli_helpers import assert_input_error, run_cli
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # τ_b = (n_c − n_d) / √((n₀ − n₁)(n₀ − n₂)), counted by hand:

@@ -33,13 +33,7 @@ from sharpness.train import (
 from conftest import TinyMLP, make_classification
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models here are tiny: intra-op threads only add synchronization (milliseconds per op on a busy CI box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
