@@ -216,6 +216,10 @@ class LanczosProcess:
         # An operator that can write a product into a given buffer (``matvec_into``) gets the spare one: the
         # three buffers then rotate through every step and no P-vector is allocated or freed after the second.
         self._recycle = reorthogonalize == "local" and self.R == 1 and hasattr(A, "matvec_into")
+        # W = A q_j is this step's own tensor (updated in place) for a fresh or recycled product; q_{j−1} then
+        # becomes the spare unless a fresh product makes a spare useless
+        self._owns_product = self._fresh or self._recycle
+        self._keeps_spare = self._recycle or not self._fresh
         self._spare = None
         self._beta_prev = torch.zeros(self.R, dtype=self.dtype, device=self.device)
         self._alphas: list[list[float]] = [[] for _ in range(self.R)]
@@ -303,18 +307,23 @@ class LanczosProcess:
                 Yt[i].add_(q[0], alpha=c)
             if j == m - 1:
                 break
+            W = self._product_row(q[0], spare)
             if self._recycle:
-                out = spare[0] if spare is not None else torch.empty(self.P, dtype=self.dtype, device=self.device)
-                W, spare = apply_into(self.A, q[0], out)[None, :], None
-            else:
-                W = apply(self.A, q[0])[None, :].to(self.dtype)
+                spare = None  # it now holds W
             self.num_matvecs += 1
-            own = self._fresh or self._recycle
             W, _ = _three_term(W, q, q_prev, coeffs[1, j].reshape(1, 1), self._locked, coeffs[0, j].reshape(1),
-                               None if own else spare, in_place=own)
+                               None if self._owns_product else spare, in_place=self._owns_product)
             W /= coeffs[2, j]
-            q_prev, q, spare = q, W, None if self._fresh and not self._recycle else q_prev
+            q_prev, q, spare = q, W, q_prev if self._keeps_spare else None
         return Yt.T
+
+    def _product_row(self, v: Tensor, spare: Tensor | None) -> Tensor:
+        """A v as a (1, P) row: written into ``spare`` (a free (1, P) buffer, or a new one) when the run
+        recycles its vectors, else A's own output."""
+        if not self._recycle:
+            return apply(self.A, v)[None, :].to(self.dtype)
+        out = spare[0] if spare is not None else torch.empty(self.P, dtype=self.dtype, device=self.device)
+        return apply_into(self.A, v, out)[None, :]
 
     def release(self) -> None:
         """Free every vector the runs hold (next vectors, q_{j−1}, the spare, the start, a stored basis); the
@@ -354,13 +363,9 @@ class LanczosProcess:
         q = self._q if every else self._q[idx]  # (n, P)
 
         n = len(act)
-        if n == 1 and self._recycle:  # the product goes into a recycled buffer (see __init__)
-            out = self._spare[0] if self._spare is not None else torch.empty(self.P, dtype=self.dtype, device=self.device)
-            self._spare = None
-            W = apply_into(self.A, q[0], out)[None, :]
-        else:
-            W = apply(self.A, q[0])[None, :] if n == 1 else apply(self.A, q.T).T
-        W = W.to(self.dtype)
+        W = self._product_row(q[0], self._spare) if n == 1 else apply(self.A, q.T).T.to(self.dtype)
+        if self._recycle:
+            self._spare = None  # it now holds W
         self.num_matvecs += n
         step = self._full_step if self._Q is not None else self._local_step
         if self._Q is not None:
@@ -423,12 +428,11 @@ class LanczosProcess:
         b_prev = self._beta_prev if every else self._beta_prev[idx]
         # A fresh product (HessianOperator, a dense tensor) is updated in place; otherwise three buffers rotate
         # (q_{j−1} ← q_j, q_j ← new, new ← old q_{j−1}) and A's output is only read.
-        own = self._fresh or self._recycle  # W is this step's own tensor
-        spare = None if own or not every else self._spare
-        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked, out=spare, in_place=own)
+        spare = None if self._owns_product or not every else self._spare
+        W, alpha = _three_term(W, q, q_prev, b_prev[:, None], self._locked, out=spare, in_place=self._owns_product)
         beta = torch.linalg.vector_norm(W, dim=1)
         if every:
-            self._spare = q_prev if not self._fresh or self._recycle else None
+            self._spare = q_prev if self._keeps_spare else None
             self._q_prev, self._beta_prev = q, beta
         else:
             self._q_prev[idx], self._beta_prev[idx] = q, beta
