@@ -80,13 +80,3 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread for a module of tiny models (threads only add synchronization there, milliseconds per
-    op on a busy CI box); the previous count is restored. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -13,7 +13,6 @@ from sharpness.cli import main
 from sharpness.models import build_model, model_spec
 
 from cli_helpers import run_cli
-from test_train import one_thread  # noqa: F401  (module fixture: tiny models, one intra-op thread)
 
 BLOBS = ["--data", "blobs", "--data-kwargs", '{"n": 120, "n_test": 40, "dim": 3}', "--model", "mlp",
          "--model-kwargs", '{"hidden": [8]}', "--device", "cpu"]

@@ -16,9 +16,6 @@ from sharpness.correlate import bootstrap_tau, fisher_rao_norm, granulated_psi, 
 from cli_helpers import assert_input_error, run_cli
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 # τ_b = (n_c − n_d) / √((n₀ − n₁)(n₀ − n₂)), counted by hand:
 #   [1,2,3,4] vs [1,3,2,4]: 5 concordant, 1 discordant of 6 pairs              → 4/6
 #   [1,1,2,3] vs [1,2,2,3]: n_c = 4, n_d = 0, one pair tied in x, one in y     → 4/√(5·5) = 0.8

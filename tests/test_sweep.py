@@ -17,7 +17,7 @@ from sharpness.objective import Objective
 from sharpness.sweep import SUMMARY_FIELDS, run_name, sweep
 from sharpness.train import TrainConfig, TrainingInterrupted, resume_path
 
-from test_train import cfg, one_thread  # noqa: F401  (one_thread: module fixture, one intra-op thread)
+from test_train import cfg
 
 BATCH_SIZES = [8, 25, "full"]
 SEEDS = [0, 1]

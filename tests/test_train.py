@@ -33,9 +33,6 @@ from sharpness.train import (
 from conftest import TinyMLP, make_classification
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def blobs():
     return load_dataset("blobs", n=200, n_test=60, dim=4, classes=3, seed=3)

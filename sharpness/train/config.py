@@ -22,10 +22,10 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 SCHEDULES = ("constant", "cosine", "step")
 
 #: The "train until" stopping rules: the config field, the epoch record's value it watches, whether the target
-#: is reached below it (a loss) or at or above it (an accuracy), and what a valid target is.
+#: is reached below it (a loss) or at or above it (an accuracy), what a valid target is, and its upper bound.
 UNTIL_RULES = {
-    "until_train_loss": ("train_loss", "below", "a finite number > 0"),
-    "until_train_accuracy": ("train_acc", "at_least", "a fraction in (0, 1]"),
+    "until_train_loss": ("train_loss", "below", "a finite number > 0", math.inf),
+    "until_train_accuracy": ("train_acc", "at_least", "a fraction in (0, 1]", 1.0),
 }
 
 
@@ -159,7 +159,7 @@ class TrainConfig:
         if rule is not None:
             target = getattr(self, rule)
             ok = isinstance(target, (int, float)) and not isinstance(target, bool) and math.isfinite(target) and target > 0
-            _check(ok and (rule != "until_train_accuracy" or target <= 1), rule, UNTIL_RULES[rule][2], target)
+            _check(ok and target <= UNTIL_RULES[rule][3], rule, UNTIL_RULES[rule][2], target)
             if self.max_epochs is None:
                 raise InputError(f"expected max_epochs (the cap) with {rule}, got none")
         elif self.max_epochs is not None:
